@@ -1,0 +1,39 @@
+//! tokenvault: an encrypted, embedded store for OAuth tokens.
+//!
+//! Apps that talk to OAuth APIs keep access, refresh and grant tokens and client secrets
+//! between runs. tokenvault keeps them sealed with AES-256-GCM under a data key that only
+//! the user's passphrase unlocks (Argon2id), in an embedded sled database, with blind
+//! (keyed-hash) indexes so every lookup the Zoho CRM SDKs need is one probe away. Nothing
+//! secret is ever written to disk in the clear.
+//!
+//! The [`TokenStore`] trait carries the SDK's six operations with exact semantics;
+//! [`Vault`] implements them on disk, [`MemoryStore`] in memory.
+//!
+//! ```
+//! use tokenvault::{MemoryStore, OAuthToken, TokenStore};
+//!
+//! let store = MemoryStore::new();
+//! let mut token = OAuthToken::default()
+//!     .with_user_name("alice@example.com")
+//!     .with_client_id("1000.ABC")
+//!     .with_client_secret("s3cret")
+//!     .with_refresh_token("1000.refresh");
+//! store.save_token(&mut token)?;
+//! let found = store
+//!     .find_token(&OAuthToken::default().with_user_name("alice@example.com"))?
+//!     .expect("saved above");
+//! assert_eq!(found.refresh_token(), Some("1000.refresh"));
+//! # Ok::<(), tokenvault::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod memory;
+mod store;
+mod token;
+
+pub use error::Error;
+pub use memory::MemoryStore;
+pub use store::TokenStore;
+pub use token::OAuthToken;
