@@ -58,7 +58,9 @@ impl fmt::Display for Error {
             Error::WrongPassphrase => f.write_str("the passphrase does not unlock this vault"),
             Error::Corrupted { what } => write!(f, "the vault is corrupted: {what}"),
             Error::InvalidToken { reason } => write!(f, "invalid token: {reason}"),
-            Error::VaultExists => f.write_str("a vault or other non-empty directory already exists at this path"),
+            Error::VaultExists => {
+                f.write_str("a vault or other non-empty directory already exists at this path")
+            }
             Error::VaultNotFound => f.write_str("no vault exists at this path"),
             Error::VaultLocked => f.write_str("the vault is open elsewhere"),
             Error::InvalidKdfParams { reason } => write!(f, "invalid KDF parameters: {reason}"),

@@ -27,13 +27,29 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
+mod backend;
+mod crypto;
 mod error;
 mod memory;
 mod store;
 mod token;
+mod vault;
 
+pub use crypto::KdfParams;
 pub use error::Error;
 pub use memory::MemoryStore;
 pub use store::TokenStore;
 pub use token::OAuthToken;
+pub use vault::{Vault, VaultOptions};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -108,7 +108,9 @@ impl Records for MemoryStore {
                     state.tokens.remove(*id);
                 }
                 Change::PutIndex(index, value, id) => {
-                    state.index.insert((*index, (*value).to_owned()), (*id).to_owned());
+                    state
+                        .index
+                        .insert((*index, (*value).to_owned()), (*id).to_owned());
                 }
                 Change::RemoveIndex(index, value) => {
                     state.index.remove(&(*index, (*value).to_owned()));

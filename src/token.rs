@@ -77,12 +77,37 @@ macro_rules! string_field {
 
 impl OAuthToken {
     string_field!(id, with_id, set_id, "store-assigned id");
-    string_field!(user_name, with_user_name, set_user_name, "user name (the SDK's user signature)");
+    string_field!(
+        user_name,
+        with_user_name,
+        set_user_name,
+        "user name (the SDK's user signature)"
+    );
     string_field!(client_id, with_client_id, set_client_id, "OAuth client id");
-    string_field!(client_secret, with_client_secret, set_client_secret, "OAuth client secret (a secret)");
-    string_field!(grant_token, with_grant_token, set_grant_token, "grant token (a secret)");
-    string_field!(refresh_token, with_refresh_token, set_refresh_token, "refresh token (a secret)");
-    string_field!(access_token, with_access_token, set_access_token, "access token (a secret)");
+    string_field!(
+        client_secret,
+        with_client_secret,
+        set_client_secret,
+        "OAuth client secret (a secret)"
+    );
+    string_field!(
+        grant_token,
+        with_grant_token,
+        set_grant_token,
+        "grant token (a secret)"
+    );
+    string_field!(
+        refresh_token,
+        with_refresh_token,
+        set_refresh_token,
+        "refresh token (a secret)"
+    );
+    string_field!(
+        access_token,
+        with_access_token,
+        set_access_token,
+        "access token (a secret)"
+    );
     string_field!(redirect_url, with_redirect_url, set_redirect_url, "redirect URL");
     string_field!(api_domain, with_api_domain, set_api_domain, "API domain");
 

@@ -1,0 +1,192 @@
+//! The storage seam: named trees of bytes, with one all-or-nothing batch per write.
+//!
+//! The vault never talks to sled directly; it talks to [`Storage`]. Only ciphertext and
+//! keyed hashes ever cross this seam. Invariant: [`Storage::apply`] applies every operation
+//! of a batch or none of them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::Error;
+
+/// The trees of a vault, in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TreeName {
+    Meta,
+    Tokens,
+    User,
+    Access,
+    Refresh,
+    Grant,
+}
+
+impl TreeName {
+    /// The tree's name on disk (also bound into record AAD).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TreeName::Meta => "meta",
+            TreeName::Tokens => "tokens",
+            TreeName::User => "idx.user",
+            TreeName::Access => "idx.access",
+            TreeName::Refresh => "idx.refresh",
+            TreeName::Grant => "idx.grant",
+        }
+    }
+}
+
+/// One write of a batch.
+pub(crate) enum Op {
+    Put(TreeName, Vec<u8>, Vec<u8>),
+    Remove(TreeName, Vec<u8>),
+}
+
+/// A key and its value.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
+/// A callback over the entries of a tree: key, value.
+pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
+
+/// Byte storage in named trees.
+pub(crate) trait Storage: Send + Sync {
+    /// The value at `key` in `tree`.
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// The first entry of `tree` in key order.
+    fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error>;
+    /// Calls `f` with every entry of `tree`, in key order, until it returns an error.
+    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
+    /// Applies every operation, or none.
+    fn apply(&self, ops: &[Op]) -> Result<(), Error>;
+    /// Makes every applied batch durable (as far as the engine can).
+    fn flush(&self) -> Result<(), Error>;
+}
+
+fn storage_error(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) => Error::Io(io),
+        sled::Error::Corruption { .. } => Error::corrupted("the storage engine found its files damaged"),
+        other => Error::Storage {
+            message: other.to_string(),
+        },
+    }
+}
+
+/// [`Storage`] on a sled 0.34 database.
+pub(crate) struct SledStorage {
+    db: sled::Db,
+    trees: [sled::Tree; 6],
+}
+
+impl SledStorage {
+    /// Opens (or creates) the sled database in `dir`.
+    pub(crate) fn open(dir: &Path, cache_capacity: u64) -> Result<Self, Error> {
+        let config = sled::Config::new().path(dir).cache_capacity(cache_capacity);
+        // The caller holds the vault's own lock, so sled's lock on its files can only be
+        // held by the lingering background jobs of a handle just dropped: wait briefly.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::VaultLocked);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other.map_err(storage_error)?,
+            }
+        };
+        let open = |t: TreeName| db.open_tree(t.name()).map_err(storage_error);
+        let trees = [
+            open(TreeName::Meta)?,
+            open(TreeName::Tokens)?,
+            open(TreeName::User)?,
+            open(TreeName::Access)?,
+            open(TreeName::Refresh)?,
+            open(TreeName::Grant)?,
+        ];
+        Ok(SledStorage { db, trees })
+    }
+
+    fn tree(&self, t: TreeName) -> &sled::Tree {
+        let [meta, tokens, user, access, refresh, grant] = &self.trees;
+        match t {
+            TreeName::Meta => meta,
+            TreeName::Tokens => tokens,
+            TreeName::User => user,
+            TreeName::Access => access,
+            TreeName::Refresh => refresh,
+            TreeName::Grant => grant,
+        }
+    }
+}
+
+impl Storage for SledStorage {
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .tree(tree)
+            .get(key)
+            .map_err(storage_error)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error> {
+        Ok(self
+            .tree(tree)
+            .first()
+            .map_err(storage_error)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+        for entry in self.tree(tree).iter() {
+            let (k, v) = entry.map_err(storage_error)?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+        // sled 0.34 panics on a transaction over no trees.
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // One sled batch per touched tree, all applied in one transaction.
+        let mut batches: Vec<(TreeName, sled::Batch)> = Vec::new();
+        for op in ops {
+            let (Op::Put(t, ..) | Op::Remove(t, ..)) = op;
+            let batch = match batches.iter_mut().position(|(bt, _)| bt == t) {
+                Some(i) => batches.get_mut(i),
+                None => {
+                    batches.push((*t, sled::Batch::default()));
+                    batches.last_mut()
+                }
+            };
+            let Some((_, batch)) = batch else { continue };
+            match op {
+                Op::Put(_, k, v) => batch.insert(k.as_slice(), v.as_slice()),
+                Op::Remove(_, k) => batch.remove(k.as_slice()),
+            }
+        }
+        let trees: Vec<&sled::Tree> = batches.iter().map(|(t, _)| self.tree(*t)).collect();
+        trees
+            .as_slice()
+            .transaction(|views| {
+                for (view, (_, batch)) in views.iter().zip(&batches) {
+                    view.apply_batch(batch)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => storage_error(e),
+                TransactionError::Abort(()) => Error::Storage {
+                    message: "transaction aborted".into(),
+                },
+            })
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        self.db.flush().map(|_| ()).map_err(storage_error)
+    }
+}

@@ -1,0 +1,188 @@
+//! Argon2id parameters, their bounds, and the passphrase-to-key step.
+//!
+//! Invariant: Argon2 never runs with parameters outside [`KdfParams::FLOOR`] and
+//! [`KdfParams::CEILING`]; a header asking for more is refused before any work is done.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// Argon2id cost parameters for turning a passphrase into a key.
+///
+/// # Security
+/// The passphrase is the only secret protecting a stolen vault; these parameters set what
+/// each guess costs an attacker. The default, [`KdfParams::RECOMMENDED`] (64 MiB, t=3,
+/// p=4, RFC 9106's second recommendation), costs a fraction of a second to unlock. The
+/// [`KdfParams::FLOOR`] (19 MiB, t=2, p=1, OWASP's minimum) is accepted for tests and small
+/// devices; nothing below it is. [`KdfParams::CEILING`] (1 GiB, t=8, p=16) keeps a
+/// doctored vault header from costing minutes or gigabytes to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KdfParams {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes over the memory.
+    pub iterations: u32,
+    /// Degree of parallelism (lanes).
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// The default: Argon2id with 64 MiB, 3 passes, 4 lanes.
+    pub const RECOMMENDED: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 4,
+    };
+    /// The weakest parameters accepted: 19 MiB, 2 passes, 1 lane.
+    pub const FLOOR: KdfParams = KdfParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+    /// The strongest parameters accepted: 1 GiB, 8 passes, 16 lanes.
+    pub const CEILING: KdfParams = KdfParams {
+        memory_kib: 1024 * 1024,
+        iterations: 8,
+        parallelism: 16,
+    };
+
+    /// Checks the parameters against the floor and the ceiling.
+    ///
+    /// # Errors
+    /// `InvalidKdfParams` naming the bound crossed.
+    pub fn validate(&self) -> Result<(), Error> {
+        let check = |name: &str, v: u32, lo: u32, hi: u32| {
+            if v < lo || v > hi {
+                Err(Error::InvalidKdfParams {
+                    reason: format!("{name} is {v}; it must be between {lo} and {hi}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            "memory_kib",
+            self.memory_kib,
+            Self::FLOOR.memory_kib,
+            Self::CEILING.memory_kib,
+        )?;
+        check(
+            "iterations",
+            self.iterations,
+            Self::FLOOR.iterations,
+            Self::CEILING.iterations,
+        )?;
+        check(
+            "parallelism",
+            self.parallelism,
+            Self::FLOOR.parallelism,
+            Self::CEILING.parallelism,
+        )?;
+        // Argon2 needs at least 8 KiB per lane.
+        if self.memory_kib < 8 * self.parallelism {
+            return Err(Error::InvalidKdfParams {
+                reason: "memory_kib must be at least 8 times parallelism".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `target` costs at least as much in every parameter and more in one: such a
+    /// header is upgraded to `target` when it is opened.
+    pub(crate) fn is_weaker_than(&self, target: &KdfParams) -> bool {
+        self.memory_kib <= target.memory_kib
+            && self.iterations <= target.iterations
+            && self.parallelism <= target.parallelism
+            && self != target
+    }
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self::RECOMMENDED
+    }
+}
+
+/// The key-encryption key derived from a passphrase.
+pub(crate) struct PassphraseKey(pub(crate) Zeroizing<[u8; 32]>);
+
+/// Runs Argon2id (version 0x13) over the passphrase.
+///
+/// # Errors
+/// `InvalidKdfParams` if the parameters are out of bounds (checked before any work).
+pub(crate) fn derive_passphrase_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+) -> Result<PassphraseKey, Error> {
+    params.validate()?;
+    let argon_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+        .map_err(|e| Error::InvalidKdfParams {
+            reason: e.to_string(),
+        })?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase, salt, out.as_mut())
+        .map_err(|e| Error::InvalidKdfParams {
+            reason: e.to_string(),
+        })?;
+    Ok(PassphraseKey(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(KdfParams::FLOOR.validate().is_ok());
+        assert!(KdfParams::CEILING.validate().is_ok());
+        assert!(KdfParams::RECOMMENDED.validate().is_ok());
+        for bad in [
+            KdfParams {
+                memory_kib: 19 * 1024 - 1,
+                ..KdfParams::FLOOR
+            },
+            KdfParams {
+                iterations: 1,
+                ..KdfParams::FLOOR
+            },
+            KdfParams {
+                parallelism: 0,
+                ..KdfParams::FLOOR
+            },
+            KdfParams {
+                memory_kib: 1024 * 1024 + 1,
+                ..KdfParams::FLOOR
+            },
+            KdfParams {
+                iterations: 9,
+                ..KdfParams::FLOOR
+            },
+            KdfParams {
+                parallelism: 17,
+                ..KdfParams::FLOOR
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(Error::InvalidKdfParams { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn weaker_means_dominated() {
+        assert!(KdfParams::FLOOR.is_weaker_than(&KdfParams::RECOMMENDED));
+        assert!(!KdfParams::RECOMMENDED.is_weaker_than(&KdfParams::FLOOR));
+        assert!(!KdfParams::RECOMMENDED.is_weaker_than(&KdfParams::RECOMMENDED));
+        let more_mem_fewer_passes = KdfParams {
+            memory_kib: 128 * 1024,
+            iterations: 2,
+            parallelism: 4,
+        };
+        assert!(!more_mem_fewer_passes.is_weaker_than(&KdfParams::RECOMMENDED));
+    }
+}

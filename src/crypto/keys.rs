@@ -1,0 +1,168 @@
+//! The key hierarchy below the data key.
+//!
+//! passphrase --Argon2id--> passphrase key --unwraps--> random 256-bit data key
+//! --HKDF-SHA256 (salt: vault id, distinct labels)--> record key per epoch, one index key
+//! per index, the id key, and the header-MAC key.
+//!
+//! Invariants: no type here is `Debug` or `Clone`; all are zeroized on drop.
+
+use aes_gcm::{Aes256Gcm, KeyInit};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::store::Index;
+use crate::Error;
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a vault id.
+pub(crate) const VAULT_ID_LEN: usize = 16;
+/// Length of the MACs used as slots and index keys.
+pub(crate) const MAC_LEN: usize = 32;
+
+/// The random key every other vault key derives from.
+pub(crate) struct DataKey(pub(crate) Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    /// A fresh key from the operating system's random source.
+    pub(crate) fn generate() -> Result<Self, Error> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        super::random_bytes(k.as_mut())?;
+        Ok(DataKey(k))
+    }
+}
+
+fn hkdf_expand(data_key: &DataKey, vault_id: &[u8; VAULT_ID_LEN], label: &[u8]) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(Some(vault_id), data_key.0.as_ref());
+    let mut okm = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit: this cannot fail.
+    let _ = hk.expand(label, okm.as_mut());
+    okm
+}
+
+fn mac_key(data_key: &DataKey, vault_id: &[u8; VAULT_ID_LEN], label: &[u8]) -> HmacSha256 {
+    let k = hkdf_expand(data_key, vault_id, label);
+    // HMAC accepts keys of any length: this cannot fail.
+    <HmacSha256 as hmac::KeyInit>::new_from_slice(k.as_ref()).unwrap_or_else(|_| unreachable!())
+}
+
+fn record_label(epoch: u32) -> Vec<u8> {
+    let mut label = b"tokenvault v1 record key epoch ".to_vec();
+    label.extend_from_slice(&epoch.to_be_bytes());
+    label
+}
+
+/// The header-MAC key alone (needed before the rest, to check a header).
+pub(crate) fn header_mac_key(data_key: &DataKey, vault_id: &[u8; VAULT_ID_LEN]) -> HmacSha256 {
+    mac_key(data_key, vault_id, b"tokenvault v1 header mac")
+}
+
+/// Computes a MAC with a prepared key.
+pub(crate) fn mac(key: &HmacSha256, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+    let mut m = key.clone();
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Verifies a MAC in constant time.
+pub(crate) fn verify_mac(key: &HmacSha256, parts: &[&[u8]], tag: &[u8]) -> bool {
+    let mut m = key.clone();
+    for p in parts {
+        m.update(p);
+    }
+    m.verify_slice(tag).is_ok()
+}
+
+/// Every key an open vault uses.
+pub(crate) struct VaultKeys {
+    pub(crate) vault_id: [u8; VAULT_ID_LEN],
+    data_key: DataKey,
+    /// Record keys, indexed by epoch (0..=current).
+    records: Vec<Aes256Gcm>,
+    index: [HmacSha256; 4],
+    id: HmacSha256,
+    meta_mac: HmacSha256,
+}
+
+impl VaultKeys {
+    /// Derives every key for epochs `0..=epoch`.
+    pub(crate) fn derive(data_key: DataKey, vault_id: [u8; VAULT_ID_LEN], epoch: u32) -> Self {
+        let index = [Index::User, Index::Access, Index::Refresh, Index::Grant].map(|i| {
+            let label: &[u8] = match i {
+                Index::User => b"tokenvault v1 index user",
+                Index::Access => b"tokenvault v1 index access",
+                Index::Refresh => b"tokenvault v1 index refresh",
+                Index::Grant => b"tokenvault v1 index grant",
+            };
+            mac_key(&data_key, &vault_id, label)
+        });
+        let mut keys = VaultKeys {
+            vault_id,
+            records: Vec::new(),
+            index,
+            id: mac_key(&data_key, &vault_id, b"tokenvault v1 id"),
+            meta_mac: mac_key(&data_key, &vault_id, b"tokenvault v1 meta mac"),
+            data_key,
+        };
+        keys.extend_epochs(epoch);
+        keys
+    }
+
+    /// Makes sure record keys exist for every epoch up to `epoch`.
+    pub(crate) fn extend_epochs(&mut self, epoch: u32) {
+        while self.records.len() <= epoch as usize {
+            let e = self.records.len() as u32;
+            let k = hkdf_expand(&self.data_key, &self.vault_id, &record_label(e));
+            self.records.push(Aes256Gcm::new((&*k).into()));
+        }
+    }
+
+    /// The current (newest) epoch.
+    pub(crate) fn current_epoch(&self) -> u32 {
+        (self.records.len() as u32).saturating_sub(1)
+    }
+
+    /// The record key of `epoch`, if that epoch exists.
+    pub(crate) fn record_key(&self, epoch: u32) -> Option<&Aes256Gcm> {
+        self.records.get(epoch as usize)
+    }
+
+    /// The slot of a record: MAC(id key, id).
+    pub(crate) fn slot(&self, id: &str) -> [u8; MAC_LEN] {
+        mac(&self.id, &[id.as_bytes()])
+    }
+
+    /// The blind index key of a value: MAC(index key, value).
+    pub(crate) fn index_key(&self, index: Index, value: &str) -> [u8; MAC_LEN] {
+        let k = match index {
+            Index::User => &self.index[0],
+            Index::Access => &self.index[1],
+            Index::Refresh => &self.index[2],
+            Index::Grant => &self.index[3],
+        };
+        mac(k, &[value.as_bytes()])
+    }
+
+    /// The MAC that authenticates a `meta` value other than the header.
+    pub(crate) fn meta_mac(&self, name: &[u8], value: &[u8]) -> [u8; MAC_LEN] {
+        mac(&self.meta_mac, &[&(name.len() as u64).to_be_bytes(), name, value])
+    }
+
+    /// Verifies a `meta` value's MAC in constant time.
+    pub(crate) fn verify_meta_mac(&self, name: &[u8], value: &[u8], tag: &[u8]) -> bool {
+        verify_mac(
+            &self.meta_mac,
+            &[&(name.len() as u64).to_be_bytes(), name, value],
+            tag,
+        )
+    }
+
+    /// The data key (to wrap it again under a new passphrase).
+    pub(crate) fn data_key(&self) -> &DataKey {
+        &self.data_key
+    }
+}

@@ -1,0 +1,188 @@
+//! Sealing and opening token records.
+//!
+//! A record is `version(1) || epoch(4) || nonce(12) || AES-256-GCM(record key of epoch,
+//! bincode(token))`, with associated data `"tokenvault/record/v1" || vault id || version ||
+//! epoch || len(tree) || tree || slot`.
+//!
+//! Invariants: a record opens only in the vault, tree and slot it was sealed for, under the
+//! epoch it names; decoding is bounded ([`MAX_RECORD_PLAINTEXT`]) and rejects trailing
+//! bytes; plaintext buffers are zeroized.
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::Nonce;
+use zeroize::Zeroizing;
+
+use super::keys::{VaultKeys, MAC_LEN};
+use crate::{Error, OAuthToken};
+
+/// The record format this code writes.
+pub(crate) const RECORD_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const PREFIX_LEN: usize = 1 + 4 + NONCE_LEN;
+/// The largest encoded token a record may hold (16 MiB).
+pub(crate) const MAX_RECORD_PLAINTEXT: usize = 16 * 1024 * 1024;
+/// Domain separation for record AAD.
+const RECORD_TAG: &[u8] = b"tokenvault/record/v1";
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_RECORD_PLAINTEXT>()
+}
+
+/// Encodes a token for sealing.
+///
+/// # Errors
+/// `InvalidToken` if the encoding exceeds [`MAX_RECORD_PLAINTEXT`].
+pub(crate) fn encode_token(token: &OAuthToken) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let bytes = Zeroizing::new(
+        bincode::serde::encode_to_vec(token, bincode_config()).map_err(|_| Error::InvalidToken {
+            reason: "the token could not be encoded",
+        })?,
+    );
+    if bytes.len() > MAX_RECORD_PLAINTEXT {
+        return Err(Error::InvalidToken {
+            reason: "the token is larger than 16 MiB",
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a token from opened record bytes: bounded, no trailing bytes.
+///
+/// # Errors
+/// `Corrupted` on any malformed input.
+pub(crate) fn decode_token(bytes: &[u8]) -> Result<OAuthToken, Error> {
+    if bytes.len() > MAX_RECORD_PLAINTEXT {
+        return Err(Error::corrupted("record: too large"));
+    }
+    let (token, used): (OAuthToken, usize) = bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map_err(|_| Error::corrupted("record: undecodable token"))?;
+    if used != bytes.len() {
+        return Err(Error::corrupted("record: trailing bytes"));
+    }
+    Ok(token)
+}
+
+fn record_aad(vault_id: &[u8], version: u8, epoch: u32, tree: &str, slot: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(RECORD_TAG.len() + vault_id.len() + 6 + tree.len() + slot.len());
+    aad.extend_from_slice(RECORD_TAG);
+    aad.extend_from_slice(vault_id);
+    aad.push(version);
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    // Tree names are short constants: their length fits a byte.
+    aad.push(tree.len() as u8);
+    aad.extend_from_slice(tree.as_bytes());
+    aad.extend_from_slice(slot);
+    aad
+}
+
+/// Seals `plaintext` for `slot` of `tree` under the current epoch's record key.
+pub(crate) fn seal_record(
+    keys: &VaultKeys,
+    tree: &str,
+    slot: &[u8; MAC_LEN],
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let epoch = keys.current_epoch();
+    let cipher = keys
+        .record_key(epoch)
+        .ok_or_else(|| Error::corrupted("no record key for the current epoch"))?;
+    let aad = record_aad(&keys.vault_id, RECORD_VERSION, epoch, tree, slot);
+    let ct = cipher
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| Error::InvalidToken {
+            reason: "the token is too large to seal",
+        })?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + ct.len());
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Opens a record read from `slot` of `tree`.
+///
+/// # Errors
+/// `Corrupted` if the record is malformed, names an unknown version or epoch, or fails
+/// authentication (flipped bits, another slot, tree or vault).
+pub(crate) fn open_record(
+    keys: &VaultKeys,
+    tree: &str,
+    slot: &[u8],
+    record: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    if record.len() < PREFIX_LEN + TAG_LEN {
+        return Err(Error::corrupted("record: truncated"));
+    }
+    if record.len() > PREFIX_LEN + MAX_RECORD_PLAINTEXT + TAG_LEN {
+        return Err(Error::corrupted("record: too large"));
+    }
+    let Some((prefix, body)) = record.split_first_chunk::<PREFIX_LEN>() else {
+        return Err(Error::corrupted("record: truncated"));
+    };
+    let [version, e0, e1, e2, e3, nonce @ ..] = *prefix;
+    if version != RECORD_VERSION {
+        return Err(Error::corrupted("record: unknown version"));
+    }
+    let epoch = u32::from_be_bytes([e0, e1, e2, e3]);
+    let cipher = keys
+        .record_key(epoch)
+        .ok_or_else(|| Error::corrupted("record: unknown key epoch"))?;
+    let aad = record_aad(&keys.vault_id, version, epoch, tree, slot);
+    cipher
+        .decrypt(&Nonce::from(nonce), Payload { msg: body, aad: &aad })
+        .map(Zeroizing::new)
+        .map_err(|_| Error::corrupted("record: authentication failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::DataKey;
+
+    fn keys() -> VaultKeys {
+        VaultKeys::derive(DataKey::generate().unwrap(), [1; 16], 0)
+    }
+
+    #[test]
+    fn sealed_record_opens_only_where_it_was_sealed() {
+        let k = keys();
+        let slot = [9u8; 32];
+        let rec = seal_record(&k, "tokens", &slot, [3; 12], b"hello").unwrap();
+        assert_eq!(
+            open_record(&k, "tokens", &slot, &rec).unwrap().as_slice(),
+            b"hello"
+        );
+        assert!(open_record(&k, "tokens", &[8u8; 32], &rec).is_err());
+        assert!(open_record(&k, "other", &slot, &rec).is_err());
+        assert!(open_record(&keys(), "tokens", &slot, &rec).is_err());
+        for i in 0..rec.len() {
+            for bit in 0..8 {
+                let mut bad = rec.clone();
+                bad[i] ^= 1 << bit;
+                assert!(open_record(&k, "tokens", &slot, &bad).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn token_decoding_is_bounded_and_strict() {
+        let t = OAuthToken::default().with_user_name("u").with_access_token("a");
+        let bytes = encode_token(&t).unwrap();
+        assert_eq!(decode_token(&bytes).unwrap(), t);
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert!(decode_token(&trailing).is_err());
+        // A huge declared string length must be refused, not allocated.
+        let hostile = [1u8, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert!(decode_token(&hostile).is_err());
+    }
+}

@@ -1,0 +1,783 @@
+//! `Vault` and `VaultOptions`: the encrypted store on disk.
+//!
+//! Invariants:
+//! - only ciphertext (records, the wrapped data key) and keyed MACs (slots, index keys)
+//!   reach the storage engine;
+//! - every index hit is decrypted and compared with the queried value before it is
+//!   returned, so a doctored index entry is an error, never another user's token;
+//! - every save or delete is one all-or-nothing batch across the trees, flushed before it
+//!   returns unless the vault was opened with `durable(false)`;
+//! - a vault is open in one place at a time (an OS file lock taken before anything else);
+//!   dropping the last handle flushes and releases it before the drop returns.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+use crate::backend::{Op, SledStorage, Storage, TreeName};
+use crate::crypto::header::Header;
+use crate::crypto::kdf::{KdfParams, PassphraseKey};
+use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
+use crate::crypto::{random_bytes, seal};
+use crate::store::{self, Change, Index, Owner, Records};
+use crate::{Error, OAuthToken, TokenStore};
+
+/// The key of the header in the `meta` tree.
+const HEADER_KEY: &[u8] = b"header";
+/// The key of the seal counter in the `meta` tree.
+const SEALS_KEY: &[u8] = b"seals";
+/// The lock file every open vault holds.
+const LOCK_FILE: &str = "tokenvault.lock";
+/// sled's page cache by default: enough for the indexes of ~100k tokens, small enough for a
+/// desktop app to spare.
+const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How to create or open a [`Vault`].
+///
+/// ```
+/// use tokenvault::{KdfParams, VaultOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let vault = VaultOptions::new()
+///     .kdf(KdfParams::FLOOR)   // fast, for this example; the default is stronger
+///     .durable(false)          // buffered writes: faster, a crash may lose the last ones
+///     .create(dir.path().join("vault"), "correct horse battery staple")?;
+/// # drop(vault);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    kdf: KdfParams,
+    durable: bool,
+    cache_capacity: u64,
+    seals_per_key: u64,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            kdf: KdfParams::RECOMMENDED,
+            durable: true,
+            cache_capacity: DEFAULT_CACHE_BYTES,
+            seals_per_key: Self::DEFAULT_SEALS_PER_KEY,
+        }
+    }
+}
+
+impl VaultOptions {
+    /// Seals under one record key before the vault moves to a new key epoch: 2^31. Random
+    /// 96-bit nonces stay below a 2^-32 collision chance up to 2^32 seals per key.
+    pub const DEFAULT_SEALS_PER_KEY: u64 = 1 << 31;
+
+    /// The defaults: [`KdfParams::RECOMMENDED`], durable writes, a 64 MiB page cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Argon2id parameters that `create` and `change_passphrase` write. `open` unlocks
+    /// with the parameters stored in the vault, then upgrades a vault whose parameters are
+    /// weaker than these.
+    ///
+    /// # Security
+    /// Lower parameters make every passphrase guess cheaper for whoever holds a copy of the
+    /// vault. Parameters outside [`KdfParams::FLOOR`]..=[`KdfParams::CEILING`] are refused
+    /// with `InvalidKdfParams`.
+    #[must_use]
+    pub fn kdf(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
+    }
+
+    /// `true` (the default): every save and delete is flushed to disk before it returns.
+    /// `false`: writes are buffered and flushed in the background about every 500 ms and
+    /// on [`Vault::flush`] and drop; a crash or power loss may lose the last writes (never
+    /// tear one).
+    #[must_use]
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// The storage engine's page cache, in bytes (default 64 MiB): bounds memory use.
+    #[must_use]
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// How many records may be sealed under one record key before the vault starts a new
+    /// key epoch by itself (default [`VaultOptions::DEFAULT_SEALS_PER_KEY`], 2^31; at least 1).
+    ///
+    /// # Security
+    /// Records use random 96-bit nonces; the budget keeps the chance of a repeated nonce
+    /// under one key negligible. Raising it above 2^32 weakens that guarantee.
+    #[must_use]
+    pub fn seals_per_key(mut self, seals: u64) -> Self {
+        self.seals_per_key = seals.max(1);
+        self
+    }
+
+    /// Creates a new vault at `dir` (missing parents are created).
+    ///
+    /// # Errors
+    /// `VaultExists` if `dir` holds a vault or any other file; `InvalidKdfParams`;
+    /// `VaultLocked`; `Io`/`Storage`.
+    pub fn create(&self, dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
+        let dir = dir.as_ref();
+        self.kdf.validate()?;
+        if dir.exists() {
+            if !dir.is_dir() || fs::read_dir(dir)?.next().is_some() {
+                return Err(Error::VaultExists);
+            }
+        } else {
+            create_private_dir(dir)?;
+        }
+        restrict_dir(dir)?;
+        let lock = lock_vault(dir)?;
+        let storage = SledStorage::open(dir, self.cache_capacity)?;
+        if storage.get(TreeName::Meta, HEADER_KEY)?.is_some() {
+            return Err(Error::VaultExists);
+        }
+        let mut vault_id = [0u8; VAULT_ID_LEN];
+        random_bytes(&mut vault_id)?;
+        let data_key = DataKey::generate()?;
+        let (header, kek) = Header::for_passphrase(vault_id, self.kdf, 0, passphrase.as_bytes(), &data_key)?;
+        let keys = VaultKeys::derive(data_key, vault_id, 0);
+        storage.apply(&[
+            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+            seals_op(&keys, 0, 0),
+        ])?;
+        storage.flush()?;
+        restrict_files(dir)?;
+        Ok(Vault::assemble(
+            dir,
+            self.clone(),
+            storage,
+            lock,
+            header,
+            kek,
+            keys,
+            0,
+        ))
+    }
+
+    /// Opens the vault at `dir` with its passphrase.
+    ///
+    /// # Errors
+    /// `VaultNotFound` if `dir` holds no vault (nothing is created there); `VaultLocked` if
+    /// it is open elsewhere; `Corrupted` if its header fails its checks; `WrongPassphrase`;
+    /// `Io`/`Storage`.
+    pub fn open(&self, dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
+        let dir = dir.as_ref();
+        self.kdf.validate()?;
+        if !dir.is_dir() || !dir.join("db").is_file() || !dir.join("conf").is_file() {
+            return Err(Error::VaultNotFound);
+        }
+        let lock = lock_vault(dir)?;
+        let storage = SledStorage::open(dir, self.cache_capacity)?;
+        let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
+            return Err(Error::VaultNotFound);
+        };
+        let mut header = Header::parse(&bytes)?;
+        let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
+        let keys = VaultKeys::derive(data_key, header.vault_id, header.epoch);
+        let seals = read_seals(&storage, &keys, header.epoch)?;
+        if header.kdf.is_weaker_than(&self.kdf) {
+            let (upgraded, new_kek) = Header::for_passphrase(
+                header.vault_id,
+                self.kdf,
+                header.epoch,
+                passphrase.as_bytes(),
+                keys.data_key(),
+            )?;
+            storage.apply(&[Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), upgraded.encode())])?;
+            storage.flush()?;
+            header = upgraded;
+            kek = new_kek;
+        }
+        restrict_files(dir)?;
+        let vault = Vault::assemble(dir, self.clone(), storage, lock, header, kek, keys, seals);
+        vault.inner.check_first_record()?;
+        Ok(vault)
+    }
+}
+
+/// The seal counter as stored: `epoch(4) || seals(8) || MAC(meta key, "seals", both)`.
+fn seals_op(keys: &VaultKeys, epoch: u32, seals: u64) -> Op {
+    let mut value = Vec::with_capacity(4 + 8 + MAC_LEN);
+    value.extend_from_slice(&epoch.to_be_bytes());
+    value.extend_from_slice(&seals.to_be_bytes());
+    let tag = keys.meta_mac(SEALS_KEY, &value);
+    value.extend_from_slice(&tag);
+    Op::Put(TreeName::Meta, SEALS_KEY.to_vec(), value)
+}
+
+/// Reads and authenticates the seal counter of the header's epoch.
+fn read_seals(storage: &impl Storage, keys: &VaultKeys, epoch: u32) -> Result<u64, Error> {
+    let bad = || Error::corrupted("seal counter");
+    let value = storage.get(TreeName::Meta, SEALS_KEY)?.ok_or_else(bad)?;
+    let Some((body, tag)) = value.split_at_checked(12) else {
+        return Err(bad());
+    };
+    if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {
+        return Err(bad());
+    }
+    let (e, n) = body.split_at(4);
+    let e = u32::from_be_bytes(e.try_into().map_err(|_| bad())?);
+    let n = u64::from_be_bytes(n.try_into().map_err(|_| bad())?);
+    if e != epoch {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+/// An encrypted token vault: a directory holding sealed records and blind indexes.
+///
+/// `Vault` is a cheap handle (`Clone + Send + Sync`); all clones share one open vault.
+///
+/// ```
+/// use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("vault");
+/// let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+/// let vault = options.create(&path, "passphrase")?;
+/// let mut t = OAuthToken::default()
+///     .with_user_name("alice@example.com")
+///     .with_refresh_token("1000.refresh");
+/// vault.save_token(&mut t)?;
+/// drop(vault);
+///
+/// let vault = options.open(&path, "passphrase")?;
+/// let q = OAuthToken::default().with_user_name("alice@example.com");
+/// assert_eq!(vault.find_token(&q)?, Some(t));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+/// The open vault. Field order matters: storage is dropped before the lock is released.
+struct Inner {
+    storage: Box<dyn Storage>,
+    keys: RwLock<VaultKeys>,
+    key_state: Mutex<KeyState>,
+    writer: Mutex<()>,
+    options: VaultOptions,
+    dir: PathBuf,
+    _lock: VaultLock,
+}
+
+/// What writing a new header needs (the current header and passphrase key), and the
+/// number of seals under the current record key. Held across every commit.
+struct KeyState {
+    header: Header,
+    kek: PassphraseKey,
+    seals: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; an explicit `flush` reports them.
+        let _ = self.storage.flush();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its state consistent before it can fail, so a lock
+    // poisoned by a panicking thread is still safe to use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Vault {
+    /// Creates a vault with the default options (see [`VaultOptions::create`]).
+    ///
+    /// # Errors
+    /// As [`VaultOptions::create`].
+    pub fn create(dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
+        VaultOptions::new().create(dir, passphrase)
+    }
+
+    /// Opens a vault with the default options (see [`VaultOptions::open`]).
+    ///
+    /// # Errors
+    /// As [`VaultOptions::open`].
+    pub fn open(dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
+        VaultOptions::new().open(dir, passphrase)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dir: &Path,
+        options: VaultOptions,
+        storage: impl Storage + 'static,
+        lock: VaultLock,
+        header: Header,
+        kek: PassphraseKey,
+        keys: VaultKeys,
+        seals: u64,
+    ) -> Vault {
+        Vault {
+            inner: Arc::new(Inner {
+                storage: Box::new(storage),
+                keys: RwLock::new(keys),
+                key_state: Mutex::new(KeyState { header, kek, seals }),
+                writer: Mutex::new(()),
+                options,
+                dir: dir.to_path_buf(),
+                _lock: lock,
+            }),
+        }
+    }
+
+    /// The vault's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Replaces the passphrase: the data key is wrapped again under the new passphrase
+    /// (new salt, the KDF parameters of this vault's options) in one atomic write, flushed
+    /// before this returns. Records are not touched.
+    ///
+    /// # Errors
+    /// `InvalidKdfParams`, `Io`, `Storage`.
+    pub fn change_passphrase(&self, new_passphrase: &str) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        let keys = self.inner.keys();
+        let (header, kek) = Header::for_passphrase(
+            keys.vault_id,
+            self.inner.options.kdf,
+            state.header.epoch,
+            new_passphrase.as_bytes(),
+            keys.data_key(),
+        )?;
+        self.inner
+            .storage
+            .apply(&[Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode())])?;
+        self.inner.storage.flush()?;
+        state.header = header;
+        state.kek = kek;
+        Ok(())
+    }
+
+    /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
+    /// key derived from the data key; existing records keep opening under theirs. The
+    /// vault also does this by itself when a key's seal budget
+    /// ([`VaultOptions::seals_per_key`]) runs out. On disk when it returns.
+    ///
+    /// # Errors
+    /// `Io`, `Storage`.
+    pub fn rotate_key(&self) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        self.inner.rotate_locked(&mut state)
+    }
+
+    /// Re-encrypts every token under a fresh data key and vault id, wrapped under
+    /// `new_passphrase`: for a suspected leak of the data key. Every record, index entry
+    /// and the header are replaced in one atomic write, flushed before this returns: after
+    /// a crash the vault opens with exactly one of the old and new passphrases, with every
+    /// token.
+    ///
+    /// # Errors
+    /// `Corrupted` if a record or index entry fails its checks (nothing is changed);
+    /// `InvalidKdfParams`, `Io`, `Storage`.
+    pub fn rekey(&self, new_passphrase: &str) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        let inner = &*self.inner;
+        let tokens = inner.all_tokens()?;
+        let mut vault_id = [0u8; VAULT_ID_LEN];
+        random_bytes(&mut vault_id)?;
+        let data_key = DataKey::generate()?;
+        let (header, kek) = Header::for_passphrase(
+            vault_id,
+            inner.options.kdf,
+            0,
+            new_passphrase.as_bytes(),
+            &data_key,
+        )?;
+        let new_keys = VaultKeys::derive(data_key, vault_id, 0);
+        let mut ops = Vec::new();
+        for tree in [
+            TreeName::Tokens,
+            TreeName::User,
+            TreeName::Access,
+            TreeName::Refresh,
+            TreeName::Grant,
+        ] {
+            inner.storage.for_each(tree, &mut |k, _| {
+                ops.push(Op::Remove(tree, k.to_vec()));
+                Ok(())
+            })?;
+        }
+        for token in &tokens {
+            let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
+            ops.push(seal_op(&new_keys, token)?);
+            for index in Index::ALL {
+                if let Some(value) = index.field(token) {
+                    // Keep exactly the entries that exist: the owner of a shared value stays.
+                    if inner.owner(index, value, id)? == Owner::This {
+                        ops.push(Op::Put(
+                            index_tree(index),
+                            new_keys.index_key(index, value).to_vec(),
+                            new_keys.slot(id).to_vec(),
+                        ));
+                    }
+                }
+            }
+        }
+        let seals = tokens.len() as u64;
+        ops.push(Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()));
+        ops.push(seals_op(&new_keys, 0, seals));
+        // Readers wait while the records change keys, so none sees a half-switched vault.
+        let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
+        inner.storage.apply(&ops)?;
+        inner.storage.flush()?;
+        *keys = new_keys;
+        *state = KeyState { header, kek, seals };
+        Ok(())
+    }
+
+    /// Writes every buffered change to disk.
+    ///
+    /// sled writes with `sync_file_range`, not `fsync`: a flushed write survives a crash of
+    /// the process; surviving a power loss depends on the file system and the disk.
+    ///
+    /// # Errors
+    /// `Io`, `Storage`.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.storage.flush()
+    }
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vault")
+            .field("path", &self.inner.dir)
+            .field("durable", &self.inner.options.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+fn index_tree(index: Index) -> TreeName {
+    match index {
+        Index::User => TreeName::User,
+        Index::Access => TreeName::Access,
+        Index::Refresh => TreeName::Refresh,
+        Index::Grant => TreeName::Grant,
+    }
+}
+
+impl Inner {
+    fn keys(&self) -> RwLockReadGuard<'_, VaultKeys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens and decodes the record stored at `slot`, if any.
+    fn open_slot(&self, keys: &VaultKeys, slot: &[u8]) -> Result<Option<OAuthToken>, Error> {
+        let Some(sealed) = self.storage.get(TreeName::Tokens, slot)? else {
+            return Ok(None);
+        };
+        let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, &sealed)?;
+        let token = seal::decode_token(&plain)?;
+        // The AAD binds the record to its slot; the slot must also be its id's.
+        match token.id() {
+            Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(Some(token)),
+            _ => Err(Error::corrupted("record: id does not match its slot")),
+        }
+    }
+
+    /// Opens one record, so a header that unlocks but belongs to another vault (the same
+    /// passphrase, transplanted) is refused at open rather than at the first lookup.
+    fn check_first_record(&self) -> Result<(), Error> {
+        let keys = self.keys();
+        if let Some((slot, _)) = self.storage.first(TreeName::Tokens)? {
+            self.open_slot(&keys, &slot)?;
+        }
+        Ok(())
+    }
+
+    /// Moves to the next record-key epoch. The caller holds the writer and key-state locks.
+    fn rotate_locked(&self, state: &mut KeyState) -> Result<(), Error> {
+        let epoch = state.header.epoch.checked_add(1).ok_or_else(|| Error::Storage {
+            message: "key epochs exhausted".into(),
+        })?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let header = Header::build(
+            keys.vault_id,
+            state.header.kdf,
+            state.header.salt.clone(),
+            epoch,
+            &state.kek,
+            keys.data_key(),
+        )?;
+        keys.extend_epochs(epoch);
+        let ops = [
+            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+            seals_op(&keys, epoch, 0),
+        ];
+        // On failure the new epoch's key stays derived but unused: harmless.
+        self.storage.apply(&ops)?;
+        self.storage.flush()?;
+        state.header = header;
+        state.seals = 0;
+        Ok(())
+    }
+
+    /// Every stored token, each opened and checked against its slot.
+    fn all_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
+        let keys = self.keys();
+        let mut out = Vec::new();
+        self.storage.for_each(TreeName::Tokens, &mut |slot, sealed| {
+            let plain = seal::open_record(&keys, TreeName::Tokens.name(), slot, sealed)?;
+            let token = seal::decode_token(&plain)?;
+            match token.id() {
+                Some(id) if keys.slot(id).ct_eq(slot).into() => {}
+                _ => return Err(Error::corrupted("record: id does not match its slot")),
+            }
+            out.push(token);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn after_write(&self) -> Result<(), Error> {
+        if self.options.durable {
+            self.storage.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Records for Inner {
+    fn record(&self, id: &str) -> Result<Option<OAuthToken>, Error> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let keys = self.keys();
+        self.open_slot(&keys, &keys.slot(id))
+    }
+
+    fn indexed(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
+        let keys = self.keys();
+        let Some(slot) = self
+            .storage
+            .get(index_tree(index), &keys.index_key(index, value))?
+        else {
+            return Ok(None);
+        };
+        if slot.len() != MAC_LEN {
+            return Err(Error::corrupted("index entry: malformed"));
+        }
+        let Some(token) = self.open_slot(&keys, &slot)? else {
+            return Err(Error::corrupted("index entry: points at no record"));
+        };
+        let stored = index.field(&token).unwrap_or("");
+        if bool::from(stored.as_bytes().ct_eq(value.as_bytes())) {
+            Ok(Some(token))
+        } else {
+            Err(Error::corrupted(
+                "index entry: points at a record without the value",
+            ))
+        }
+    }
+
+    fn owner(&self, index: Index, value: &str, id: &str) -> Result<Owner, Error> {
+        let keys = self.keys();
+        Ok(
+            match self
+                .storage
+                .get(index_tree(index), &keys.index_key(index, value))?
+            {
+                None => Owner::Absent,
+                Some(slot) if slot == keys.slot(id) => Owner::This,
+                Some(_) => Owner::Other,
+            },
+        )
+    }
+
+    fn commit(&self, changes: &[Change<'_>]) -> Result<(), Error> {
+        let mut state = lock(&self.key_state);
+        let seals = changes
+            .iter()
+            .filter(|c| matches!(c, Change::PutRecord(_)))
+            .count() as u64;
+        if seals > 0 && state.seals.saturating_add(seals) > self.options.seals_per_key {
+            self.rotate_locked(&mut state)?;
+        }
+        let keys = self.keys();
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        for change in changes {
+            ops.push(match change {
+                Change::PutRecord(token) => seal_op(&keys, token)?,
+                Change::RemoveRecord(id) => Op::Remove(TreeName::Tokens, keys.slot(id).to_vec()),
+                Change::PutIndex(index, value, id) => Op::Put(
+                    index_tree(*index),
+                    keys.index_key(*index, value).to_vec(),
+                    keys.slot(id).to_vec(),
+                ),
+                Change::RemoveIndex(index, value) => {
+                    Op::Remove(index_tree(*index), keys.index_key(*index, value).to_vec())
+                }
+            });
+        }
+        let total = state.seals + seals;
+        if seals > 0 {
+            ops.push(seals_op(&keys, state.header.epoch, total));
+        }
+        drop(keys);
+        self.storage.apply(&ops)?;
+        state.seals = total;
+        drop(state);
+        self.after_write()
+    }
+}
+
+/// Seals a token into its slot under the current epoch's key, with a fresh random nonce.
+fn seal_op(keys: &VaultKeys, token: &OAuthToken) -> Result<Op, Error> {
+    let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
+    let slot = keys.slot(id);
+    let plain = seal::encode_token(token)?;
+    let mut nonce = [0u8; 12];
+    random_bytes(&mut nonce)?;
+    let sealed = seal::seal_record(keys, TreeName::Tokens.name(), &slot, nonce, &plain)?;
+    Ok(Op::Put(TreeName::Tokens, slot.to_vec(), sealed))
+}
+
+impl TokenStore for Vault {
+    fn find_token(&self, token: &OAuthToken) -> Result<Option<OAuthToken>, Error> {
+        store::find(&*self.inner, token)
+    }
+
+    fn save_token(&self, token: &mut OAuthToken) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        store::save(&*self.inner, token)
+    }
+
+    fn delete_token(&self, id: &str) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        store::delete(&*self.inner, id)
+    }
+
+    fn get_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
+        self.inner.all_tokens()
+    }
+
+    fn delete_tokens(&self) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut ops = Vec::new();
+        for tree in [
+            TreeName::Tokens,
+            TreeName::User,
+            TreeName::Access,
+            TreeName::Refresh,
+            TreeName::Grant,
+        ] {
+            self.inner.storage.for_each(tree, &mut |k, _| {
+                ops.push(Op::Remove(tree, k.to_vec()));
+                Ok(())
+            })?;
+        }
+        self.inner.storage.apply(&ops)?;
+        self.inner.after_write()
+    }
+
+    fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>, Error> {
+        self.inner.record(id)
+    }
+}
+
+/// The exclusive OS lock on `tokenvault.lock` that marks a vault as open.
+struct VaultLock {
+    file: File,
+    dir: PathBuf,
+}
+
+impl Drop for VaultLock {
+    fn drop(&mut self) {
+        // sled releases its own lock on `db` only when the last of its background jobs
+        // lets go of the file, which can be just after the database is dropped. Wait for
+        // that (briefly), so that a reopen right after the drop succeeds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(db) = File::open(self.dir.join("db")) {
+            match db.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => break,
+            }
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+fn lock_vault(dir: &Path) -> Result<VaultLock, Error> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(VaultLock {
+            file,
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::VaultLocked),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_dir: &Path) -> Result<(), Error> {
+    Ok(())
+}
+
+/// Makes every file below `dir` 0600 and every directory 0700 (Unix).
+#[cfg(unix)]
+fn restrict_files(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700))?;
+            restrict_files(&entry.path())?;
+        } else if ty.is_file() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_files(_dir: &Path) -> Result<(), Error> {
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Key epochs, the seal budget, and re-keying.
+//!
+//! Protects against: records sealed before a rotation becoming unreadable; a key used past
+//! its seal budget; a `rekey` that loses a token, an index entry, or leaves the old
+//! passphrase (or old ciphertext) working.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+fn options() -> VaultOptions {
+    VaultOptions::new().kdf(KdfParams::FLOOR)
+}
+
+fn token(n: usize) -> OAuthToken {
+    OAuthToken::default()
+        .with_user_name(format!("user{n}@example.com"))
+        .with_client_id("1000.CLIENT")
+        .with_client_secret(format!("secret-{n}"))
+        .with_refresh_token(format!("1000.refresh.{n}"))
+        .with_access_token(format!("1000.access.{n}"))
+        .with_grant_token(format!("1000.grant.{n}"))
+}
+
+/// Every token is found by id and by each of its keys.
+fn assert_all_findable(v: &Vault, tokens: &[OAuthToken]) {
+    for t in tokens {
+        assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+        let client = |q: OAuthToken| q.with_client_id("1000.CLIENT").with_client_secret("x");
+        for q in [
+            OAuthToken::default().with_user_name(t.user_name().unwrap()),
+            OAuthToken::default().with_access_token(t.access_token().unwrap()),
+            client(OAuthToken::default().with_refresh_token(t.refresh_token().unwrap())),
+            client(OAuthToken::default().with_grant_token(t.grant_token().unwrap())),
+        ] {
+            assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t), "{q:?}");
+        }
+    }
+}
+
+/// The record epochs present in the vault's `tokens` tree (byte 1..5 of each record).
+fn record_epochs(path: &Path) -> BTreeSet<u32> {
+    let db = sled::open(path).unwrap();
+    let tree = db.open_tree("tokens").unwrap();
+    tree.iter()
+        .map(|e| {
+            let (_, v) = e.unwrap();
+            u32::from_be_bytes(v[1..5].try_into().unwrap())
+        })
+        .collect()
+}
+
+fn save_all(v: &Vault, range: std::ops::Range<usize>) -> Vec<OAuthToken> {
+    range
+        .map(|n| {
+            let mut t = token(n);
+            v.save_token(&mut t).unwrap();
+            t
+        })
+        .collect()
+}
+
+#[test]
+fn rotate_key_keeps_old_records_readable_and_seals_new_ones_under_the_new_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let mut tokens;
+    {
+        let v = options().create(&path, "p").unwrap();
+        tokens = save_all(&v, 0..5);
+        v.rotate_key().unwrap();
+        tokens.extend(save_all(&v, 5..10));
+        v.rotate_key().unwrap();
+        assert_all_findable(&v, &tokens);
+    }
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1]));
+    let v = options().open(&path, "p").unwrap();
+    assert_all_findable(&v, &tokens);
+    tokens.extend(save_all(&v, 10..12));
+    drop(v);
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2]));
+    let v = options().open(&path, "p").unwrap();
+    assert_all_findable(&v, &tokens);
+}
+
+#[test]
+fn the_seal_budget_rotates_the_key_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens;
+    {
+        let v = options().seals_per_key(4).create(&path, "p").unwrap();
+        tokens = save_all(&v, 0..10);
+    }
+    // 10 seals with a budget of 4: epochs 0 (4 seals), 1 (4), 2 (2).
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2]));
+    // The counter survives a reopen: 2 more seals fit in epoch 2, the third starts epoch 3.
+    let v = options().seals_per_key(4).open(&path, "p").unwrap();
+    let mut all = tokens.clone();
+    all.extend(save_all(&v, 10..13));
+    drop(v);
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2, 3]));
+    let v = options().open(&path, "p").unwrap();
+    assert_all_findable(&v, &all);
+}
+
+#[test]
+fn a_tampered_seal_counter_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    {
+        let v = options().create(&path, "p").unwrap();
+        save_all(&v, 0..3);
+    }
+    {
+        let db = sled::open(&path).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let mut seals = meta.get("seals").unwrap().unwrap().to_vec();
+        seals[11] = 0; // lower the count
+        meta.insert("seals", seals).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn rekey_replaces_every_key_and_keeps_every_token_findable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let old_records;
+    let mut tokens;
+    {
+        let v = options().create(&path, "old").unwrap();
+        tokens = save_all(&v, 0..20);
+        // A value shared by two tokens: the last saved owns the index entry.
+        let mut shared = token(99).with_access_token("1000.access.3");
+        v.save_token(&mut shared).unwrap();
+        tokens[3] = v.find_token_by_id(tokens[3].id().unwrap()).unwrap().unwrap();
+        v.rotate_key().unwrap();
+        drop(v);
+        old_records = {
+            let db = sled::open(&path).unwrap();
+            let t = db.open_tree("tokens").unwrap();
+            t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
+        };
+        let v = options().open(&path, "old").unwrap();
+        v.rekey("new").unwrap();
+        // Still usable in place.
+        let q = OAuthToken::default().with_access_token("1000.access.3");
+        assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(&shared));
+        let others: Vec<_> = tokens
+            .iter()
+            .filter(|t| t.id() != tokens[3].id())
+            .cloned()
+            .collect();
+        assert_all_findable(&v, &others);
+        assert_eq!(v.get_tokens().unwrap().len(), 21);
+        tokens.push(shared);
+    }
+    assert!(matches!(
+        options().open(&path, "old"),
+        Err(Error::WrongPassphrase)
+    ));
+    let v = options().open(&path, "new").unwrap();
+    assert_eq!(v.get_tokens().unwrap().len(), tokens.len());
+    for t in &tokens {
+        assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+    }
+    drop(v);
+    let new_records = {
+        let db = sled::open(&path).unwrap();
+        let t = db.open_tree("tokens").unwrap();
+        t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
+    };
+    assert!(
+        old_records.is_disjoint(&new_records),
+        "every record must be re-encrypted"
+    );
+    assert_eq!(record_epochs(&path), BTreeSet::from([0]));
+}

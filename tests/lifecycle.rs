@@ -1,0 +1,303 @@
+//! Create, open, reopen, passphrases and locking: the vault's life on disk.
+//!
+//! Protects against: data lost across reopen, a wrong passphrase that opens or changes
+//! anything, `change_passphrase` that leaves the old passphrase working, a second opener
+//! that hangs or succeeds, `create` over existing data, `open` that creates files.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+fn options() -> VaultOptions {
+    VaultOptions::new().kdf(KdfParams::FLOOR)
+}
+
+fn token(n: usize) -> OAuthToken {
+    OAuthToken::default()
+        .with_user_name(format!("user{n}@example.com"))
+        .with_client_id("1000.CLIENT")
+        .with_client_secret(format!("secret-{n}"))
+        .with_refresh_token(format!("1000.refresh.{n}"))
+        .with_access_token(format!("1000.access.{n}"))
+        .with_grant_token(format!("1000.grant.{n}"))
+        .with_expiry_time(1_764_000_000_000 + n as i64)
+}
+
+/// Every entry of every tree, read with sled directly (sled itself rewrites its files on
+/// every open, so the bytes of the files are not comparable; the stored data is).
+fn stored_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let db = sled::open(dir).unwrap();
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        for e in tree.iter() {
+            let (k, v) = e.unwrap();
+            out.push((name.to_vec(), k.to_vec(), v.to_vec()));
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[test]
+fn data_survives_close_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let mut saved = Vec::new();
+    {
+        let v = options().create(&path, "pass phrase").unwrap();
+        for n in 0..20 {
+            let mut t = token(n);
+            v.save_token(&mut t).unwrap();
+            saved.push(t);
+        }
+    }
+    for _ in 0..3 {
+        let v = options().open(&path, "pass phrase").unwrap();
+        let mut got = v.get_tokens().unwrap();
+        got.sort_by(|a, b| a.user_name().cmp(&b.user_name()));
+        let mut want = saved.clone();
+        want.sort_by(|a, b| a.user_name().cmp(&b.user_name()));
+        assert_eq!(got, want);
+        for t in &saved {
+            assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+            let q = OAuthToken::default()
+                .with_grant_token(t.grant_token().unwrap())
+                .with_client_id("1000.CLIENT")
+                .with_client_secret("x");
+            assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+        }
+    }
+}
+
+#[test]
+fn wrong_passphrase_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    {
+        let v = options().create(&path, "correct horse").unwrap();
+        v.save_token(&mut token(1)).unwrap();
+    }
+    let before = stored_entries(&path);
+    assert!(before.len() >= 5);
+    for wrong in [
+        "correct hors",
+        "correct horsE",
+        "",
+        "correct horse ",
+        "Correct horse",
+    ] {
+        assert!(
+            matches!(options().open(&path, wrong), Err(Error::WrongPassphrase)),
+            "{wrong:?} must be refused"
+        );
+    }
+    let after = stored_entries(&path);
+    assert_eq!(before, after, "a refused open must not change any stored entry");
+    let v = options().open(&path, "correct horse").unwrap();
+    assert_eq!(v.get_tokens().unwrap().len(), 1);
+}
+
+#[test]
+fn change_passphrase_retires_the_old_one_and_keeps_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let mut t = token(7);
+    {
+        let v = options().create(&path, "old").unwrap();
+        v.save_token(&mut t).unwrap();
+        v.change_passphrase("new").unwrap();
+        // Still usable after the change.
+        assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap(), Some(t.clone()));
+    }
+    assert!(matches!(
+        options().open(&path, "old"),
+        Err(Error::WrongPassphrase)
+    ));
+    let v = options().open(&path, "new").unwrap();
+    assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap(), Some(t));
+}
+
+#[test]
+fn create_refuses_existing_vaults_and_non_empty_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, "p").unwrap());
+    assert!(matches!(options().create(&path, "p"), Err(Error::VaultExists)));
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"hello").unwrap();
+    assert!(matches!(options().create(&other, "p"), Err(Error::VaultExists)));
+    assert_eq!(std::fs::read(other.join("notes.txt")).unwrap(), b"hello");
+    // An empty directory and missing parents are fine.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    drop(options().create(&empty, "p").unwrap());
+    drop(options().create(tmp.path().join("a/b/c"), "p").unwrap());
+}
+
+#[test]
+fn open_without_a_vault_is_not_found_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    assert!(matches!(options().open(&missing, "p"), Err(Error::VaultNotFound)));
+    assert!(!missing.exists());
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(options().open(&empty, "p"), Err(Error::VaultNotFound)));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("db"), b"not sled").unwrap();
+    assert!(matches!(options().open(&other, "p"), Err(Error::VaultNotFound)));
+}
+
+#[test]
+fn kdf_options_outside_the_bounds_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weak = VaultOptions::new().kdf(KdfParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    });
+    assert!(matches!(
+        weak.create(tmp.path().join("v"), "p"),
+        Err(Error::InvalidKdfParams { .. })
+    ));
+    assert!(!tmp.path().join("v").exists());
+}
+
+#[test]
+fn weaker_header_is_upgraded_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, "p").unwrap());
+    let stronger = KdfParams {
+        memory_kib: 20 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
+    drop(VaultOptions::new().kdf(stronger).open(&path, "p").unwrap());
+    // Opened with the floor now: it must unlock with the stored (stronger) parameters and
+    // must not downgrade them, and the passphrase still works.
+    drop(options().open(&path, "p").unwrap());
+    assert!(matches!(options().open(&path, "q"), Err(Error::WrongPassphrase)));
+}
+
+#[test]
+fn second_open_in_the_same_process_is_locked_and_drop_releases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let v = options().create(&path, "p").unwrap();
+    let clone = v.clone();
+    let started = Instant::now();
+    assert!(matches!(options().open(&path, "p"), Err(Error::VaultLocked)));
+    assert!(matches!(options().open(&path, "wrong"), Err(Error::VaultLocked)));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(v);
+    // A clone keeps it open.
+    assert!(matches!(options().open(&path, "p"), Err(Error::VaultLocked)));
+    drop(clone);
+    drop(options().open(&path, "p").unwrap());
+}
+
+const CHILD_ENV: &str = "TOKENVAULT_TEST_HOLD_VAULT";
+
+/// Not a test by itself: the child process of `second_process_gets_vault_locked_at_once`.
+#[test]
+#[ignore = "run as a child process by another test"]
+fn child_holds_the_vault_open() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let _v = options().open(&path, "p").unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    // Hold the vault until the parent closes our stdin (or kills us).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[test]
+fn second_process_gets_vault_locked_at_once_and_a_killed_holder_releases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, "p").unwrap());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_holds_the_vault_open",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before holding the vault"
+        );
+        // libtest prints the test's name on the same line before our output.
+        if line.trim_end().ends_with("ready") {
+            break;
+        }
+    }
+    let started = Instant::now();
+    assert!(matches!(options().open(&path, "p"), Err(Error::VaultLocked)));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v = options().open(&path, "p").unwrap();
+    assert!(v.get_tokens().unwrap().is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn vault_directory_is_private_and_its_files_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    {
+        let v = options().create(&path, "p").unwrap();
+        v.save_token(&mut token(1)).unwrap();
+    }
+    drop(options().open(&path, "p").unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    for f in walk(&path) {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+}
+
+#[test]
+fn default_constructors_use_the_recommended_kdf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let v = Vault::create(&path, "p").unwrap();
+    drop(v);
+    let v = Vault::open(&path, "p").unwrap();
+    assert!(format!("{v:?}").contains("Vault"));
+}

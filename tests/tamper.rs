@@ -1,0 +1,363 @@
+//! A hostile vault directory: bytes changed behind the vault's back, with sled directly.
+//!
+//! Protects against: a flipped bit, truncation or extension of any record or header byte
+//! going unnoticed; a record moved to another slot; an index entry repointed at another
+//! user's record returning that user's token; a header transplanted from another vault;
+//! any of these panicking. Every case must be an `Error`, never wrong data.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+fn options() -> VaultOptions {
+    VaultOptions::new().kdf(KdfParams::FLOOR)
+}
+
+/// Fixed-width values so every record has the same length.
+fn token(n: usize) -> OAuthToken {
+    OAuthToken::default()
+        .with_user_name(format!("user{n:04}@example.com"))
+        .with_client_id("1000.CLIENT")
+        .with_client_secret(format!("secret-{n:04}"))
+        .with_refresh_token(format!("1000.refresh.{n:04}"))
+        .with_access_token(format!("1000.access.{n:04}"))
+        .with_grant_token(format!("1000.grant.{n:04}"))
+        .with_expiry_time(1_764_000_000_000)
+}
+
+fn make_vault(path: &Path, n: usize) -> Vec<OAuthToken> {
+    let v = options().create(path, "pass").unwrap();
+    (0..n)
+        .map(|i| {
+            let mut t = token(i);
+            v.save_token(&mut t).unwrap();
+            t
+        })
+        .collect()
+}
+
+/// Runs `f` on the closed vault's sled trees.
+fn with_sled(path: &Path, f: impl FnOnce(&sled::Db)) {
+    let db = sled::open(path).unwrap();
+    f(&db);
+    db.flush().unwrap();
+}
+
+fn entries(db: &sled::Db, tree: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.open_tree(tree)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Every lookup of every token must fail; none may return data.
+fn assert_every_lookup_fails(v: &Vault, tokens: &[OAuthToken]) {
+    for t in tokens {
+        let by_id = v.find_token_by_id(t.id().unwrap());
+        assert!(matches!(by_id, Err(Error::Corrupted { .. })), "by id: {by_id:?}");
+        let by_user = v.find_token(&OAuthToken::default().with_user_name(t.user_name().unwrap()));
+        assert!(
+            matches!(by_user, Err(Error::Corrupted { .. })),
+            "by user: {by_user:?}"
+        );
+        let by_access = v.find_token(&OAuthToken::default().with_access_token(t.access_token().unwrap()));
+        assert!(
+            matches!(by_access, Err(Error::Corrupted { .. })),
+            "by access: {by_access:?}"
+        );
+    }
+    assert!(matches!(v.get_tokens(), Err(Error::Corrupted { .. })));
+}
+
+/// Opening may already refuse (it checks one record); if it opens, lookups must fail.
+fn open_and_check(path: &Path, tokens: &[OAuthToken]) {
+    match options().open(path, "pass") {
+        Err(Error::Corrupted { .. }) => {}
+        Ok(v) => assert_every_lookup_fails(&v, tokens),
+        Err(e) => panic!("unexpected error {e:?}"),
+    }
+}
+
+#[test]
+fn a_flipped_bit_at_any_record_byte_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let record_len = {
+        let tokens = make_vault(&path, 1);
+        drop(tokens);
+        let mut len = 0;
+        with_sled(&path, |db| len = entries(db, "tokens")[0].1.len());
+        len
+    };
+    std::fs::remove_dir_all(&path).unwrap();
+    // One token per record byte; record k gets byte k flipped (bit k % 8).
+    let tokens = make_vault(&path, record_len);
+    with_sled(&path, |db| {
+        let tree = db.open_tree("tokens").unwrap();
+        let all = entries(db, "tokens");
+        assert_eq!(all.len(), record_len);
+        for (k, (slot, mut value)) in all.into_iter().enumerate() {
+            assert_eq!(value.len(), record_len, "records must have equal length");
+            value[k] ^= 1 << (k % 8);
+            tree.insert(slot, value).unwrap();
+        }
+    });
+    open_and_check(&path, &tokens);
+}
+
+#[test]
+fn truncated_or_extended_records_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = make_vault(&path, 40);
+    with_sled(&path, |db| {
+        let tree = db.open_tree("tokens").unwrap();
+        for (k, (slot, mut value)) in entries(db, "tokens").into_iter().enumerate() {
+            match k % 4 {
+                0 => value.truncate(value.len() - 1),
+                1 => value.truncate(k % 20),
+                2 => value.push(0),
+                _ => value.extend_from_slice(&[0xff; 64]),
+            }
+            tree.insert(slot, value).unwrap();
+        }
+    });
+    open_and_check(&path, &tokens);
+}
+
+#[test]
+fn a_record_moved_to_another_slot_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = make_vault(&path, 2);
+    with_sled(&path, |db| {
+        let tree = db.open_tree("tokens").unwrap();
+        let all = entries(db, "tokens");
+        // Swap the two records' slots.
+        tree.insert(&all[0].0, all[1].1.clone()).unwrap();
+        tree.insert(&all[1].0, all[0].1.clone()).unwrap();
+    });
+    open_and_check(&path, &tokens);
+}
+
+#[test]
+fn a_record_copied_over_another_never_returns_the_wrong_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = make_vault(&path, 2);
+    with_sled(&path, |db| {
+        let tree = db.open_tree("tokens").unwrap();
+        let all = entries(db, "tokens");
+        tree.insert(&all[1].0, all[0].1.clone()).unwrap();
+    });
+    // One of the two records is intact; the other must fail, and nothing may return the
+    // intact token for the other's id or user name.
+    let v = match options().open(&path, "pass") {
+        Ok(v) => v,
+        Err(Error::Corrupted { .. }) => return,
+        Err(e) => panic!("{e:?}"),
+    };
+    let mut failures = 0;
+    for t in &tokens {
+        match v.find_token_by_id(t.id().unwrap()) {
+            Ok(Some(found)) => assert_eq!(&found, t),
+            Err(Error::Corrupted { .. }) => failures += 1,
+            other => panic!("{other:?}"),
+        }
+        match v.find_token(&OAuthToken::default().with_user_name(t.user_name().unwrap())) {
+            Ok(Some(found)) => assert_eq!(&found, t),
+            Err(Error::Corrupted { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(failures, 1);
+}
+
+#[test]
+fn an_index_entry_repointed_at_another_record_never_returns_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = make_vault(&path, 2);
+    with_sled(&path, |db| {
+        for name in ["idx.user", "idx.access", "idx.refresh", "idx.grant"] {
+            let tree = db.open_tree(name).unwrap();
+            let all = entries(db, name);
+            assert_eq!(all.len(), 2);
+            tree.insert(&all[0].0, all[1].1.clone()).unwrap();
+            tree.insert(&all[1].0, all[0].1.clone()).unwrap();
+        }
+    });
+    let v = options().open(&path, "pass").unwrap();
+    for t in &tokens {
+        let client = |q: OAuthToken| q.with_client_id("1000.CLIENT").with_client_secret("s");
+        for q in [
+            OAuthToken::default().with_user_name(t.user_name().unwrap()),
+            OAuthToken::default().with_access_token(t.access_token().unwrap()),
+            client(OAuthToken::default().with_refresh_token(t.refresh_token().unwrap())),
+            client(OAuthToken::default().with_grant_token(t.grant_token().unwrap())),
+        ] {
+            let got = v.find_token(&q);
+            assert!(matches!(got, Err(Error::Corrupted { .. })), "{q:?} gave {got:?}");
+        }
+        // The records themselves are intact.
+        assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+    }
+}
+
+fn header(path: &Path) -> Vec<u8> {
+    let mut h = Vec::new();
+    with_sled(path, |db| {
+        h = db
+            .open_tree("meta")
+            .unwrap()
+            .get("header")
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    });
+    h
+}
+
+fn set_header(path: &Path, bytes: &[u8]) {
+    with_sled(path, |db| {
+        db.open_tree("meta").unwrap().insert("header", bytes).unwrap();
+    });
+}
+
+fn with_checksum(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    out.extend_from_slice(&Sha256::digest(body));
+    out
+}
+
+#[test]
+fn every_bit_flip_of_the_header_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    make_vault(&path, 1);
+    let original = header(&path);
+    let db = sled::open(&path).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    let mut variants = Vec::new();
+    for i in 0..original.len() {
+        for bit in 0..8 {
+            let mut h = original.clone();
+            h[i] ^= 1 << bit;
+            variants.push(h);
+        }
+    }
+    // The checksum alone catches these; open must never succeed.
+    drop((meta, db));
+    for (n, h) in variants.iter().enumerate() {
+        set_header(&path, h);
+        let got = options().open(&path, "pass");
+        assert!(
+            matches!(got, Err(Error::Corrupted { .. }) | Err(Error::WrongPassphrase)),
+            "variant {n}: {got:?}"
+        );
+    }
+    set_header(&path, &original);
+    drop(options().open(&path, "pass").unwrap());
+}
+
+#[test]
+fn a_changed_header_byte_with_a_recomputed_checksum_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    make_vault(&path, 1);
+    let original = header(&path);
+    let body = &original[..original.len() - 32];
+    for i in 0..body.len() {
+        let mut b = body.to_vec();
+        b[i] ^= 0x01 << (i % 8);
+        set_header(&path, &with_checksum(&b));
+        let got = options().open(&path, "pass");
+        assert!(
+            matches!(got, Err(Error::Corrupted { .. }) | Err(Error::WrongPassphrase)),
+            "byte {i}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_or_extended_headers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    make_vault(&path, 1);
+    let original = header(&path);
+    for n in [0, 1, 8, 40, original.len() - 33, original.len() - 1] {
+        set_header(&path, &original[..n]);
+        assert!(matches!(
+            options().open(&path, "pass"),
+            Err(Error::Corrupted { .. })
+        ));
+    }
+    let mut longer = original[..original.len() - 32].to_vec();
+    longer.push(0);
+    set_header(&path, &with_checksum(&longer));
+    assert!(matches!(
+        options().open(&path, "pass"),
+        Err(Error::Corrupted { .. })
+    ));
+}
+
+#[test]
+fn a_header_transplanted_from_another_vault_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    make_vault(&a, 3);
+    make_vault(&b, 3);
+    let hb = header(&b);
+    set_header(&a, &hb);
+    assert!(matches!(options().open(&a, "pass"), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn a_record_transplanted_from_another_vault_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    // The same ids in both vaults, so the slots differ only by key.
+    let v = options().create(&a, "pass").unwrap();
+    let mut ta = token(1).with_id("same-id");
+    v.save_token(&mut ta).unwrap();
+    drop(v);
+    let v = options().create(&b, "pass").unwrap();
+    let mut tb = token(2).with_id("same-id");
+    v.save_token(&mut tb).unwrap();
+    drop(v);
+    let mut rec_b = Vec::new();
+    with_sled(&b, |db| rec_b = entries(db, "tokens")[0].1.clone());
+    with_sled(&a, |db| {
+        let (slot, _) = entries(db, "tokens")[0].clone();
+        db.open_tree("tokens")
+            .unwrap()
+            .insert(slot, rec_b.clone())
+            .unwrap();
+    });
+    open_and_check(&a, &[ta]);
+}
+
+#[test]
+fn absurd_kdf_parameters_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    make_vault(&path, 1);
+    let original = header(&path);
+    let mut body = original[..original.len() - 32].to_vec();
+    // memory_kib sits at offset 27 (magic 8, version 2, vault id 16, kdf id 1).
+    body[27..31].copy_from_slice(&u32::MAX.to_be_bytes());
+    set_header(&path, &with_checksum(&body));
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        options().open(&path, "pass"),
+        Err(Error::Corrupted { .. })
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+}
