@@ -37,6 +37,10 @@
 mod backend;
 mod crypto;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[allow(missing_docs, clippy::panic)]
+pub mod fuzzing;
 mod memory;
 mod store;
 mod token;
@@ -47,7 +51,7 @@ pub use error::Error;
 pub use memory::MemoryStore;
 pub use store::TokenStore;
 pub use token::OAuthToken;
-pub use vault::{Vault, VaultOptions};
+pub use vault::{Problem, Vault, VaultOptions, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -1,8 +1,28 @@
-//! `MemoryStore` against an independent model of DESIGN.md section 3, on random sequences of
-//! operations (64 cases unless `PROPTEST_CASES` says otherwise).
+//! `MemoryStore` and `Vault` against an independent model of DESIGN.md section 3, on random
+//! sequences of operations (64 cases unless `PROPTEST_CASES` says otherwise).
 mod common;
 
+use std::sync::OnceLock;
+
 use proptest::prelude::*;
+use tokenvault::{KdfParams, Vault, VaultOptions};
+
+/// One vault for every case (the model check empties the store first), so the cases pay
+/// for the KDF and sled's start-up once.
+fn shared_vault() -> &'static Vault {
+    static VAULT: OnceLock<(Vault, tempfile::TempDir)> = OnceLock::new();
+    &VAULT
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let vault = VaultOptions::new()
+                .kdf(KdfParams::FLOOR)
+                .durable(false)
+                .create(tmp.path().join("vault"), "model")
+                .expect("create vault");
+            (vault, tmp)
+        })
+        .0
+}
 
 proptest! {
     #![proptest_config(common::model::config())]
@@ -10,5 +30,10 @@ proptest! {
     #[test]
     fn memory_store_behaves_like_the_model(ops in common::model::ops()) {
         common::model::check_against_model(&tokenvault::MemoryStore::new(), &ops);
+    }
+
+    #[test]
+    fn vault_behaves_like_the_model(ops in common::model::ops()) {
+        common::model::check_against_model(shared_vault(), &ops);
     }
 }

@@ -117,6 +117,10 @@ pub(crate) fn derive_passphrase_key(
     params: &KdfParams,
 ) -> Result<PassphraseKey, Error> {
     params.validate()?;
+    #[cfg(fuzzing)]
+    if let Some(key) = fuzz_cache::get(passphrase, salt, params) {
+        return Ok(PassphraseKey(key));
+    }
     let argon_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
@@ -128,7 +132,40 @@ pub(crate) fn derive_passphrase_key(
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
+    #[cfg(fuzzing)]
+    fuzz_cache::put(passphrase, salt, params, &out);
     Ok(PassphraseKey(out))
+}
+
+/// Under fuzzing only: remembers Argon2 results, so targets that open vaults run many
+/// executions a second. The KDF's inputs and outputs are unchanged.
+#[cfg(fuzzing)]
+mod fuzz_cache {
+    use super::KdfParams;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use zeroize::Zeroizing;
+
+    type Key = (Vec<u8>, Vec<u8>, KdfParams);
+    static CACHE: Mutex<Option<HashMap<Key, [u8; 32]>>> = Mutex::new(None);
+
+    pub(super) fn get(passphrase: &[u8], salt: &[u8], params: &KdfParams) -> Option<Zeroizing<[u8; 32]>> {
+        let cache = CACHE.lock().ok()?;
+        let hit = cache
+            .as_ref()?
+            .get(&(passphrase.to_vec(), salt.to_vec(), *params))?;
+        Some(Zeroizing::new(*hit))
+    }
+
+    pub(super) fn put(passphrase: &[u8], salt: &[u8], params: &KdfParams, key: &[u8; 32]) {
+        if let Ok(mut cache) = CACHE.lock() {
+            let map = cache.get_or_insert_with(HashMap::new);
+            if map.len() > 4096 {
+                map.clear();
+            }
+            map.insert((passphrase.to_vec(), salt.to_vec(), *params), *key);
+        }
+    }
 }
 
 #[cfg(test)]

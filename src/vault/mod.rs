@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+mod verify;
+pub use verify::{Problem, VerifyReport};
+
 use crate::backend::{Op, SledStorage, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
@@ -267,6 +270,9 @@ struct Inner {
     storage: Box<dyn Storage>,
     keys: RwLock<VaultKeys>,
     key_state: Mutex<KeyState>,
+    /// Lookups that read an index entry and then its record hold this shared; commits hold
+    /// it exclusively, so a lookup sees each commit entirely or not at all.
+    commit_gate: RwLock<()>,
     writer: Mutex<()>,
     options: VaultOptions,
     dir: PathBuf,
@@ -327,6 +333,7 @@ impl Vault {
                 storage: Box::new(storage),
                 keys: RwLock::new(keys),
                 key_state: Mutex::new(KeyState { header, kek, seals }),
+                commit_gate: RwLock::new(()),
                 writer: Mutex::new(()),
                 options,
                 dir: dir.to_path_buf(),
@@ -438,7 +445,7 @@ impl Vault {
         ops.push(seals_op(&new_keys, 0, seals));
         // Readers wait while the records change keys, so none sees a half-switched vault.
         let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
-        inner.storage.apply(&ops)?;
+        inner.apply(&ops)?;
         inner.storage.flush()?;
         *keys = new_keys;
         *state = KeyState { header, kek, seals };
@@ -524,7 +531,7 @@ impl Inner {
             seals_op(&keys, epoch, 0),
         ];
         // On failure the new epoch's key stays derived but unused: harmless.
-        self.storage.apply(&ops)?;
+        self.apply(&ops)?;
         self.storage.flush()?;
         state.header = header;
         state.seals = 0;
@@ -548,6 +555,12 @@ impl Inner {
         Ok(out)
     }
 
+    /// Applies one all-or-nothing batch, with no lookup in between its reads.
+    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+        let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+        self.storage.apply(ops)
+    }
+
     fn after_write(&self) -> Result<(), Error> {
         if self.options.durable {
             self.storage.flush()?;
@@ -567,6 +580,7 @@ impl Records for Inner {
 
     fn indexed(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
         let keys = self.keys();
+        let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
         let Some(slot) = self
             .storage
             .get(index_tree(index), &keys.index_key(index, value))?
@@ -633,7 +647,7 @@ impl Records for Inner {
             ops.push(seals_op(&keys, state.header.epoch, total));
         }
         drop(keys);
-        self.storage.apply(&ops)?;
+        self.apply(&ops)?;
         state.seals = total;
         drop(state);
         self.after_write()
@@ -685,7 +699,7 @@ impl TokenStore for Vault {
                 Ok(())
             })?;
         }
-        self.inner.storage.apply(&ops)?;
+        self.inner.apply(&ops)?;
         self.inner.after_write()
     }
 

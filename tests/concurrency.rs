@@ -1,0 +1,144 @@
+//! Many threads on one store: saves, updates, finds and deletes of overlapping users.
+//!
+//! Protects against: two records for one user name after concurrent saves, a reader seeing
+//! a token that mixes two saves, an index entry left pointing at the wrong record, and
+//! lookups that miss a record they should find once the writers are done.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+
+use tokenvault::{KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
+
+const USERS: u64 = 12;
+const THREADS: u64 = 8;
+const OPS: u64 = 300;
+
+/// Every field carries the same stamp, so a token mixing two saves shows.
+fn stamped(user: u64, stamp: u64) -> OAuthToken {
+    OAuthToken::default()
+        .with_user_name(format!("user{user}@example.com"))
+        .with_client_id("1000.CONC")
+        .with_client_secret(format!("secret-{user}-{stamp}"))
+        .with_refresh_token(format!("refresh-{user}-{stamp}"))
+        .with_access_token(format!("access-{user}-{stamp}"))
+        .with_grant_token(format!("grant-{user}-{stamp}"))
+        .with_expiry_time(stamp as i64)
+}
+
+fn assert_untorn(t: &OAuthToken) {
+    let stamp = t.expiry_time().unwrap();
+    let user = t
+        .user_name()
+        .unwrap()
+        .trim_start_matches("user")
+        .trim_end_matches("@example.com");
+    for (field, v) in [
+        ("secret", t.client_secret()),
+        ("refresh", t.refresh_token()),
+        ("access", t.access_token()),
+        ("grant", t.grant_token()),
+    ] {
+        assert_eq!(v.unwrap(), format!("{field}-{user}-{stamp}"), "torn token");
+    }
+}
+
+fn hammer<S: TokenStore + Sync>(store: &S) {
+    let stamp = AtomicU64::new(1);
+    let barrier = Barrier::new(THREADS as usize);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (store, stamp, barrier) = (store, &stamp, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..OPS {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let user = x % USERS;
+                    match (x >> 8) % 10 {
+                        0 => {
+                            let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
+                            if let Some(found) = store.find_token(&q).unwrap() {
+                                store.delete_token(found.id().unwrap()).unwrap();
+                            }
+                        }
+                        1..=4 => {
+                            let mut tok = stamped(user, stamp.fetch_add(1, Ordering::SeqCst));
+                            store.save_token(&mut tok).unwrap();
+                            assert_untorn(&tok);
+                        }
+                        _ => {
+                            let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
+                            if let Some(found) = store.find_token(&q).unwrap() {
+                                assert_untorn(&found);
+                                if let Some(by_id) = store.find_token_by_id(found.id().unwrap()).unwrap() {
+                                    assert_untorn(&by_id);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let all = store.get_tokens().unwrap();
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for t in &all {
+        assert_untorn(t);
+        *per_user.entry(t.user_name().unwrap().to_owned()).or_default() += 1;
+        let client = |q: OAuthToken| q.with_client_id("1000.CONC").with_client_secret("x");
+        for q in [
+            OAuthToken::default().with_user_name(t.user_name().unwrap()),
+            OAuthToken::default().with_access_token(t.access_token().unwrap()),
+            client(OAuthToken::default().with_refresh_token(t.refresh_token().unwrap())),
+            client(OAuthToken::default().with_grant_token(t.grant_token().unwrap())),
+        ] {
+            assert_eq!(store.find_token(&q).unwrap().as_ref(), Some(t));
+        }
+    }
+    assert!(
+        per_user.values().all(|&n| n == 1),
+        "one record per user name: {per_user:?}"
+    );
+}
+
+#[test]
+fn concurrent_writers_and_readers_on_a_vault_keep_every_invariant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vault = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .durable(false)
+        .create(tmp.path().join("vault"), "p")
+        .unwrap();
+    hammer(&vault);
+    let report = vault.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn concurrent_writers_and_readers_on_a_memory_store_keep_every_invariant() {
+    hammer(&MemoryStore::new());
+}
+
+#[test]
+fn concurrent_first_saves_of_one_user_make_one_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vault = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .create(tmp.path().join("vault"), "p")
+        .unwrap();
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for n in 0..8u64 {
+            let (vault, barrier) = (&vault, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                vault.save_token(&mut stamped(0, n + 1)).unwrap();
+            });
+        }
+    });
+    assert_eq!(vault.get_tokens().unwrap().len(), 1);
+    assert!(vault.verify().unwrap().is_clean());
+}

@@ -1,0 +1,244 @@
+//! Crash durability: a child process writes in a loop and acknowledges each call after it
+//! returns; the test kills it with SIGKILL at random moments, reopens the vault, and checks
+//! every acknowledgement.
+//!
+//! Protects against: an acknowledged save or delete lost, a torn save (half the fields, or
+//! the record without its index entries), a dangling index entry, and a vault that no
+//! passphrase (or both) opens after a crash during `change_passphrase` or `rekey`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+const CHILD_ENV: &str = "TOKENVAULT_TEST_CRASH_CHILD";
+const USERS: u64 = 40;
+const PASSPHRASES: [&str; 2] = ["first passphrase", "second passphrase"];
+
+fn options() -> VaultOptions {
+    VaultOptions::new().kdf(KdfParams::FLOOR)
+}
+
+/// What operation `k` does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Step {
+    Save { user: u64 },
+    Delete { user: u64 },
+    ChangePassphrase,
+    Rekey,
+}
+
+fn step(k: u64) -> Step {
+    if k % 53 == 29 {
+        Step::Rekey
+    } else if k % 23 == 11 {
+        Step::ChangePassphrase
+    } else if k % 7 == 3 {
+        Step::Delete {
+            user: (k * 13) % USERS,
+        }
+    } else {
+        Step::Save { user: k % USERS }
+    }
+}
+
+/// The token operation `k` saves for `user`: every field depends on `k`, so a torn save
+/// (fields from two saves) shows.
+fn saved_token(user: u64, k: u64) -> OAuthToken {
+    OAuthToken::default()
+        .with_id(format!("id-{user}"))
+        .with_user_name(format!("user{user}@example.com"))
+        .with_client_id("1000.CRASH")
+        .with_client_secret(format!("secret-{k}"))
+        .with_refresh_token(format!("refresh-{user}-{k}"))
+        .with_access_token(format!("access-{user}-{k}"))
+        .with_grant_token(format!("grant-{user}-{k}"))
+        .with_expiry_time(k as i64)
+}
+
+/// Not a test by itself: the writer that `killed_writers_lose_no_acknowledged_operation`
+/// starts and kills.
+#[test]
+#[ignore = "run as a child process by another test"]
+fn crash_child_writes_until_killed() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '|');
+    let (start, pass, path) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let mut k: u64 = start.parse().unwrap();
+    let mut pass: usize = pass.parse().unwrap();
+    let vault = options().open(path, PASSPHRASES[pass]).unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nopened").unwrap();
+    loop {
+        match step(k) {
+            Step::Save { user } => vault.save_token(&mut saved_token(user, k)).unwrap(),
+            Step::Delete { user } => vault.delete_token(&format!("id-{user}")).unwrap(),
+            Step::ChangePassphrase => {
+                pass = 1 - pass;
+                vault.change_passphrase(PASSPHRASES[pass]).unwrap();
+            }
+            Step::Rekey => {
+                pass = 1 - pass;
+                vault.rekey(PASSPHRASES[pass]).unwrap();
+            }
+        }
+        writeln!(out, "ack {k}").unwrap();
+        out.flush().unwrap();
+        k += 1;
+    }
+}
+
+/// A small deterministic generator for kill delays (seeded from the clock, printed).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Opens with whichever passphrase works; exactly one must.
+fn open_with_one_of_two(path: &Path) -> (Vault, usize) {
+    let mut opens = Vec::new();
+    for (i, p) in PASSPHRASES.iter().enumerate() {
+        match options().open(path, p) {
+            Ok(_) => opens.push(i),
+            Err(Error::WrongPassphrase) => {}
+            Err(e) => panic!("reopen after a crash failed: {e}"),
+        }
+    }
+    assert_eq!(
+        opens.len(),
+        1,
+        "exactly one passphrase must open the vault, not {opens:?}"
+    );
+    (options().open(path, PASSPHRASES[opens[0]]).unwrap(), opens[0])
+}
+
+#[test]
+fn killed_writers_lose_no_acknowledged_operation() {
+    let rounds: u64 = std::env::var("TOKENVAULT_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(24);
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("crash test seed {seed}, {rounds} rounds");
+    let mut rng = XorShift(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, PASSPHRASES[0]).unwrap());
+
+    // The expected state: user -> the k of the save that holds, or None if deleted.
+    let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    let mut pass = 0usize;
+    let mut next_k = 0u64;
+    let mut acked_total = 0u64;
+    for round in 0..rounds {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child_writes_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, format!("{next_k}|{pass}|{}", path.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let delay = Duration::from_millis(20 + rng.next() % 180);
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            let mut opened_at = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim_end().ends_with("opened") {
+                    opened_at = Some(Instant::now());
+                } else if let Some(k) = line.trim().strip_prefix("ack ") {
+                    acks.push(k.parse::<u64>().unwrap());
+                }
+            }
+            (acks, opened_at)
+        });
+        // Kill at a random moment after the child has started writing.
+        std::thread::sleep(Duration::from_millis(60) + delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (acks, _) = reader.join().unwrap();
+        // Apply the acknowledged steps to the model.
+        for (i, &k) in acks.iter().enumerate() {
+            assert_eq!(k, next_k + i as u64, "acks must be consecutive");
+            match step(k) {
+                Step::Save { user } => {
+                    model.insert(user, Some(k));
+                }
+                Step::Delete { user } => {
+                    model.insert(user, None);
+                }
+                Step::ChangePassphrase | Step::Rekey => pass = 1 - pass,
+            }
+        }
+        acked_total += acks.len() as u64;
+        let in_flight = next_k + acks.len() as u64;
+
+        let (vault, opened_with) = open_with_one_of_two(&path);
+        match step(in_flight) {
+            Step::ChangePassphrase | Step::Rekey => pass = opened_with,
+            _ => assert_eq!(
+                opened_with, pass,
+                "round {round}: an acknowledged passphrase change was lost"
+            ),
+        }
+        // The in-flight step may or may not have happened, but entirely or not at all.
+        if let Step::Save { user } | Step::Delete { user } = step(in_flight) {
+            let stored = vault.find_token_by_id(&format!("id-{user}")).unwrap();
+            let before = model.get(&user).copied().flatten();
+            let after = match step(in_flight) {
+                Step::Save { .. } => Some(in_flight),
+                _ => None,
+            };
+            let actual = stored.as_ref().map(|t| t.expiry_time().unwrap() as u64);
+            assert!(
+                actual == before || actual == after,
+                "round {round}: in-flight step {in_flight} left user {user} at {actual:?}"
+            );
+            model.insert(user, actual);
+        }
+        // Every user is exactly as the model says, by id and by every index.
+        for user in 0..USERS {
+            let stored = vault.find_token_by_id(&format!("id-{user}")).unwrap();
+            match model.get(&user).copied().flatten() {
+                Some(k) => {
+                    let want = saved_token(user, k);
+                    assert_eq!(stored.as_ref(), Some(&want), "round {round}: user {user}");
+                    let q = OAuthToken::default().with_access_token(want.access_token().unwrap());
+                    assert_eq!(vault.find_token(&q).unwrap().as_ref(), Some(&want));
+                    let q = OAuthToken::default().with_user_name(want.user_name().unwrap());
+                    assert_eq!(vault.find_token(&q).unwrap().as_ref(), Some(&want));
+                }
+                None => assert_eq!(stored, None, "round {round}: user {user} should be absent"),
+            }
+        }
+        let report = vault.verify().unwrap();
+        assert!(report.is_clean(), "round {round}: {:?}", report.problems);
+        drop(vault);
+        next_k = in_flight + 1;
+        // The in-flight step is settled; later rounds continue after it.
+    }
+    eprintln!("{acked_total} acknowledged operations over {rounds} rounds");
+    assert!(acked_total > rounds, "the child must make progress between kills");
+}
