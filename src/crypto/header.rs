@@ -8,13 +8,13 @@
 //! checked against the bounds before Argon2 runs; the wrapped key is authenticated with
 //! every preceding byte as associated data, so parameters cannot be swapped unnoticed.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use aes_gcm::{Aes256Gcm, KeyInit};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::kdf::{derive_passphrase_key, KdfParams, PassphraseKey};
 use super::keys::{self, DataKey, VAULT_ID_LEN};
+use super::seal::{aead_open, aead_seal};
 use crate::Error;
 
 /// The first bytes of every header.
@@ -69,15 +69,8 @@ impl Header {
         super::random_bytes(&mut h.wrap_nonce)?;
         let cipher = Aes256Gcm::new((&*kek.0).into());
         let aad = h.wrap_aad();
-        let wrapped = cipher
-            .encrypt(
-                &Nonce::from(h.wrap_nonce),
-                Payload {
-                    msg: data_key.0.as_ref(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::corrupted("key wrapping failed"))?;
+        let wrapped = aead_seal(&cipher, &h.wrap_nonce, &aad, data_key.0.as_ref())
+            .ok_or_else(|| Error::corrupted("key wrapping failed"))?;
         h.wrapped_key = wrapped
             .as_slice()
             .try_into()
@@ -205,17 +198,8 @@ impl Header {
     /// Unwraps the data key with an already derived passphrase key and checks the MAC.
     pub(crate) fn unwrap_with(&self, kek: &PassphraseKey) -> Result<DataKey, Error> {
         let cipher = Aes256Gcm::new((&*kek.0).into());
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &Nonce::from(self.wrap_nonce),
-                    Payload {
-                        msg: &self.wrapped_key,
-                        aad: &self.wrap_aad(),
-                    },
-                )
-                .map_err(|_| Error::WrongPassphrase)?,
-        );
+        let plain = aead_open(&cipher, &self.wrap_nonce, &self.wrap_aad(), &self.wrapped_key)
+            .ok_or(Error::WrongPassphrase)?;
         let mut key = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
             return Err(Error::corrupted("vault header: wrapped key has the wrong length"));

@@ -34,11 +34,17 @@ impl DataKey {
     }
 }
 
+/// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` into `okm`.
+pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<(), Error> {
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info, okm)
+        .map_err(|_| Error::corrupted("HKDF output length out of range"))
+}
+
 fn hkdf_expand(data_key: &DataKey, vault_id: &[u8; VAULT_ID_LEN], label: &[u8]) -> Zeroizing<[u8; 32]> {
-    let hk = Hkdf::<Sha256>::new(Some(vault_id), data_key.0.as_ref());
     let mut okm = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit: this cannot fail.
-    let _ = hk.expand(label, okm.as_mut());
+    let _ = hkdf_sha256(data_key.0.as_ref(), vault_id, label, okm.as_mut());
     okm
 }
 

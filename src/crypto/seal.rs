@@ -9,7 +9,7 @@
 //! bytes; plaintext buffers are zeroized.
 
 use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::Nonce;
+use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 use super::keys::{VaultKeys, MAC_LEN};
@@ -17,7 +17,7 @@ use crate::{Error, OAuthToken};
 
 /// The record format this code writes.
 pub(crate) const RECORD_VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const PREFIX_LEN: usize = 1 + 4 + NONCE_LEN;
 /// The largest encoded token a record may hold (16 MiB).
@@ -63,6 +63,31 @@ pub(crate) fn decode_token(bytes: &[u8]) -> Result<OAuthToken, Error> {
     Ok(token)
 }
 
+/// AES-256-GCM encryption: ciphertext || 16-byte tag. `None` only if the message is
+/// beyond AES-GCM's length limit.
+pub(crate) fn aead_seal(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    msg: &[u8],
+) -> Option<Vec<u8>> {
+    cipher.encrypt(&Nonce::from(*nonce), Payload { msg, aad }).ok()
+}
+
+/// AES-256-GCM decryption and authentication. `None` if the tag does not verify; the
+/// plaintext is zeroized on drop.
+pub(crate) fn aead_open(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    cipher
+        .decrypt(&Nonce::from(*nonce), Payload { msg: ciphertext, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
 fn record_aad(vault_id: &[u8], version: u8, epoch: u32, tree: &str, slot: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(RECORD_TAG.len() + vault_id.len() + 6 + tree.len() + slot.len());
     aad.extend_from_slice(RECORD_TAG);
@@ -89,17 +114,9 @@ pub(crate) fn seal_record(
         .record_key(epoch)
         .ok_or_else(|| Error::corrupted("no record key for the current epoch"))?;
     let aad = record_aad(&keys.vault_id, RECORD_VERSION, epoch, tree, slot);
-    let ct = cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::InvalidToken {
-            reason: "the token is too large to seal",
-        })?;
+    let ct = aead_seal(cipher, &nonce, &aad, plaintext).ok_or(Error::InvalidToken {
+        reason: "the token is too large to seal",
+    })?;
     let mut out = Vec::with_capacity(PREFIX_LEN + ct.len());
     out.push(RECORD_VERSION);
     out.extend_from_slice(&epoch.to_be_bytes());
@@ -137,10 +154,7 @@ pub(crate) fn open_record(
         .record_key(epoch)
         .ok_or_else(|| Error::corrupted("record: unknown key epoch"))?;
     let aad = record_aad(&keys.vault_id, version, epoch, tree, slot);
-    cipher
-        .decrypt(&Nonce::from(nonce), Payload { msg: body, aad: &aad })
-        .map(Zeroizing::new)
-        .map_err(|_| Error::corrupted("record: authentication failed"))
+    aead_open(cipher, &nonce, &aad, body).ok_or_else(|| Error::corrupted("record: authentication failed"))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::backend::{Op, SledStorage, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
 use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
-use crate::crypto::{random_bytes, seal};
+use crate::crypto::{fresh_nonce, random_bytes, seal};
 use crate::store::{self, Change, Index, Owner, Records};
 use crate::{Error, OAuthToken, TokenStore};
 
@@ -659,9 +659,7 @@ fn seal_op(keys: &VaultKeys, token: &OAuthToken) -> Result<Op, Error> {
     let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
     let slot = keys.slot(id);
     let plain = seal::encode_token(token)?;
-    let mut nonce = [0u8; 12];
-    random_bytes(&mut nonce)?;
-    let sealed = seal::seal_record(keys, TreeName::Tokens.name(), &slot, nonce, &plain)?;
+    let sealed = seal::seal_record(keys, TreeName::Tokens.name(), &slot, fresh_nonce()?, &plain)?;
     Ok(Op::Put(TreeName::Tokens, slot.to_vec(), sealed))
 }
 
@@ -794,4 +792,80 @@ fn restrict_files(dir: &Path) -> Result<(), Error> {
 #[cfg(not(unix))]
 fn restrict_files(_dir: &Path) -> Result<(), Error> {
     Ok(())
+}
+
+#[cfg(test)]
+mod fixture {
+    use super::*;
+    use crate::crypto::test_rng;
+
+    /// The tokens of the frozen v1 fixture, in the order they are saved.
+    pub(crate) fn fixture_tokens() -> Vec<OAuthToken> {
+        let base = |n: u32| {
+            OAuthToken::default()
+                .with_user_name(format!("fixture{n}@example.com"))
+                .with_client_id("1000.FIXTURE")
+                .with_client_secret(format!("fixture-secret-{n}"))
+                .with_refresh_token(format!("1000.fixture-refresh-{n}"))
+                .with_access_token(format!("1000.fixture-access-{n}"))
+                .with_grant_token(format!("1000.fixture-grant-{n}"))
+                .with_expiry_time(1_764_000_000_000 + i64::from(n))
+                .with_redirect_url("https://example.com/cb")
+                .with_api_domain("https://www.zohoapis.com")
+        };
+        vec![
+            base(0),
+            base(1).with_id("1"),
+            base(2)
+                .with_user_name("nobody' OR '1'='1")
+                .with_client_secret("quote\"comma,nul\0end"),
+            base(3)
+                .with_user_name("émoji 🔑 ユーザー")
+                .with_access_token("1000.fixture-access-0"),
+            OAuthToken::default()
+                .with_id("refresh-only")
+                .with_refresh_token("1000.fixture-lone-refresh"),
+        ]
+    }
+
+    /// Writes `tests/fixtures/v1/` through the real code path with a deterministic random
+    /// source. Run only to regenerate the fixture: `cargo test --lib write_v1_fixture --
+    /// --ignored`. A committed fixture must never be regenerated for a format change: every
+    /// later version must open the old one.
+    #[test]
+    #[ignore = "regenerates the committed fixture"]
+    fn write_v1_fixture() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir_all(&out).unwrap();
+        test_rng::seed(0x7465_7374_7661_756c);
+        let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+        let vault = options
+            .create(out.join("vault"), "tokenvault v1 fixture (old)")
+            .unwrap();
+        let mut saved = Vec::new();
+        for (n, mut t) in fixture_tokens().into_iter().enumerate() {
+            if n == 3 {
+                vault.rotate_key().unwrap();
+            }
+            vault.save_token(&mut t).unwrap();
+            saved.push(t);
+        }
+        // A deleted token and an update, so the fixture has history.
+        let mut gone = OAuthToken::default()
+            .with_id("deleted")
+            .with_access_token("1000.fixture-deleted");
+        vault.save_token(&mut gone).unwrap();
+        vault.delete_token("deleted").unwrap();
+        let mut update = OAuthToken::default()
+            .with_id("1")
+            .with_access_token("1000.fixture-access-1b");
+        vault.save_token(&mut update).unwrap();
+        saved[1] = update;
+        vault.change_passphrase("tokenvault v1 fixture").unwrap();
+        drop(vault);
+        let _ = fs::remove_file(out.join("vault").join(LOCK_FILE));
+        let json = serde_json::to_string_pretty(&saved).unwrap();
+        fs::write(out.join("expected.json"), json).unwrap();
+    }
 }
