@@ -38,7 +38,7 @@ pub fn open_record(bytes: &[u8]) -> Result<OAuthToken, Error> {
 pub fn seal_record(token: &OAuthToken) -> Result<Vec<u8>, Error> {
     let keys = fixed_keys();
     let plain = seal::encode_token(token)?;
-    seal::seal_record(&keys, "tokens", &FIXED_SLOT, [1u8; 12], &plain)
+    seal::seal_record(&keys, "tokens", &FIXED_SLOT, 1, [1u8; 12], &plain)
 }
 
 /// Decodes decrypted record bytes into a token (bounded, strict); a token that decodes

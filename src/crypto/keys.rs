@@ -127,11 +127,6 @@ impl VaultKeys {
         }
     }
 
-    /// The current (newest) epoch.
-    pub(crate) fn current_epoch(&self) -> u32 {
-        (self.records.len() as u32).saturating_sub(1)
-    }
-
     /// The record key of `epoch`, if that epoch exists.
     pub(crate) fn record_key(&self, epoch: u32) -> Option<&Aes256Gcm> {
         self.records.get(epoch as usize)

@@ -101,18 +101,20 @@ fn record_aad(vault_id: &[u8], version: u8, epoch: u32, tree: &str, slot: &[u8])
     aad
 }
 
-/// Seals `plaintext` for `slot` of `tree` under the current epoch's record key.
+/// Seals `plaintext` for `slot` of `tree` under the record key of `epoch` (the epoch the
+/// header names: the caller passes it, so a key derived ahead of a failed rotation is
+/// never used).
 pub(crate) fn seal_record(
     keys: &VaultKeys,
     tree: &str,
     slot: &[u8; MAC_LEN],
+    epoch: u32,
     nonce: [u8; NONCE_LEN],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let epoch = keys.current_epoch();
     let cipher = keys
         .record_key(epoch)
-        .ok_or_else(|| Error::corrupted("no record key for the current epoch"))?;
+        .ok_or_else(|| Error::corrupted("no record key for the epoch"))?;
     let aad = record_aad(&keys.vault_id, RECORD_VERSION, epoch, tree, slot);
     let ct = aead_seal(cipher, &nonce, &aad, plaintext).ok_or(Error::InvalidToken {
         reason: "the token is too large to seal",
@@ -170,7 +172,7 @@ mod tests {
     fn sealed_record_opens_only_where_it_was_sealed() {
         let k = keys();
         let slot = [9u8; 32];
-        let rec = seal_record(&k, "tokens", &slot, [3; 12], b"hello").unwrap();
+        let rec = seal_record(&k, "tokens", &slot, 0, [3; 12], b"hello").unwrap();
         assert_eq!(
             open_record(&k, "tokens", &slot, &rec).unwrap().as_slice(),
             b"hello"

@@ -175,14 +175,34 @@ impl VaultOptions {
     /// it is open elsewhere; `Corrupted` if its header fails its checks; `WrongPassphrase`;
     /// `Io`/`Storage`.
     pub fn open(&self, dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
-        let dir = dir.as_ref();
+        self.open_with(dir.as_ref(), passphrase, |storage| storage)
+    }
+
+    /// `open`, with the storage wrapped by `wrap` (fault-injection tests wrap it).
+    pub(crate) fn open_with<S: Storage + 'static>(
+        &self,
+        dir: &Path,
+        passphrase: &str,
+        wrap: impl FnOnce(SledStorage) -> S,
+    ) -> Result<Vault, Error> {
         self.kdf.validate()?;
         if !dir.is_dir() || !dir.join("db").is_file() || !dir.join("conf").is_file() {
             return Err(Error::VaultNotFound);
         }
+        // Every vault has had a lock file since it was created; a sled database without
+        // one is not a vault of ours.
+        let was_vault = dir.join(LOCK_FILE).is_file();
         let lock = lock_vault(dir)?;
         let storage = SledStorage::open(dir, self.cache_capacity)?;
         let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
+            drop(storage);
+            drop(lock);
+            if was_vault {
+                return Err(Error::corrupted(
+                    "the vault header is missing: the storage files are damaged",
+                ));
+            }
+            let _ = fs::remove_file(dir.join(LOCK_FILE));
             return Err(Error::VaultNotFound);
         };
         let mut header = Header::parse(&bytes)?;
@@ -203,7 +223,7 @@ impl VaultOptions {
             kek = new_kek;
         }
         restrict_files(dir)?;
-        let vault = Vault::assemble(dir, self.clone(), storage, lock, header, kek, keys, seals);
+        let vault = Vault::assemble(dir, self.clone(), wrap(storage), lock, header, kek, keys, seals);
         vault.inner.check_first_record()?;
         Ok(vault)
     }
@@ -367,10 +387,9 @@ impl Vault {
         self.inner
             .storage
             .apply(&[Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode())])?;
-        self.inner.storage.flush()?;
         state.header = header;
         state.kek = kek;
-        Ok(())
+        self.inner.storage.flush()
     }
 
     /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
@@ -426,7 +445,7 @@ impl Vault {
         }
         for token in &tokens {
             let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
-            ops.push(seal_op(&new_keys, token)?);
+            ops.push(seal_op(&new_keys, 0, token)?);
             for index in Index::ALL {
                 if let Some(value) = index.field(token) {
                     // Keep exactly the entries that exist: the owner of a shared value stays.
@@ -446,10 +465,10 @@ impl Vault {
         // Readers wait while the records change keys, so none sees a half-switched vault.
         let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
         inner.apply(&ops)?;
-        inner.storage.flush()?;
         *keys = new_keys;
         *state = KeyState { header, kek, seals };
-        Ok(())
+        drop(keys);
+        inner.storage.flush()
     }
 
     /// Writes every buffered change to disk.
@@ -525,17 +544,18 @@ impl Inner {
             &state.kek,
             keys.data_key(),
         )?;
-        keys.extend_epochs(epoch);
         let ops = [
             Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
             seals_op(&keys, epoch, 0),
         ];
-        // On failure the new epoch's key stays derived but unused: harmless.
         self.apply(&ops)?;
-        self.storage.flush()?;
+        // Applied is committed (a later flush persists it): the state follows the storage
+        // even if this flush fails, and the new key exists only once its header does.
+        keys.extend_epochs(epoch);
         state.header = header;
         state.seals = 0;
-        Ok(())
+        drop(keys);
+        self.storage.flush()
     }
 
     /// Every stored token, each opened and checked against its slot.
@@ -630,7 +650,7 @@ impl Records for Inner {
         let mut ops = Vec::with_capacity(changes.len() + 1);
         for change in changes {
             ops.push(match change {
-                Change::PutRecord(token) => seal_op(&keys, token)?,
+                Change::PutRecord(token) => seal_op(&keys, state.header.epoch, token)?,
                 Change::RemoveRecord(id) => Op::Remove(TreeName::Tokens, keys.slot(id).to_vec()),
                 Change::PutIndex(index, value, id) => Op::Put(
                     index_tree(*index),
@@ -655,11 +675,18 @@ impl Records for Inner {
 }
 
 /// Seals a token into its slot under the current epoch's key, with a fresh random nonce.
-fn seal_op(keys: &VaultKeys, token: &OAuthToken) -> Result<Op, Error> {
+fn seal_op(keys: &VaultKeys, epoch: u32, token: &OAuthToken) -> Result<Op, Error> {
     let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
     let slot = keys.slot(id);
     let plain = seal::encode_token(token)?;
-    let sealed = seal::seal_record(keys, TreeName::Tokens.name(), &slot, fresh_nonce()?, &plain)?;
+    let sealed = seal::seal_record(
+        keys,
+        TreeName::Tokens.name(),
+        &slot,
+        epoch,
+        fresh_nonce()?,
+        &plain,
+    )?;
     Ok(Op::Put(TreeName::Tokens, slot.to_vec(), sealed))
 }
 
@@ -867,5 +894,97 @@ mod fixture {
         let _ = fs::remove_file(out.join("vault").join(LOCK_FILE));
         let json = serde_json::to_string_pretty(&saved).unwrap();
         fs::write(out.join("expected.json"), json).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod faults {
+    //! A storage that fails like a full disk, through the seam: a failed save or delete
+    //! changes nothing, reports `Io`, and the vault keeps working once space is back.
+    use super::*;
+    use crate::backend::{Entry, EntryVisitor};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct FullDisk {
+        inner: SledStorage,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Storage for FullDisk {
+        fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+            self.inner.get(tree, key)
+        }
+        fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error> {
+            self.inner.first(tree)
+        }
+        fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+            self.inner.for_each(tree, f)
+        }
+        fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                )));
+            }
+            self.inner.apply(ops)
+        }
+        fn flush(&self) -> Result<(), Error> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                )));
+            }
+            self.inner.flush()
+        }
+    }
+
+    fn token(n: u32, stamp: u32) -> OAuthToken {
+        OAuthToken::default()
+            .with_id(format!("id-{n}"))
+            .with_user_name(format!("user{n}"))
+            .with_access_token(format!("access-{n}-{stamp}"))
+    }
+
+    #[test]
+    fn a_full_disk_fails_writes_cleanly_and_the_vault_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+        {
+            let v = options.create(&path, "p").unwrap();
+            for n in 0..5 {
+                v.save_token(&mut token(n, 0)).unwrap();
+            }
+        }
+        let full = Arc::new(AtomicBool::new(false));
+        let flag = full.clone();
+        let v = options
+            .open_with(&path, "p", move |inner| FullDisk { inner, full: flag })
+            .unwrap();
+        full.store(true, Ordering::SeqCst);
+        let mut update = token(1, 1);
+        assert!(matches!(v.save_token(&mut update), Err(Error::Io(_))));
+        assert!(matches!(v.save_token(&mut token(9, 0)), Err(Error::Io(_))));
+        assert!(matches!(v.delete_token("id-2"), Err(Error::Io(_))));
+        assert!(matches!(v.delete_tokens(), Err(Error::Io(_))));
+        assert!(v.rotate_key().is_err());
+        assert!(v.change_passphrase("q").is_err());
+        // Reads still work and show the old state, entirely.
+        assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
+        assert_eq!(v.find_token_by_id("id-9").unwrap(), None);
+        assert_eq!(v.get_tokens().unwrap().len(), 5);
+        let q = OAuthToken::default().with_access_token("access-1-1");
+        assert_eq!(v.find_token(&q).unwrap(), None);
+        full.store(false, Ordering::SeqCst);
+        v.save_token(&mut update).unwrap();
+        v.delete_token("id-2").unwrap();
+        assert_eq!(v.find_token(&q).unwrap(), Some(token(1, 1)));
+        assert!(v.verify().unwrap().is_clean());
+        drop(v);
+        // The failed passphrase change left the old passphrase in place.
+        let v = options.open(&path, "p").unwrap();
+        assert_eq!(v.get_tokens().unwrap().len(), 4);
     }
 }

@@ -1,0 +1,242 @@
+//! Damaged storage: truncated, zeroed or garbage sled files, missing trees, a damaged
+//! record among good ones, a read-only directory.
+//!
+//! Protects against: a panic (or a hang) on damaged files, an error that does not say what
+//! is wrong, and intact tokens becoming unreachable because one record is damaged.
+
+use std::path::{Path, PathBuf};
+
+use tokenvault::{Error, KdfParams, OAuthToken, Problem, TokenStore, Vault, VaultOptions};
+
+fn options() -> VaultOptions {
+    VaultOptions::new().kdf(KdfParams::FLOOR)
+}
+
+fn token(n: usize) -> OAuthToken {
+    OAuthToken::default()
+        .with_id(format!("id-{n}"))
+        .with_user_name(format!("user{n}@example.com"))
+        .with_refresh_token(format!("refresh-{n}"))
+        .with_access_token(format!("access-{n}"))
+}
+
+fn make(n: usize) -> (tempfile::TempDir, PathBuf, Vec<OAuthToken>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let v = options().create(&path, "p").unwrap();
+    let tokens = (0..n)
+        .map(|i| {
+            let mut t = token(i);
+            v.save_token(&mut t).unwrap();
+            t
+        })
+        .collect();
+    drop(v);
+    (tmp, path, tokens)
+}
+
+/// Opening must end in an error or a vault whose every call returns (never a panic).
+fn open_survives(path: &Path) -> Result<Vault, Error> {
+    let v = options().open(path, "p")?;
+    let _ = v.get_tokens();
+    let _ = v.find_token_by_id("id-0");
+    let _ = v.verify();
+    Ok(v)
+}
+
+#[test]
+fn damaged_sled_files_give_an_error_not_a_panic() {
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 5] = [
+        ("emptied", |b| b.clear()),
+        ("truncated to half", |b| b.truncate(b.len() / 2)),
+        ("zeroed", |b| b.iter_mut().for_each(|x| *x = 0)),
+        ("garbage", |b| {
+            let mut x = 0x1234_5678u32;
+            for byte in b.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *byte = x as u8;
+            }
+        }),
+        ("one byte flipped in every 64", |b| {
+            b.iter_mut().step_by(64).for_each(|x| *x ^= 0x40)
+        }),
+    ];
+    for file in ["db", "conf"] {
+        for (what, damage) in damages {
+            let (_tmp, path, tokens) = make(20);
+            let f = path.join(file);
+            let mut bytes = std::fs::read(&f).unwrap();
+            damage(&mut bytes);
+            std::fs::write(&f, &bytes).unwrap();
+            match open_survives(&path) {
+                // sled may recover from the damage (it keeps a log); then nothing may be
+                // wrong with what it returns.
+                Ok(v) => {
+                    for t in &tokens {
+                        // Lost (None) or refused (Err) is allowed; wrong data is not.
+                        if let Ok(Some(found)) = v.find_token_by_id(t.id().unwrap()) {
+                            assert_eq!(&found, t, "{file} {what}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(!e.to_string().is_empty());
+                    eprintln!("{file} {what}: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_vault_without_its_header_is_corrupted() {
+    let (_tmp, path, _) = make(3);
+    {
+        let db = sled::open(&path).unwrap();
+        db.drop_tree("meta").unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("other");
+    {
+        let db = sled::open(&path).unwrap();
+        db.insert("k", "v").unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
+    assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
+    assert!(!path.join("tokenvault.lock").exists());
+}
+
+#[test]
+fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
+    let (_tmp, path, tokens) = make(3);
+    {
+        let db = sled::open(&path).unwrap();
+        db.drop_tree("tokens").unwrap();
+        db.flush().unwrap();
+    }
+    let v = options().open(&path, "p").unwrap();
+    let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
+    assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
+    let report = v.verify().unwrap();
+    assert_eq!(report.records, 0);
+    assert_eq!(report.problems.len(), 9, "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| matches!(
+        p,
+        Problem::DanglingIndexEntry {
+            reason: "points at no record",
+            ..
+        }
+    )));
+    let after = v.repair().unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    assert_eq!(v.find_token(&q).unwrap(), None);
+}
+
+#[test]
+fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
+    let (_tmp, path, tokens) = make(10);
+    {
+        let db = sled::open(&path).unwrap();
+        let t = db.open_tree("tokens").unwrap();
+        let (k, v) = t.iter().nth(4).unwrap().unwrap();
+        let mut v = v.to_vec();
+        v[30] ^= 0x01;
+        t.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    // Opening checks the first record only; the damaged one is the fifth.
+    let v = options().open(&path, "p").unwrap();
+    let mut readable = 0;
+    for t in &tokens {
+        match v.find_token_by_id(t.id().unwrap()) {
+            Ok(Some(found)) => {
+                assert_eq!(&found, t);
+                let q = OAuthToken::default().with_access_token(t.access_token().unwrap());
+                assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+                readable += 1;
+            }
+            Err(Error::Corrupted { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(readable, 9);
+    assert!(matches!(v.get_tokens(), Err(Error::Corrupted { .. })));
+    let report = v.verify().unwrap();
+    assert_eq!(report.records, 9);
+    let unreadable = report
+        .problems
+        .iter()
+        .filter(|p| matches!(p, Problem::UnreadableRecord { .. }))
+        .count();
+    assert_eq!(unreadable, 1, "{:?}", report.problems);
+    // Its three index entries point at an unreadable record.
+    assert_eq!(report.problems.len(), 4, "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| !p.to_string().contains("access-")));
+}
+
+#[test]
+fn deleted_or_extra_index_entries_are_found_and_repaired() {
+    let (_tmp, path, tokens) = make(5);
+    {
+        let db = sled::open(&path).unwrap();
+        let user = db.open_tree("idx.user").unwrap();
+        let (k, _) = user.first().unwrap().unwrap();
+        user.remove(k).unwrap();
+        let access = db.open_tree("idx.access").unwrap();
+        access.insert([7u8; 32], vec![1u8; 32]).unwrap();
+        access.insert([8u8; 32], vec![1u8; 3]).unwrap();
+        db.flush().unwrap();
+    }
+    let v = options().open(&path, "p").unwrap();
+    let report = v.verify().unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::MissingIndexEntry { index: "user", .. })));
+    let after = v.repair().unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    for t in &tokens {
+        let q = OAuthToken::default().with_user_name(t.user_name().unwrap());
+        assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_vault_directory_gives_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, path, _) = make(2);
+    let set = |mode| {
+        for e in std::fs::read_dir(&path).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o666)).unwrap();
+            }
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set(0o500);
+    // Permission bits do not bind root: then there is nothing to test here.
+    if std::fs::write(path.join("probe"), b"x").is_ok() {
+        eprintln!("running as root: read-only permissions are not enforced; skipped");
+        set(0o700);
+        return;
+    }
+    let got = options().open(&path, "p");
+    set(0o700);
+    assert!(
+        matches!(got, Err(Error::Io(_)) | Err(Error::Storage { .. })),
+        "{got:?}"
+    );
+}
