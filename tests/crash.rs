@@ -31,7 +31,14 @@ enum Step {
     Rekey,
 }
 
-fn step(k: u64) -> Step {
+fn step(k: u64, keys_only: bool) -> Step {
+    if keys_only {
+        return if k % 2 == 0 {
+            Step::ChangePassphrase
+        } else {
+            Step::Rekey
+        };
+    }
     if k % 53 == 29 {
         Step::Rekey
     } else if k % 23 == 11 {
@@ -67,19 +74,21 @@ fn crash_child_writes_until_killed() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut parts = spec.splitn(3, '|');
-    let (start, pass, path) = (
+    let mut parts = spec.splitn(4, '|');
+    let (mode, start, pass, path) = (
+        parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
+    let keys_only = mode == "keys";
     let mut k: u64 = start.parse().unwrap();
     let mut pass: usize = pass.parse().unwrap();
     let vault = options().open(path, PASSPHRASES[pass]).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nopened").unwrap();
     loop {
-        match step(k) {
+        match step(k, keys_only) {
             Step::Save { user } => vault.save_token(&mut saved_token(user, k)).unwrap(),
             Step::Delete { user } => vault.delete_token(&format!("id-{user}")).unwrap(),
             Step::ChangePassphrase => {
@@ -129,6 +138,15 @@ fn open_with_one_of_two(path: &Path) -> (Vault, usize) {
 
 #[test]
 fn killed_writers_lose_no_acknowledged_operation() {
+    crash_rounds(false);
+}
+
+#[test]
+fn killed_passphrase_changes_and_rekeys_leave_exactly_one_passphrase_and_every_token() {
+    crash_rounds(true);
+}
+
+fn crash_rounds(keys_only: bool) {
     let rounds: u64 = std::env::var("TOKENVAULT_CRASH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -138,10 +156,19 @@ fn killed_writers_lose_no_acknowledged_operation() {
     let mut rng = XorShift(seed);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
-    drop(options().create(&path, PASSPHRASES[0]).unwrap());
-
-    // The expected state: user -> the k of the save that holds, or None if deleted.
     let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    {
+        let v = options().create(&path, PASSPHRASES[0]).unwrap();
+        if keys_only {
+            // Tokens for the re-keys to carry; the writer itself never saves.
+            for user in 0..USERS {
+                v.save_token(&mut saved_token(user, 1000 + user)).unwrap();
+                model.insert(user, Some(1000 + user));
+            }
+        }
+    }
+
+    // The expected state (above): user -> the k of the save that holds, or None if deleted.
     let mut pass = 0usize;
     let mut next_k = 0u64;
     let mut acked_total = 0u64;
@@ -154,13 +181,25 @@ fn killed_writers_lose_no_acknowledged_operation() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_ENV, format!("{next_k}|{pass}|{}", path.display()))
+            .env(
+                CHILD_ENV,
+                format!(
+                    "{}|{next_k}|{pass}|{}",
+                    if keys_only { "keys" } else { "all" },
+                    path.display()
+                ),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let delay = Duration::from_millis(20 + rng.next() % 180);
+        // Key operations each run the KDF: give them longer between kills.
+        let delay = if keys_only {
+            Duration::from_millis(150 + rng.next() % 600)
+        } else {
+            Duration::from_millis(20 + rng.next() % 180)
+        };
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             let mut opened_at = None;
@@ -182,7 +221,7 @@ fn killed_writers_lose_no_acknowledged_operation() {
         // Apply the acknowledged steps to the model.
         for (i, &k) in acks.iter().enumerate() {
             assert_eq!(k, next_k + i as u64, "acks must be consecutive");
-            match step(k) {
+            match step(k, keys_only) {
                 Step::Save { user } => {
                     model.insert(user, Some(k));
                 }
@@ -196,7 +235,7 @@ fn killed_writers_lose_no_acknowledged_operation() {
         let in_flight = next_k + acks.len() as u64;
 
         let (vault, opened_with) = open_with_one_of_two(&path);
-        match step(in_flight) {
+        match step(in_flight, keys_only) {
             Step::ChangePassphrase | Step::Rekey => pass = opened_with,
             _ => assert_eq!(
                 opened_with, pass,
@@ -204,10 +243,10 @@ fn killed_writers_lose_no_acknowledged_operation() {
             ),
         }
         // The in-flight step may or may not have happened, but entirely or not at all.
-        if let Step::Save { user } | Step::Delete { user } = step(in_flight) {
+        if let Step::Save { user } | Step::Delete { user } = step(in_flight, keys_only) {
             let stored = vault.find_token_by_id(&format!("id-{user}")).unwrap();
             let before = model.get(&user).copied().flatten();
-            let after = match step(in_flight) {
+            let after = match step(in_flight, keys_only) {
                 Step::Save { .. } => Some(in_flight),
                 _ => None,
             };
