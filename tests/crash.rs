@@ -33,7 +33,7 @@ enum Step {
 
 fn step(k: u64, keys_only: bool) -> Step {
     if keys_only {
-        return if k % 2 == 0 {
+        return if k.is_multiple_of(2) {
             Step::ChangePassphrase
         } else {
             Step::Rekey

@@ -22,12 +22,18 @@ fn rss_kib() -> u64 {
 #[test]
 #[ignore = "minutes long: run with scripts/soak.sh"]
 fn a_million_mixed_operations_with_reopens_stay_consistent_and_bounded() {
-    let total: u64 = std::env::var("TOKENVAULT_SOAK_OPS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = std::env::var("TOKENVAULT_SOAK_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let users: u64 = 5_000;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     // A small seal budget so the soak also crosses many key epochs.
-    let options = VaultOptions::new().kdf(KdfParams::FLOOR).durable(false).seals_per_key(50_000);
+    let options = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .durable(false)
+        .seals_per_key(50_000);
     let mut vault = options.create(&path, "soak").unwrap();
     let mut model: HashMap<u64, u64> = HashMap::new();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -60,7 +66,11 @@ fn a_million_mixed_operations_with_reopens_stay_consistent_and_bounded() {
             _ => {
                 let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
                 let found = vault.find_token(&q).unwrap();
-                assert_eq!(found.and_then(|t| t.expiry_time()), model.get(&user).map(|&k| k as i64), "op {op}");
+                assert_eq!(
+                    found.and_then(|t| t.expiry_time()),
+                    model.get(&user).map(|&k| k as i64),
+                    "op {op}"
+                );
             }
         }
         if op % 100_000 == 99_999 {
@@ -71,11 +81,20 @@ fn a_million_mixed_operations_with_reopens_stay_consistent_and_bounded() {
                 rss_after_warmup = rss;
             }
             rss_peak = rss_peak.max(rss);
-            eprintln!("{} ops, {:.0} s, RSS {} MiB", op + 1, started.elapsed().as_secs_f64(), rss / 1024);
+            eprintln!(
+                "{} ops, {:.0} s, RSS {} MiB",
+                op + 1,
+                started.elapsed().as_secs_f64(),
+                rss / 1024
+            );
         }
     }
     let report = vault.verify().unwrap();
-    assert!(report.is_clean(), "{:?}", &report.problems[..report.problems.len().min(10)]);
+    assert!(
+        report.is_clean(),
+        "{:?}",
+        &report.problems[..report.problems.len().min(10)]
+    );
     assert_eq!(report.records as u64, model.len() as u64);
     assert_eq!(vault.get_tokens().unwrap().len(), model.len());
     eprintln!(
@@ -86,5 +105,8 @@ fn a_million_mixed_operations_with_reopens_stay_consistent_and_bounded() {
         rss_peak / 1024
     );
     // Memory is bounded by the page cache, not by the number of operations.
-    assert!(rss_peak < rss_after_warmup + 128 * 1024, "RSS grew from {rss_after_warmup} KiB to {rss_peak} KiB");
+    assert!(
+        rss_peak < rss_after_warmup + 128 * 1024,
+        "RSS grew from {rss_after_warmup} KiB to {rss_peak} KiB"
+    );
 }

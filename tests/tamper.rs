@@ -350,14 +350,106 @@ fn absurd_kdf_parameters_are_refused_before_any_work() {
     let path = tmp.path().join("vault");
     make_vault(&path, 1);
     let original = header(&path);
+    // memory_kib, iterations, parallelism sit at offsets 27, 31, 35 (magic 8, version 2,
+    // vault id 16, KDF id 1). Each variant would cost seconds to forever if Argon2 ran.
+    let variants: [(usize, u32); 5] = [
+        (27, u32::MAX),        // 4 TiB
+        (27, 2 * 1024 * 1024), // 2 GiB: allocatable here, seconds of work
+        (31, 10_000),          // ten thousand passes
+        (31, u32::MAX),
+        (35, 1_000), // a thousand lanes
+    ];
+    for (offset, value) in variants {
+        let mut body = original[..original.len() - 32].to_vec();
+        body[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+        set_header(&path, &with_checksum(&body));
+        // Refused before Argon2 runs: well under 100 ms (the best of three, on a busy machine).
+        let fastest = (0..3)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let got = options().open(&path, "pass");
+                assert!(
+                    matches!(got, Err(Error::Corrupted { .. })),
+                    "offset {offset} = {value}: {got:?}"
+                );
+                started.elapsed()
+            })
+            .min()
+            .unwrap();
+        assert!(
+            fastest < std::time::Duration::from_millis(100),
+            "offset {offset} = {value}: {fastest:?}"
+        );
+    }
+}
+
+#[test]
+fn lowered_kdf_parameters_with_a_recomputed_checksum_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let strong = KdfParams {
+        memory_kib: 24 * 1024,
+        iterations: 3,
+        parallelism: 2,
+    };
+    drop(VaultOptions::new().kdf(strong).create(&path, "pass").unwrap());
+    let original = header(&path);
     let mut body = original[..original.len() - 32].to_vec();
-    // memory_kib sits at offset 27 (magic 8, version 2, vault id 16, kdf id 1).
-    body[27..31].copy_from_slice(&u32::MAX.to_be_bytes());
-    set_header(&path, &with_checksum(&body));
-    let started = std::time::Instant::now();
-    assert!(matches!(
-        options().open(&path, "pass"),
-        Err(Error::Corrupted { .. })
-    ));
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // memory_kib, iterations, parallelism at offsets 27, 31, 35: lower each to the floor.
+    for (offset, floor) in [(27, 19 * 1024u32), (31, 2), (35, 1)] {
+        body[offset..offset + 4].copy_from_slice(&floor.to_be_bytes());
+        set_header(&path, &with_checksum(&body));
+        let got = VaultOptions::new().kdf(strong).open(&path, "pass");
+        assert!(
+            matches!(got, Err(Error::WrongPassphrase) | Err(Error::Corrupted { .. })),
+            "offset {offset}: {got:?}"
+        );
+    }
+    set_header(&path, &original);
+    drop(VaultOptions::new().kdf(strong).open(&path, "pass").unwrap());
+}
+
+#[test]
+fn a_changed_record_version_or_epoch_byte_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = {
+        let v = options().create(&path, "pass").unwrap();
+        let mut first = token(0);
+        v.save_token(&mut first).unwrap();
+        v.rotate_key().unwrap();
+        let mut second = token(1);
+        v.save_token(&mut second).unwrap();
+        vec![first, second]
+    };
+    with_sled(&path, |db| {
+        let tree = db.open_tree("tokens").unwrap();
+        for (slot, mut value) in entries(db, "tokens") {
+            if value[4] == 0 {
+                // Epoch 0 -> 1: a key that exists, but not the one that sealed it.
+                value[4] = 1;
+            } else {
+                // Version 1 -> 2.
+                value[0] = 2;
+            }
+            tree.insert(slot, value).unwrap();
+        }
+    });
+    open_and_check(&path, &tokens);
+}
+
+#[test]
+fn a_record_copied_into_an_index_tree_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let tokens = make_vault(&path, 1);
+    with_sled(&path, |db| {
+        let record = entries(db, "tokens")[0].1.clone();
+        let idx = db.open_tree("idx.user").unwrap();
+        let (key, _) = entries(db, "idx.user")[0].clone();
+        idx.insert(key, record).unwrap();
+    });
+    let v = options().open(&path, "pass").unwrap();
+    let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
+    assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
 }

@@ -1,0 +1,470 @@
+//! The commands of DESIGN.md section 5, each on an open vault.
+//!
+//! Invariants: input is read and checked before the vault is opened or anything is
+//! written (a malformed file or JSON writes nothing); the vault is opened with buffered
+//! writes and flushed, with any error reported, before a writing command reports
+//! success; stdout carries only the command's output, stderr only the error.
+
+use std::cmp::Ordering;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tokenvault::{Error, OAuthToken, TokenStore, Vault, VaultOptions};
+
+use crate::args::{Cli, Command, FindArgs, KdfChoice, Show};
+use crate::failure::{quoted, Failure, EXIT_FAILURE};
+use crate::import::{self, Location};
+use crate::output::{self, Text};
+use crate::passphrase::{self, Source, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE};
+use crate::{input, progress};
+
+/// What every command knows.
+struct Context {
+    dir: PathBuf,
+    passphrase_file: Option<PathBuf>,
+    json: bool,
+    kdf: KdfChoice,
+}
+
+impl Context {
+    fn options(&self) -> VaultOptions {
+        // Buffered writes, flushed (with errors reported) before a command succeeds.
+        VaultOptions::new().kdf(self.kdf.params()).durable(false)
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source {
+            file: self.passphrase_file.as_deref(),
+            env: ENV_PASSPHRASE,
+            file_flag: "--passphrase-file",
+            label: "Passphrase",
+        }
+    }
+
+    fn fail(&self, error: Error) -> Failure {
+        Failure::vault(error, &self.dir)
+    }
+
+    fn open(&self) -> Result<Vault, Failure> {
+        let passphrase = passphrase::existing(&self.source(), &self.dir)?;
+        self.options()
+            .open(&self.dir, &passphrase)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn flush(&self, vault: &Vault) -> Result<(), Failure> {
+        vault.flush().map_err(|e| self.fail(e))
+    }
+
+    /// Human text or JSON, as asked.
+    fn print(
+        &self,
+        human: impl FnOnce() -> String,
+        json: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), Failure> {
+        if self.json {
+            print(&output::json(&json()))
+        } else {
+            print(&human())
+        }
+    }
+}
+
+/// Writes command output to stdout.
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            // The reader went away (`| head`): nothing to tell it.
+            std::io::ErrorKind::BrokenPipe => Failure::with_code(EXIT_FAILURE, ""),
+            _ => Failure::error(format!("cannot write to stdout: {e}")),
+        })
+}
+
+/// Runs the command `cli` asks for on the vault at `dir`.
+///
+/// # Errors
+/// Whatever failed, with its exit code.
+pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
+    let ctx = Context {
+        dir,
+        passphrase_file: cli.passphrase_file,
+        json: cli.json,
+        kdf: cli.kdf,
+    };
+    match cli.command {
+        Command::Init => init(&ctx),
+        Command::Passwd { new_passphrase_file } => passwd(&ctx, new_passphrase_file.as_deref()),
+        Command::Save => save(&ctx),
+        Command::Find(args) => find(&ctx, &args),
+        Command::Get { id, show } => get(&ctx, &id, show),
+        Command::List { show } => list(&ctx, show),
+        Command::Delete { id: Some(id), .. } => delete(&ctx, &id),
+        Command::Delete { yes, .. } => delete_all(&ctx, yes),
+        Command::Verify => verify(&ctx),
+        Command::Import { file } => import(&ctx, &file),
+        Command::Export { show } => export(&ctx, show),
+    }
+}
+
+fn init(ctx: &Context) -> Result<(), Failure> {
+    // Refuse before asking for a passphrase; `create` checks again.
+    let occupied = ctx.dir.exists()
+        && (!ctx.dir.is_dir()
+            || std::fs::read_dir(&ctx.dir)
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false));
+    if occupied {
+        return Err(ctx.fail(Error::VaultExists));
+    }
+    let passphrase = passphrase::new(&ctx.source(), &ctx.dir)?;
+    let vault = ctx
+        .options()
+        .create(&ctx.dir, &passphrase)
+        .map_err(|e| ctx.fail(e))?;
+    ctx.flush(&vault)?;
+    drop(vault);
+    let dir = ctx.dir.display().to_string();
+    ctx.print(
+        || format!("Created an empty vault at {dir}.\n"),
+        || json!({ "created": dir }),
+    )
+}
+
+fn passwd(ctx: &Context, new_file: Option<&Path>) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let source = Source {
+        file: new_file,
+        env: ENV_NEW_PASSPHRASE,
+        file_flag: "--new-passphrase-file",
+        label: "New passphrase",
+    };
+    let new = passphrase::new(&source, &ctx.dir)?;
+    vault.change_passphrase(&new).map_err(|e| ctx.fail(e))?;
+    ctx.flush(&vault)?;
+    let dir = ctx.dir.display().to_string();
+    ctx.print(
+        || format!("Changed the passphrase of the vault at {dir}.\n"),
+        || json!({ "changed": dir }),
+    )
+}
+
+fn save(ctx: &Context) -> Result<(), Failure> {
+    let input::Tokens { mut tokens, array } = input::read_stdin()?;
+    let vault = ctx.open()?;
+    let total = tokens.len();
+    let mut ids = Vec::with_capacity(total);
+    let mut failure = None;
+    for (i, token) in tokens.iter_mut().enumerate() {
+        if let Err(e) = vault.save_token(token) {
+            let f = ctx.fail(e);
+            let which = if array {
+                format!("token {} of {total}", i + 1)
+            } else {
+                "the token".to_owned()
+            };
+            let before = match i {
+                0 => String::new(),
+                1 => "; the one before it was saved".to_owned(),
+                n => format!("; the {n} before it were saved"),
+            };
+            failure = Some(Failure::with_code(
+                f.code,
+                format!("{which} was not saved: {f}{before}"),
+            ));
+            break;
+        }
+        ids.push(token.id().unwrap_or_default().to_owned());
+    }
+    ctx.flush(&vault)?;
+    if !ids.is_empty() {
+        ctx.print(
+            || ids.iter().map(|id| output::clean(id) + "\n").collect(),
+            || {
+                let objects: Vec<_> = ids.iter().map(|id| json!({ "id": id })).collect();
+                match (array, objects.first()) {
+                    (false, Some(one)) => one.clone(),
+                    _ => serde_json::Value::Array(objects),
+                }
+            },
+        )?;
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn find(ctx: &Context, args: &FindArgs) -> Result<(), Failure> {
+    let mut query = OAuthToken::default();
+    query.set_user_name(args.user.as_deref());
+    query.set_access_token(args.access_token.as_deref());
+    query.set_grant_token(args.grant_token.as_deref());
+    query.set_refresh_token(args.refresh_token.as_deref());
+    query.set_client_id(args.client_id.as_deref());
+    query.set_client_secret(args.client_secret.as_deref());
+    let vault = ctx.open()?;
+    let found = vault.find_token(&query).map_err(|e| ctx.fail(e))?;
+    let Some(token) = found else {
+        return Err(Failure::error(
+            match (&args.user, &args.access_token, &args.client_id) {
+                (Some(user), _, _) => format!("no token is stored for the user {}", quoted(user)),
+                (_, Some(_), _) => "no token has this access token".to_owned(),
+                (_, _, Some(client)) => format!(
+                    "no token of the client {} has this grant or refresh token",
+                    quoted(client)
+                ),
+                _ => "no token matches".to_owned(),
+            },
+        ));
+    };
+    show_token(ctx, &token, args.show)
+}
+
+fn get(ctx: &Context, id: &str, show: Show) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    match vault.find_token_by_id(id).map_err(|e| ctx.fail(e))? {
+        Some(token) => show_token(ctx, &token, show),
+        None => Err(no_such_id(id)),
+    }
+}
+
+fn no_such_id(id: &str) -> Failure {
+    Failure::error(format!("no token has the id {}", quoted(id)))
+}
+
+fn show_token(ctx: &Context, token: &OAuthToken, show: Show) -> Result<(), Failure> {
+    let text: Text = if ctx.json {
+        output::json(&output::TokenJson::new(token, show.reveal))
+    } else {
+        output::token_text(token, show.reveal)
+    };
+    print(&text)
+}
+
+/// By user name, then id: a stable order for people and diffs.
+fn by_user_then_id(a: &OAuthToken, b: &OAuthToken) -> Ordering {
+    (a.user_name(), a.id()).cmp(&(b.user_name(), b.id()))
+}
+
+fn list(ctx: &Context, show: Show) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let mut tokens = vault.get_tokens().map_err(|e| ctx.fail(e))?;
+    tokens.sort_by(by_user_then_id);
+    let text = if ctx.json {
+        output::tokens_json(&tokens, show.reveal)
+    } else {
+        output::tokens_table(&tokens, show.reveal)
+    };
+    print(&text)
+}
+
+fn export(ctx: &Context, show: Show) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let mut tokens = vault.get_tokens().map_err(|e| ctx.fail(e))?;
+    tokens.sort_by(|a, b| a.id().cmp(&b.id()));
+    print(&output::tokens_json(&tokens, show.reveal))
+}
+
+fn delete(ctx: &Context, id: &str) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    if vault.find_token_by_id(id).map_err(|e| ctx.fail(e))?.is_none() {
+        return Err(no_such_id(id));
+    }
+    vault.delete_token(id).map_err(|e| ctx.fail(e))?;
+    ctx.flush(&vault)?;
+    ctx.print(
+        || format!("Deleted the token {}.\n", output::clean(id)),
+        || json!({ "deleted": [id] }),
+    )
+}
+
+fn delete_all(ctx: &Context, yes: bool) -> Result<(), Failure> {
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !yes && !on_terminal {
+        return Err(Failure::usage(
+            "delete --all asks for confirmation on a terminal; add --yes to delete every token without asking",
+        ));
+    }
+    let vault = ctx.open()?;
+    let count = vault.get_tokens().map_err(|e| ctx.fail(e))?.len();
+    let what = match count {
+        1 => "the only token".to_owned(),
+        n => format!("all {n} tokens"),
+    };
+    if !yes
+        && !confirm(&format!(
+            "Delete {what} in {}? Type \"yes\" to confirm: ",
+            ctx.dir.display()
+        ))?
+    {
+        return Err(Failure::error("not confirmed; nothing was deleted"));
+    }
+    vault.delete_tokens().map_err(|e| ctx.fail(e))?;
+    ctx.flush(&vault)?;
+    ctx.print(
+        || format!("Deleted {what}.\n"),
+        || json!({ "deleted_count": count }),
+    )
+}
+
+/// Asks on the terminal; only "yes" confirms.
+fn confirm(question: &str) -> Result<bool, Failure> {
+    let mut err = std::io::stderr();
+    let _ = err.write_all(question.as_bytes()).and_then(|()| err.flush());
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::error(format!("cannot read the answer: {e}")))?;
+    Ok(answer.trim() == "yes")
+}
+
+fn verify(ctx: &Context) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let spinner = progress::spinner("Verifying every record and index entry");
+    let report = vault.verify();
+    spinner.finish_and_clear();
+    let report = report.map_err(|e| ctx.fail(e))?;
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    ctx.print(
+        || {
+            let mut text = format!(
+                "Checked {} and {}: ",
+                plural(report.records, "record", "records"),
+                plural(report.index_entries, "index entry", "index entries")
+            );
+            match problems.len() {
+                0 => text.push_str("no problems.\n"),
+                1 => text.push_str("1 problem:\n"),
+                n => text.push_str(&format!("{n} problems:\n")),
+            }
+            for p in &problems {
+                text.push_str(&format!("  {}\n", output::clean(p)));
+            }
+            text
+        },
+        || {
+            json!({
+                "records": report.records,
+                "index_entries": report.index_entries,
+                "problems": problems,
+            })
+        },
+    )?;
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(Failure::error(format!(
+            "the vault at {} has a problem",
+            ctx.dir.display()
+        ))),
+        n => Err(Failure::error(format!(
+            "the vault at {} has {n} problems",
+            ctx.dir.display()
+        ))),
+    }
+}
+
+/// "1 record", "2 records".
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What an import did.
+#[derive(Default)]
+struct ImportReport {
+    imported: usize,
+    updated: usize,
+    rejected: Vec<(Location, String)>,
+}
+
+impl ImportReport {
+    fn print(&self, ctx: &Context) -> Result<(), Failure> {
+        ctx.print(
+            || {
+                let mut text = format!(
+                    "{} imported, {} updated, {} rejected.\n",
+                    self.imported,
+                    self.updated,
+                    self.rejected.len()
+                );
+                for (at, why) in &self.rejected {
+                    text.push_str(&format!("{at}: rejected: {why}\n"));
+                }
+                text
+            },
+            || {
+                let rejected: Vec<_> = self
+                    .rejected
+                    .iter()
+                    .map(|(at, why)| match at {
+                        Location::Line(n) => json!({ "line": n, "reason": why }),
+                        Location::Row(n) => json!({ "row": n, "reason": why }),
+                    })
+                    .collect();
+                json!({ "imported": self.imported, "updated": self.updated, "rejected": rejected })
+            },
+        )
+    }
+}
+
+fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
+    let rows = import::read(file)?;
+    let vault = ctx.open()?;
+    let total = rows.len();
+    let bar = progress::bar(total, "Importing");
+    let mut report = ImportReport::default();
+    for row in rows {
+        let at = row.at;
+        let mut token = match row.token {
+            Ok(token) => token,
+            Err(why) => {
+                report.rejected.push((at, why));
+                bar.inc(1);
+                continue;
+            }
+        };
+        match replaces_a_token(&vault, &token).and_then(|existed| {
+            vault.save_token(&mut token)?;
+            Ok(existed)
+        }) {
+            Ok(true) => report.updated += 1,
+            Ok(false) => report.imported += 1,
+            Err(Error::InvalidToken { reason }) => report.rejected.push((at, reason.to_owned())),
+            Err(e) => {
+                bar.finish_and_clear();
+                ctx.flush(&vault)?;
+                report.print(ctx)?;
+                let f = ctx.fail(e);
+                let stored = report.imported + report.updated;
+                return Err(Failure::with_code(
+                    f.code,
+                    format!(
+                        "the import stopped at {at}: {f}; the {stored} tokens saved before it are stored"
+                    ),
+                ));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    ctx.flush(&vault)?;
+    report.print(ctx)?;
+    match report.rejected.len() {
+        0 => Ok(()),
+        n => Err(Failure::error(format!(
+            "{n} of {total} rows {} rejected (see the report); the others are stored",
+            if n == 1 { "was" } else { "were" }
+        ))),
+    }
+}
+
+/// Whether saving `token` would update a stored token rather than add one (the section 3
+/// choice: the same id, else what `find_token` returns).
+fn replaces_a_token(vault: &Vault, token: &OAuthToken) -> Result<bool, Error> {
+    if let Some(id) = token.id() {
+        if vault.find_token_by_id(id)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(vault.find_token(token)?.is_some())
+}

@@ -1,0 +1,325 @@
+//! Reading the Zoho SDK's token stores: the file store's CSV and the SQL stores'
+//! `oauthtoken` table in a SQLite file, told apart by content.
+//!
+//! Invariants: the source file is only read (SQLite is opened read-only); the whole
+//! source is read and checked before anything is written, so a malformed file imports
+//! nothing; a row whose cells cannot make a token is rejected with its line (CSV) or row
+//! (SQLite) number and a reason that never quotes a cell; no error message quotes a cell
+//! that could be a secret.
+
+mod csv;
+mod sqlite;
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use tokenvault::OAuthToken;
+use zeroize::Zeroizing;
+
+use crate::failure::{quoted, Failure};
+
+/// The first 16 bytes of every SQLite 3 database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// A CSV file larger than this is refused (it is read whole, to be checked before import).
+const MAX_CSV_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Where a row came from, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The line a CSV record starts on (the header is line 1).
+    Line(usize),
+    /// The position of a row in the SQLite table (1-based).
+    Row(usize),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Line(n) => write!(f, "line {n}"),
+            Location::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// One row of the source: a token, or why its cells cannot make one.
+pub struct Row {
+    /// Where it came from.
+    pub at: Location,
+    /// The token (its id kept), or the reason it is rejected.
+    pub token: Result<OAuthToken, String>,
+}
+
+/// Reads every row of the SDK store in `path`.
+///
+/// # Errors
+/// The file cannot be read, is neither the SDK's CSV nor a SQLite file with an
+/// `oauthtoken` table, or is malformed (the message names the line and says nothing was
+/// imported).
+pub fn read(path: &Path) -> Result<Vec<Row>, Failure> {
+    let shown = path.display().to_string();
+    let unreadable = |e: std::io::Error| Failure::error(format!("cannot read {shown}: {e}"));
+    let mut file = File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(Failure::error(format!("cannot import {shown}: it is not a file")));
+    }
+    // Sized up front: growing the buffer would leave copies of secrets behind.
+    let capacity = meta.len().min(MAX_CSV_BYTES) as usize + 1;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    (&mut file)
+        .take(SQLITE_MAGIC.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.as_slice() == SQLITE_MAGIC {
+        drop(file);
+        return sqlite::read(path, &shown);
+    }
+    (&mut file)
+        .take(MAX_CSV_BYTES + 1 - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_CSV_BYTES {
+        return Err(Failure::error(format!(
+            "cannot import {shown}: a CSV file over 1 GiB is refused; split it"
+        )));
+    }
+    read_csv(&bytes, &shown)
+}
+
+/// The SDK file store's CSV: a header naming the columns, then one token per record.
+fn read_csv(bytes: &[u8], shown: &str) -> Result<Vec<Row>, Failure> {
+    let malformed =
+        |e: csv::CsvError| Failure::error(format!("cannot import {shown}: {e}; nothing was imported"));
+    let mut reader = csv::Reader::new(bytes, 2 * COLUMNS.len());
+    let header = match reader.next() {
+        None => {
+            return Err(Failure::error(format!(
+                "cannot import {shown}: the file is empty, not the SDK's CSV (its header is {})",
+                column_list(Source::Csv)
+            )))
+        }
+        Some(record) => record.map_err(malformed)?,
+    };
+    let columns = header_columns(header.fields.iter().map(|f| f.as_str()), Source::Csv, shown)?;
+    reader.set_max_fields(columns.len());
+    let mut rows = Vec::new();
+    for record in reader {
+        let record = record.map_err(malformed)?;
+        if record.fields.len() != columns.len() {
+            return Err(Failure::error(format!(
+                "cannot import {shown}: line {} has {} fields where the header has {}; nothing was imported",
+                record.line,
+                record.fields.len(),
+                columns.len()
+            )));
+        }
+        let mut token = OAuthToken::default();
+        let mut problem = None;
+        for (column, value) in columns.iter().zip(record.fields) {
+            if let Err(why) = set_text(&mut token, *column, value) {
+                problem.get_or_insert(why);
+            }
+        }
+        rows.push(Row {
+            at: Location::Line(record.line),
+            token: problem.map_or(Ok(token), Err),
+        });
+    }
+    Ok(rows)
+}
+
+/// The token fields the SDK's stores persist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    Id,
+    UserName,
+    ClientId,
+    ClientSecret,
+    RefreshToken,
+    AccessToken,
+    GrantToken,
+    ExpiryTime,
+    RedirectUrl,
+    ApiDomain,
+}
+
+/// Every column, in the SDK's order.
+const COLUMNS: [Column; 10] = [
+    Column::Id,
+    Column::UserName,
+    Column::ClientId,
+    Column::ClientSecret,
+    Column::RefreshToken,
+    Column::AccessToken,
+    Column::GrantToken,
+    Column::ExpiryTime,
+    Column::RedirectUrl,
+    Column::ApiDomain,
+];
+
+/// Which store a header comes from: the two spell the redirect column differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Csv,
+    Sqlite,
+}
+
+impl Column {
+    /// The column's name in `source`.
+    fn name(self, source: Source) -> &'static str {
+        match (self, source) {
+            (Column::Id, _) => "id",
+            (Column::UserName, _) => "user_name",
+            (Column::ClientId, _) => "client_id",
+            (Column::ClientSecret, _) => "client_secret",
+            (Column::RefreshToken, _) => "refresh_token",
+            (Column::AccessToken, _) => "access_token",
+            (Column::GrantToken, _) => "grant_token",
+            (Column::ExpiryTime, _) => "expiry_time",
+            (Column::RedirectUrl, Source::Csv) => "redirect_uri",
+            (Column::RedirectUrl, Source::Sqlite) => "redirect_url",
+            (Column::ApiDomain, _) => "api_domain",
+        }
+    }
+
+    /// The column a header names (either spelling of the redirect column is accepted).
+    fn named(name: &str) -> Option<Column> {
+        if name == "redirect_uri" || name == "redirect_url" {
+            return Some(Column::RedirectUrl);
+        }
+        COLUMNS.into_iter().find(|c| c.name(Source::Csv) == name)
+    }
+}
+
+fn column_list(source: Source) -> String {
+    COLUMNS.map(|c| c.name(source)).join(", ")
+}
+
+/// Maps a header to columns: every SDK column exactly once, nothing else.
+fn header_columns<'a>(
+    names: impl Iterator<Item = &'a str>,
+    source: Source,
+    shown: &str,
+) -> Result<Vec<Column>, Failure> {
+    let what = match source {
+        Source::Csv => "the CSV header",
+        Source::Sqlite => "the oauthtoken table",
+    };
+    let names: Vec<&str> = names.collect();
+    let mut columns = Vec::with_capacity(names.len());
+    let mut unknown = None;
+    for name in &names {
+        match Column::named(name) {
+            Some(column) if columns.contains(&column) => {
+                return Err(Failure::error(format!(
+                    "cannot import {shown}: {what} names the column {} twice",
+                    quoted(column.name(source))
+                )))
+            }
+            Some(column) => columns.push(column),
+            None => {
+                unknown.get_or_insert(*name);
+            }
+        }
+    }
+    if let Some(name) = unknown {
+        if source == Source::Csv && columns.is_empty() {
+            return Err(Failure::error(format!(
+                "cannot import {shown}: its first line is not the SDK's CSV header ({})",
+                column_list(source)
+            )));
+        }
+        // A header cell that does not look like a column name may be a secret (a file
+        // without its header): do not repeat it.
+        let looks_like_a_name = name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let which = if looks_like_a_name {
+            format!("an unknown column {}", quoted(name))
+        } else {
+            "a column that is not a column name".to_owned()
+        };
+        return Err(Failure::error(format!(
+            "cannot import {shown}: {what} has {which}; the SDK's columns are {}",
+            column_list(source)
+        )));
+    }
+    if let Some(missing) = COLUMNS.into_iter().find(|c| !columns.contains(c)) {
+        return Err(Failure::error(format!(
+            "cannot import {shown}: {what} has no {} column",
+            quoted(missing.name(source))
+        )));
+    }
+    Ok(columns)
+}
+
+/// Stores a cell's text in the token; an empty cell is absent.
+fn set_text(token: &mut OAuthToken, column: Column, mut value: Zeroizing<String>) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    // Moved, not copied: the token zeroizes it from here on.
+    let value = std::mem::take(&mut *value);
+    match column {
+        Column::Id => token.set_id(Some(value)),
+        Column::UserName => token.set_user_name(Some(value)),
+        Column::ClientId => token.set_client_id(Some(value)),
+        Column::ClientSecret => token.set_client_secret(Some(value)),
+        Column::RefreshToken => token.set_refresh_token(Some(value)),
+        Column::AccessToken => token.set_access_token(Some(value)),
+        Column::GrantToken => token.set_grant_token(Some(value)),
+        Column::ExpiryTime => token.set_expiry_time(Some(parse_expiry(&value)?)),
+        Column::RedirectUrl => token.set_redirect_url(Some(value)),
+        Column::ApiDomain => token.set_api_domain(Some(value)),
+    }
+    Ok(())
+}
+
+/// The SDK's expiry: milliseconds since the epoch as a decimal string.
+fn parse_expiry(text: &str) -> Result<i64, String> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| "expiry_time is not a whole number of milliseconds".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(line: &str) -> Result<Vec<Column>, String> {
+        header_columns(line.split(','), Source::Csv, "f.csv").map_err(|f| f.to_string())
+    }
+
+    #[test]
+    fn the_sdk_header_maps_in_any_order() {
+        let sdk = "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain";
+        assert_eq!(header(sdk).unwrap(), COLUMNS.to_vec());
+        let shuffled = "api_domain,id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_url";
+        assert_eq!(header(shuffled).unwrap().first(), Some(&Column::ApiDomain));
+    }
+
+    #[test]
+    fn a_bad_header_is_explained() {
+        let e = header("id,user_name,colour").unwrap_err();
+        assert!(e.contains("unknown column \"colour\""), "{e}");
+        let e = header("id,user_name").unwrap_err();
+        assert!(e.contains("no \"client_id\" column"), "{e}");
+        let e = header("id,id").unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = header("1,alice@example.com,1000.X,0123abcdef").unwrap_err();
+        assert!(e.contains("not the SDK's CSV header"), "{e}");
+        let e = header("id,1000.ab3d0c9f.secret").unwrap_err();
+        assert!(!e.contains("secret\""), "{e}");
+    }
+
+    #[test]
+    fn expiry_is_a_decimal_integer() {
+        assert_eq!(parse_expiry("1764000000000"), Ok(1_764_000_000_000));
+        assert_eq!(parse_expiry(" -5 "), Ok(-5));
+        assert!(parse_expiry("soon").is_err());
+        assert!(parse_expiry("1.5").is_err());
+        assert!(parse_expiry("99999999999999999999").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! `tokenvault`: manage an encrypted token vault from the command line, and migrate tokens
+//! from the Zoho CRM SDK's file and SQL stores (DESIGN.md section 5).
+//!
+//! Built only with the `cli` feature. Invariants kept across the modules: a passphrase
+//! never comes from an argument; secrets print as `[REDACTED]` unless `--reveal`; errors
+//! are one line on stderr with the documented exit code (0 success, 1 error, 2 usage,
+//! 3 wrong passphrase, 4 vault locked); input is checked before anything is written.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod args;
+mod commands;
+mod failure;
+mod import;
+mod input;
+mod output;
+mod passphrase;
+mod progress;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+
+use crate::args::Cli;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 here, with clap's message; --help and --version exit 0.
+    let mut cli = Cli::parse();
+    let Some(dir) = cli.vault.take() else {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "the following required argument was not provided: --vault <DIR>",
+            )
+            .exit()
+    };
+    match commands::run(cli, dir) {
+        Ok(()) => ExitCode::from(failure::EXIT_OK),
+        Err(failure) => {
+            if let Some(message) = failure.message() {
+                let _ = writeln!(std::io::stderr(), "error: {message}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,1051 @@
+//! The `tokenvault` command line (feature `cli`), run as a real process: the interface of
+//! DESIGN.md section 5, its exit codes and exact error messages, secret redaction, and
+//! migration from the Zoho SDK's file store (CSV) and SQL store (SQLite).
+//!
+//! Protects against: a secret printed without `--reveal`; a wrong exit code that a script
+//! would trust; a malformed source that imports half of itself; an import that modifies
+//! its source or loses a field on the way; a vault left changed by a refused command.
+//! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokenvault::{KdfParams, VaultOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
+const PASS: &str = "correct horse battery staple";
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success with nothing on stderr; returns stdout.
+    #[track_caller]
+    fn ok(self) -> String {
+        assert_eq!(
+            (self.code, self.stderr.as_str()),
+            (0, ""),
+            "stdout: {}",
+            self.stdout
+        );
+        self.stdout
+    }
+
+    /// Asserts this exit code and exactly this one-line error on stderr.
+    #[track_caller]
+    fn fails(&self, code: i32, message: &str) {
+        assert_eq!(
+            (self.code, self.stderr.as_str()),
+            (code, format!("error: {message}\n").as_str()),
+            "stdout: {}",
+            self.stdout
+        );
+    }
+
+    /// Asserts a clap usage error (exit 2, clap's own message).
+    #[track_caller]
+    fn usage_error(&self, contains: &str) {
+        assert_eq!(self.code, 2, "{self:?}");
+        assert!(self.stderr.starts_with("error: "), "{self:?}");
+        assert!(self.stderr.contains(contains), "{self:?}");
+        assert!(self.stdout.is_empty(), "{self:?}");
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+/// A scratch directory with a vault path in it.
+struct Scratch {
+    tmp: TempDir,
+    vault: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let vault = tmp.path().join("vault");
+        Scratch { tmp, vault }
+    }
+
+    /// A scratch directory with an initialized vault.
+    fn with_vault() -> Scratch {
+        let s = Scratch::new();
+        s.run(&["init"]).ok();
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// The binary on this vault, with the fast KDF and the passphrase in the environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--vault")
+            .arg(&self.vault)
+            .args(args)
+            .env("TOKENVAULT_KDF", "floor")
+            .env("TOKENVAULT_PASSPHRASE", PASS)
+            .env_remove("TOKENVAULT_NEW_PASSPHRASE");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(&mut self.command(args), None)
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+        run(&mut self.command(args), Some(input.as_bytes()))
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .run(&["list", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `find` with these keys, revealed, as JSON.
+    fn find(&self, keys: &[&str]) -> Value {
+        let mut args = vec!["find", "--json", "--reveal"];
+        args.extend_from_slice(keys);
+        let run = self.run(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json()
+    }
+}
+
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        // A command that fails before reading stdin closes it: ignore the broken pipe.
+        let _ = child.stdin.take().unwrap().write_all(input);
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn alice() -> Value {
+    json!({
+        "user_name": "alice@example.com",
+        "client_id": "1000.ALICE",
+        "client_secret": "SECRET-alice-client",
+        "refresh_token": "SECRET-alice-refresh",
+        "access_token": "SECRET-alice-access",
+        "grant_token": "SECRET-alice-grant",
+        "expiry_time": 1_764_000_000_000_i64,
+        "redirect_url": "https://example.com/cb",
+        "api_domain": "https://www.zohoapis.com"
+    })
+}
+
+fn bob() -> Value {
+    json!({ "user_name": "bob@example.com", "access_token": "SECRET-bob-access", "id": null })
+}
+
+fn carol() -> Value {
+    json!({
+        "client_id": "1000.CAROL",
+        "client_secret": "SECRET-carol-client",
+        "grant_token": "SECRET-carol-grant",
+        "refresh_token": "SECRET-carol-refresh"
+    })
+}
+
+/// `value` with `id` set, as `find --json --reveal` prints it (absent fields omitted).
+fn stored(value: Value, id: &str) -> Value {
+    let mut map = value.as_object().unwrap().clone();
+    map.retain(|_, v| !v.is_null());
+    map.insert("id".into(), json!(id));
+    Value::Object(map)
+}
+
+/// Whether `text` shows any of the secrets used here (all start "SECRET-" or "SECRET,").
+fn leaks(text: &str) -> bool {
+    text.contains("SECRET-") || text.contains("SECRET,")
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn a_whole_session_from_init_to_delete_all() {
+    let s = Scratch::new();
+    let vault = s.vault.display().to_string();
+    assert_eq!(
+        s.run(&["init"]).ok(),
+        format!("Created an empty vault at {vault}.\n")
+    );
+
+    // save: one object, then an array; each prints the ids.
+    let out = s.run_stdin(&["save"], &alice().to_string()).ok();
+    let alice_id = out.trim_end().to_owned();
+    assert!(is_id(&alice_id), "{out}");
+    let out = s.run_stdin(&["save"], &json!([bob(), carol()]).to_string()).ok();
+    let ids: Vec<&str> = out.lines().collect();
+    assert!(ids.len() == 2 && ids.iter().all(|id| is_id(id)), "{out}");
+    let (bob_id, carol_id) = (ids[0].to_owned(), ids[1].to_owned());
+
+    // find, by each key of the section 3 rules.
+    assert_eq!(
+        s.find(&["--user", "alice@example.com"]),
+        stored(alice(), &alice_id)
+    );
+    assert_eq!(
+        s.find(&["--access-token", "SECRET-bob-access"]),
+        stored(bob(), &bob_id)
+    );
+    let by_client = ["--client-id", "1000.CAROL", "--client-secret", "rotated"];
+    let by_grant = [&["--grant-token", "SECRET-carol-grant"][..], &by_client].concat();
+    assert_eq!(s.find(&by_grant), stored(carol(), &carol_id));
+    let by_refresh = [&["--refresh-token", "SECRET-carol-refresh"][..], &by_client].concat();
+    assert_eq!(s.find(&by_refresh), stored(carol(), &carol_id));
+    // A stale grant token falls through to the refresh token.
+    let both = [
+        &[
+            "--grant-token",
+            "stale",
+            "--refresh-token",
+            "SECRET-carol-refresh",
+        ][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(s.find(&both), stored(carol(), &carol_id));
+
+    // Without --reveal, find shows every secret as [REDACTED].
+    let human = s.run(&["find", "--user", "alice@example.com"]).ok();
+    assert!(
+        human.contains(&alice_id) && human.contains("[REDACTED]"),
+        "{human}"
+    );
+    assert!(!leaks(&human), "{human}");
+    let redacted = s
+        .run(&["find", "--json", "--access-token", "SECRET-bob-access"])
+        .json();
+    assert_eq!(redacted["access_token"], "[REDACTED]");
+
+    // get
+    let got = s.run(&["get", &alice_id, "--json", "--reveal"]).json();
+    assert_eq!(got, stored(alice(), &alice_id));
+    let human = s.run(&["get", &carol_id]).ok();
+    assert!(human.contains("1000.CAROL") && !leaks(&human), "{human}");
+
+    // list: a table with every token and no secret; --json the same as an array.
+    let table = s.run(&["list"]).ok();
+    assert!(!leaks(&table), "{table}");
+    assert!(table.starts_with("ID "), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    for needle in [
+        &alice_id,
+        &bob_id,
+        &carol_id,
+        "alice@example.com",
+        "bob@example.com",
+        "[REDACTED]",
+    ] {
+        assert!(table.contains(needle), "{needle} missing from {table}");
+    }
+    let listed = s.run(&["list", "--json"]).ok();
+    assert!(!leaks(&listed), "{listed}");
+    assert_eq!(s.ids().len(), 3);
+
+    // passwd: the old passphrase stops working, the new one works.
+    let out = s
+        .command(&["passwd"])
+        .env("TOKENVAULT_NEW_PASSPHRASE", "a new passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Changed the passphrase of the vault at {vault}.\n")
+    );
+    s.run(&["list"])
+        .fails(3, &format!("the passphrase does not unlock the vault at {vault}"));
+    let out = s
+        .command(&["passwd", "--json"])
+        .env("TOKENVAULT_PASSPHRASE", "a new passphrase")
+        .env("TOKENVAULT_NEW_PASSPHRASE", PASS)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // verify
+    assert_eq!(
+        s.run(&["verify"]).ok(),
+        "Checked 3 records and 8 index entries: no problems.\n"
+    );
+    assert_eq!(
+        s.run(&["verify", "--json"]).json(),
+        json!({ "records": 3, "index_entries": 8, "problems": [] })
+    );
+
+    // export: redacted by default; with --reveal, every secret, re-importable with save.
+    let redacted = s.run(&["export"]).ok();
+    assert!(!leaks(&redacted), "{redacted}");
+    let export = s.run(&["export", "--reveal"]).ok();
+    let tokens: Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 3);
+    assert!(tokens.as_array().unwrap().contains(&stored(alice(), &alice_id)));
+    let copy = Scratch::with_vault();
+    let out = copy.run_stdin(&["save"], &export).ok();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(copy.run(&["export", "--reveal"]).ok(), export);
+    // A redacted export is refused rather than stored with placeholders.
+    let refused = copy.run_stdin(&["save"], &redacted);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused
+        .stderr
+        .starts_with("error: token 1 of 3 has the placeholder [REDACTED] as its "));
+    let redacted_alice = s.run(&["get", &alice_id, "--json"]).ok();
+    copy.run_stdin(&["save"], &redacted_alice).fails(
+        1,
+        "the token has the placeholder [REDACTED] as its client_secret (export with --reveal to \
+         copy secrets); nothing was saved",
+    );
+    assert_eq!(copy.ids().len(), 3);
+
+    // delete ID
+    assert_eq!(
+        s.run(&["delete", &alice_id]).ok(),
+        format!("Deleted the token {alice_id}.\n")
+    );
+    s.run(&["get", &alice_id])
+        .fails(1, &format!("no token has the id \"{alice_id}\""));
+    s.run(&["delete", &alice_id])
+        .fails(1, &format!("no token has the id \"{alice_id}\""));
+    s.run(&["find", "--user", "alice@example.com"])
+        .fails(1, "no token is stored for the user \"alice@example.com\"");
+
+    // delete --all --yes
+    assert_eq!(
+        s.run(&["delete", "--all", "--yes"]).ok(),
+        "Deleted all 2 tokens.\n"
+    );
+    assert_eq!(s.run(&["list"]).ok(), "No tokens.\n");
+    assert_eq!(s.run(&["list", "--json"]).json(), json!([]));
+}
+
+#[test]
+fn a_wrong_passphrase_exits_3_and_changes_nothing() {
+    let s = Scratch::with_vault();
+    s.run_stdin(&["save"], &alice().to_string()).ok();
+    let run = run(s.command(&["list"]).env("TOKENVAULT_PASSPHRASE", "wrong"), None);
+    run.fails(
+        3,
+        &format!(
+            "the passphrase does not unlock the vault at {}",
+            s.vault.display()
+        ),
+    );
+    assert!(run.stdout.is_empty());
+    let run = run_passwd_with(&s, "wrong", "new");
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(s.ids().len(), 1);
+}
+
+fn run_passwd_with(s: &Scratch, old: &str, new: &str) -> Run {
+    run(
+        s.command(&["passwd"])
+            .env("TOKENVAULT_PASSPHRASE", old)
+            .env("TOKENVAULT_NEW_PASSPHRASE", new),
+        None,
+    )
+}
+
+#[test]
+fn a_vault_open_elsewhere_exits_4() {
+    let s = Scratch::with_vault();
+    let held = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .open(&s.vault, PASS)
+        .unwrap();
+    let message = format!("the vault at {} is open in another process", s.vault.display());
+    s.run(&["list"]).fails(4, &message);
+    s.run_stdin(&["save"], &alice().to_string()).fails(4, &message);
+    drop(held);
+    assert_eq!(s.run(&["list"]).ok(), "No tokens.\n");
+}
+
+#[test]
+fn malformed_token_json_is_refused_and_nothing_is_saved() {
+    let s = Scratch::with_vault();
+    let cases = [
+        (
+            "{",
+            "stdin is not valid JSON: EOF while parsing an object at line 1 column 1",
+        ),
+        (
+            "",
+            "stdin is not valid JSON: EOF while parsing a value at line 1 column 0",
+        ),
+        (
+            r#"[{"access_token":"a"}] trailing"#,
+            "stdin is not valid JSON: trailing characters at line 1 column 24",
+        ),
+        (
+            r#"{"user":"alice","access_token":"a"}"#,
+            "stdin does not hold valid tokens: unknown field `user`, expected one of `id`, `user_name`, \
+             `client_id`, `client_secret`, `refresh_token`, `access_token`, `grant_token`, \
+             `expiry_time`, `redirect_url`, `api_domain` at line 1 column 7",
+        ),
+        (
+            r#"{"access_token":"a","expiry_time":"SECRET-soon"}"#,
+            "stdin does not hold valid tokens: a value has the wrong type at line 1 column 47 \
+             (expected a token object or an array of them, with a number for expiry_time and a \
+             string or null for every other field)",
+        ),
+        (
+            r#"[{"access_token":"a"},{"user_name":"u"}]"#,
+            "token 2 of 2 has no grant, refresh or access token; nothing was saved",
+        ),
+        ("[]", "stdin holds an empty array: there is nothing to save"),
+    ];
+    for (input, message) in cases {
+        s.run_stdin(&["save"], input).fails(1, message);
+    }
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_save_that_breaks_an_invariant_names_the_token_and_what_was_saved() {
+    let s = Scratch::with_vault();
+    s.run_stdin(&["save"], &alice().to_string()).ok();
+    let clash = json!([
+        { "id": "dave-id", "user_name": "dave@example.com", "access_token": "d" },
+        { "id": "dave-id", "user_name": "alice@example.com", "access_token": "x" }
+    ]);
+    let run = s.run_stdin(&["save"], &clash.to_string());
+    run.fails(
+        1,
+        "token 2 of 2 was not saved: invalid token: another stored token has this user name; the \
+         one before it was saved",
+    );
+    assert_eq!(run.stdout, "dave-id\n");
+    assert_eq!(s.find(&["--user", "dave@example.com"])["access_token"], "d");
+    assert_eq!(s.ids().len(), 2);
+}
+
+#[test]
+fn lookups_that_match_nothing_exit_1() {
+    let s = Scratch::with_vault();
+    s.run_stdin(&["save"], &carol().to_string()).ok();
+    s.run(&["find", "--user", "nobody"])
+        .fails(1, "no token is stored for the user \"nobody\"");
+    s.run(&["find", "--access-token", "nothing"])
+        .fails(1, "no token has this access token");
+    // The right refresh token under another client id does not count.
+    let keys = [
+        "find",
+        "--refresh-token",
+        "SECRET-carol-refresh",
+        "--client-id",
+        "1000.OTHER",
+        "--client-secret",
+        "s",
+    ];
+    s.run(&keys).fails(
+        1,
+        "no token of the client \"1000.OTHER\" has this grant or refresh token",
+    );
+    s.run(&["get", "no-such-id"])
+        .fails(1, "no token has the id \"no-such-id\"");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let s = Scratch::with_vault();
+    s.run(&[]).usage_error("Usage:");
+    s.run(&["frobnicate"]).usage_error("unrecognized subcommand");
+    s.run(&["find"]).usage_error("required");
+    s.run(&["find", "--user", "a", "--access-token", "b"])
+        .usage_error("cannot be used with");
+    s.run(&["find", "--access-token", "a", "--client-id", "c"])
+        .usage_error("cannot be used with");
+    s.run(&["find", "--grant-token", "g", "--client-id", "c"])
+        .usage_error("--client-secret");
+    s.run(&["find", "--client-id", "c", "--client-secret", "s"])
+        .usage_error("required");
+    s.run(&["find", "--user", ""]).usage_error("a value is required");
+    s.run(&["delete"]).usage_error("required");
+    s.run(&["delete", "x", "--all"])
+        .usage_error("cannot be used with");
+    s.run(&["delete", "x", "--yes"])
+        .usage_error("cannot be used with");
+    s.run(&["list", "--kdf", "weak"])
+        .usage_error("invalid value 'weak'");
+    s.run(&["list", "--passphrase", "x"])
+        .usage_error("unexpected argument '--passphrase'");
+    let no_vault = run(Command::new(BIN).arg("list"), None);
+    no_vault.usage_error("--vault <DIR>");
+    // --help is not an error.
+    let help = run(Command::new(BIN).arg("--help"), None);
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("TOKENVAULT_PASSPHRASE"));
+}
+
+#[test]
+fn delete_all_without_yes_off_a_terminal_is_refused() {
+    let s = Scratch::with_vault();
+    s.run_stdin(&["save"], &alice().to_string()).ok();
+    s.run(&["delete", "--all"]).fails(
+        2,
+        "delete --all asks for confirmation on a terminal; add --yes to delete every token without asking",
+    );
+    assert_eq!(s.ids().len(), 1);
+}
+
+#[test]
+fn passphrases_come_from_a_file_the_environment_or_nowhere() {
+    let s = Scratch::new();
+    let file = s.path("pass.txt");
+    std::fs::write(&file, "from a file\n").unwrap();
+    let file_arg = file.to_str().unwrap();
+    let init = s
+        .command(&["--passphrase-file", file_arg, "init"])
+        .env_remove("TOKENVAULT_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert_eq!(init.status.code(), Some(0), "{init:?}");
+    // The file's newline is not part of the passphrase.
+    let run_with = |pass: &str| run(s.command(&["list"]).env("TOKENVAULT_PASSPHRASE", pass), None);
+    assert_eq!(run_with("from a file").code, 0);
+    assert_eq!(run_with("from a file\n").code, 3);
+    // The file wins over the environment.
+    assert_eq!(
+        run(
+            s.command(&["--passphrase-file", file_arg, "list"])
+                .env("TOKENVAULT_PASSPHRASE", "x"),
+            None
+        )
+        .code,
+        0
+    );
+    // No source and no terminal: a usage error, not a hang.
+    let none = run(s.command(&["list"]).env_remove("TOKENVAULT_PASSPHRASE"), None);
+    none.fails(
+        2,
+        "no passphrase given: use --passphrase-file, set TOKENVAULT_PASSPHRASE, or run on a terminal",
+    );
+    let none = run(
+        s.command(&["passwd"]).env("TOKENVAULT_PASSPHRASE", "from a file"),
+        None,
+    );
+    none.fails(
+        2,
+        "no new passphrase given: use --new-passphrase-file, set TOKENVAULT_NEW_PASSPHRASE, or run on a terminal",
+    );
+    std::fs::write(&file, "").unwrap();
+    let empty = run(
+        s.command(&["passwd", "--new-passphrase-file", file_arg])
+            .env("TOKENVAULT_PASSPHRASE", "from a file"),
+        None,
+    );
+    empty.fails(1, "the new passphrase is empty; choose a long one");
+    let missing = s.path("missing.txt");
+    let missing_arg = missing.to_str().unwrap();
+    run(&mut s.command(&["--passphrase-file", missing_arg, "list"]), None).fails(
+        1,
+        &format!("cannot read the passphrase file \"{missing_arg}\": No such file or directory (os error 2)"),
+    );
+}
+
+#[test]
+fn init_and_open_report_where_there_is_no_vault_or_already_one() {
+    let s = Scratch::with_vault();
+    s.run(&["init"]).fails(
+        1,
+        &format!(
+            "{} already holds a vault or other files; init needs a missing or empty directory",
+            s.vault.display()
+        ),
+    );
+    let other = s.path("nothing-here");
+    let run = run(
+        Command::new(BIN)
+            .arg("--vault")
+            .arg(&other)
+            .arg("list")
+            .env("TOKENVAULT_PASSPHRASE", PASS)
+            .env("TOKENVAULT_KDF", "floor"),
+        None,
+    );
+    let shown = other.display();
+    run.fails(
+        1,
+        &format!("no vault exists at {shown} (create one with `tokenvault --vault {shown} init`)"),
+    );
+    assert!(!other.exists(), "a failed open created the directory");
+}
+
+/// The SDK's columns, as its FileStore writes the header.
+const SDK_HEADER: &str =
+    "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain";
+
+/// A file store the way Python's csv writer leaves it: CRLF, minimal quoting (fields with
+/// commas, quotes or line breaks quoted, quotes doubled), empty cells for None.
+fn sdk_csv() -> String {
+    [
+        SDK_HEADER,
+        "1,alice@example.com,1000.ALICE,\"SECRET,alice \"\"client\"\"\",SECRET-alice-refresh,SECRET-alice-access,,1764000000000,https://example.com/cb,https://www.zohoapis.com",
+        "2,,1000.CAROL,SECRET-carol-client,SECRET-carol-refresh,,SECRET-carol-grant,,,",
+        "3,\"bob, the \"\"builder\"\"\",,,,\"SECRET-bob\r\naccess\",,1764000000001,,",
+        "",
+    ]
+    .join("\r\n")
+}
+
+/// Every token of [`sdk_csv`] (and of the SQLite twin below) is found by each of its keys.
+fn assert_sdk_tokens_found(s: &Scratch) {
+    let alice = s.find(&["--user", "alice@example.com"]);
+    assert_eq!(
+        alice,
+        json!({
+            "id": "1",
+            "user_name": "alice@example.com",
+            "client_id": "1000.ALICE",
+            "client_secret": "SECRET,alice \"client\"",
+            "refresh_token": "SECRET-alice-refresh",
+            "access_token": "SECRET-alice-access",
+            "expiry_time": 1_764_000_000_000_i64,
+            "redirect_url": "https://example.com/cb",
+            "api_domain": "https://www.zohoapis.com"
+        })
+    );
+    assert_eq!(s.find(&["--access-token", "SECRET-alice-access"])["id"], "1");
+    let alice_client = [
+        "--client-id",
+        "1000.ALICE",
+        "--client-secret",
+        "SECRET,alice \"client\"",
+    ];
+    assert_eq!(
+        s.find(&[&["--refresh-token", "SECRET-alice-refresh"][..], &alice_client].concat())["id"],
+        "1"
+    );
+
+    let carol_client = [
+        "--client-id",
+        "1000.CAROL",
+        "--client-secret",
+        "SECRET-carol-client",
+    ];
+    let carol = s.find(&[&["--grant-token", "SECRET-carol-grant"][..], &carol_client].concat());
+    assert_eq!(
+        carol,
+        json!({
+            "id": "2",
+            "client_id": "1000.CAROL",
+            "client_secret": "SECRET-carol-client",
+            "refresh_token": "SECRET-carol-refresh",
+            "grant_token": "SECRET-carol-grant"
+        })
+    );
+    assert_eq!(
+        s.find(&[&["--refresh-token", "SECRET-carol-refresh"][..], &carol_client].concat())["id"],
+        "2"
+    );
+
+    let bob = s.find(&["--user", "bob, the \"builder\""]);
+    assert_eq!(
+        bob,
+        json!({
+            "id": "3",
+            "user_name": "bob, the \"builder\"",
+            "access_token": "SECRET-bob\r\naccess",
+            "expiry_time": 1_764_000_000_001_i64
+        })
+    );
+    assert_eq!(s.find(&["--access-token", "SECRET-bob\r\naccess"])["id"], "3");
+    assert_eq!(
+        s.run(&["get", "2", "--json"]).json()["client_secret"],
+        "[REDACTED]"
+    );
+    assert_eq!(s.ids(), ["1", "2", "3"]);
+}
+
+#[test]
+fn importing_the_sdks_csv_keeps_ids_and_every_field() {
+    let s = Scratch::with_vault();
+    let csv = s.path("sdk_tokens.txt");
+    std::fs::write(&csv, sdk_csv()).unwrap();
+    let csv_arg = csv.to_str().unwrap();
+    let before = std::fs::metadata(&csv).unwrap().modified().unwrap();
+
+    assert_eq!(
+        s.run(&["import", csv_arg]).ok(),
+        "3 imported, 0 updated, 0 rejected.\n"
+    );
+    assert_sdk_tokens_found(&s);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), sdk_csv());
+    assert_eq!(std::fs::metadata(&csv).unwrap().modified().unwrap(), before);
+
+    // Importing again updates the same tokens (by id) and adds nothing.
+    assert_eq!(
+        s.run(&["import", csv_arg, "--json"]).json(),
+        json!({ "imported": 0, "updated": 3, "rejected": [] })
+    );
+    assert_sdk_tokens_found(&s);
+}
+
+#[test]
+fn csv_rows_that_cannot_be_tokens_are_rejected_by_line_and_the_rest_imported() {
+    let s = Scratch::with_vault();
+    let csv = s.path("sdk_tokens.txt");
+    let content = [
+        SDK_HEADER,
+        "1,alice@example.com,,,,SECRET-a,,1764000000000,,",
+        "2,bob@example.com,,,,SECRET-b,,tomorrow,,",
+        "\"3\",carol@example.com,\"multi",
+        "line\",,,,,,,",
+        "4,erin@example.com,,,,SECRET-e,,,,",
+        "4,alice@example.com,,,,SECRET-e2,,,,",
+        "",
+    ]
+    .join("\n");
+    std::fs::write(&csv, content).unwrap();
+    let run = s.run(&["import", csv.to_str().unwrap()]);
+    assert_eq!(
+        run.stdout,
+        "2 imported, 0 updated, 3 rejected.\n\
+         line 3: rejected: expiry_time is not a whole number of milliseconds\n\
+         line 4: rejected: a token needs a grant, refresh or access token\n\
+         line 7: rejected: another stored token has this user name\n"
+    );
+    run.fails(
+        1,
+        "3 of 5 rows were rejected (see the report); the others are stored",
+    );
+    assert_eq!(s.ids(), ["1", "4"]);
+    assert_eq!(
+        s.find(&["--user", "erin@example.com"])["access_token"],
+        "SECRET-e"
+    );
+    assert!(!leaks(&run.stdout) && !run.stdout.contains("tomorrow"));
+    let json = s.run(&["import", csv.to_str().unwrap(), "--json"]).json();
+    assert_eq!(
+        json["rejected"][0],
+        json!({ "line": 3, "reason": "expiry_time is not a whole number of milliseconds" })
+    );
+}
+
+#[test]
+fn a_malformed_csv_imports_nothing() {
+    let s = Scratch::with_vault();
+    let csv = s.path("bad.csv");
+    let shown = csv.display().to_string();
+    let cases = [
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,\r\n2,b,,,,\"t\"x,,,,\r\n"),
+            format!("cannot import {shown}: line 3: text after the closing quote of a field; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,\r\n2,b\"c,,,,t,,,,\r\n"),
+            format!("cannot import {shown}: line 3: a quote inside an unquoted field; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,\r\n2,\"open,,,,t,,,,\r\n"),
+            format!("cannot import {shown}: line 3: a quoted field is never closed; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,\r\n2,b,,,,t\r\n"),
+            format!("cannot import {shown}: line 3 has 6 fields where the header has 10; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,,,\r\n"),
+            format!("cannot import {shown}: line 2: more than 10 fields; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER}\r\n1,a,,,,t,,,,\rx\r\n"),
+            format!("cannot import {shown}: line 2: a carriage return that does not end the line; nothing was imported"),
+        ),
+        (
+            format!("{SDK_HEADER},colour\r\n1,a,,,,t,,,,,red\r\n"),
+            format!(
+                "cannot import {shown}: the CSV header has an unknown column \"colour\"; the SDK's columns are \
+                 id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, \
+                 expiry_time, redirect_uri, api_domain"
+            ),
+        ),
+        (
+            "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri\r\n".to_owned(),
+            format!("cannot import {shown}: the CSV header has no \"api_domain\" column"),
+        ),
+        (
+            "1,alice@example.com,1000.A,SECRET-x,SECRET-r,SECRET-a,,,,\r\n".to_owned(),
+            format!(
+                "cannot import {shown}: its first line is not the SDK's CSV header (id, user_name, client_id, \
+                 client_secret, refresh_token, access_token, grant_token, expiry_time, redirect_uri, api_domain)"
+            ),
+        ),
+        (
+            String::new(),
+            format!(
+                "cannot import {shown}: the file is empty, not the SDK's CSV (its header is id, user_name, \
+                 client_id, client_secret, refresh_token, access_token, grant_token, expiry_time, redirect_uri, \
+                 api_domain)"
+            ),
+        ),
+    ];
+    for (content, message) in cases {
+        std::fs::write(&csv, &content).unwrap();
+        s.run(&["import", &shown]).fails(1, &message);
+        assert_eq!(s.ids(), Vec::<String>::new(), "{content}");
+    }
+    // An oversized line is refused without reading past the limit's worth of it.
+    let mut long = format!("{SDK_HEADER}\n1,").into_bytes();
+    long.resize(long.len() + 16 * 1024 * 1024 + 1, b'x');
+    std::fs::write(&csv, &long).unwrap();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: line 2: the record is longer than 16 MiB; nothing was imported"),
+    );
+}
+
+/// The seed schema of the SDK's SQL stores, with the rows of [`sdk_csv`] and the kinds of
+/// values SQLite may hold in them (NULLs, empty strings, an integer expiry).
+fn sdk_sqlite(path: &Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "create table oauthtoken(id varchar(10) primary key, user_name varchar(255), \
+         client_id varchar(255), client_secret varchar(255), refresh_token varchar(255), \
+         access_token varchar(255), grant_token varchar(255), expiry_time varchar(20), \
+         redirect_url varchar(255), api_domain varchar(255));",
+    )
+    .unwrap();
+    let insert = "insert into oauthtoken values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    db.execute(
+        insert,
+        rusqlite::params![
+            "1",
+            "alice@example.com",
+            "1000.ALICE",
+            "SECRET,alice \"client\"",
+            "SECRET-alice-refresh",
+            "SECRET-alice-access",
+            None::<String>,
+            "1764000000000",
+            "https://example.com/cb",
+            "https://www.zohoapis.com"
+        ],
+    )
+    .unwrap();
+    db.execute(
+        insert,
+        rusqlite::params![
+            "2",
+            "",
+            "1000.CAROL",
+            "SECRET-carol-client",
+            "SECRET-carol-refresh",
+            "",
+            "SECRET-carol-grant",
+            None::<String>,
+            None::<String>,
+            None::<String>
+        ],
+    )
+    .unwrap();
+    db.execute(
+        "insert into oauthtoken (id, user_name, access_token, expiry_time) values (?1, ?2, ?3, ?4)",
+        rusqlite::params![
+            "3",
+            "bob, the \"builder\"",
+            "SECRET-bob\r\naccess",
+            1_764_000_000_001_i64
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn importing_the_sdks_sqlite_store_keeps_ids_and_every_field() {
+    let s = Scratch::with_vault();
+    let db = s.path("zohooauth.db");
+    sdk_sqlite(&db);
+    let before = std::fs::read(&db).unwrap();
+    let db_arg = db.to_str().unwrap();
+    assert_eq!(
+        s.run(&["import", db_arg]).ok(),
+        "3 imported, 0 updated, 0 rejected.\n"
+    );
+    assert_sdk_tokens_found(&s);
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the import changed its source"
+    );
+    let entries: Vec<_> = std::fs::read_dir(s.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        2,
+        "the import left files beside its source: {entries:?}"
+    );
+}
+
+#[test]
+fn sqlite_rows_that_cannot_be_tokens_are_rejected_by_row() {
+    let s = Scratch::with_vault();
+    let db = s.path("zohooauth.db");
+    sdk_sqlite(&db);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "insert into oauthtoken (id, user_name, access_token, expiry_time) values ('4', 'dan', 'SECRET-d', 'later')",
+            [],
+        )
+        .unwrap();
+    }
+    let run = s.run(&["import", db.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        run.json(),
+        json!({
+            "imported": 3,
+            "updated": 0,
+            "rejected": [{ "row": 4, "reason": "expiry_time is not a whole number of milliseconds" }]
+        })
+    );
+    run.fails(
+        1,
+        "1 of 4 rows was rejected (see the report); the others are stored",
+    );
+}
+
+#[test]
+fn a_sqlite_file_without_the_table_imports_nothing() {
+    let s = Scratch::with_vault();
+    let db = s.path("other.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("create table tokens(id text);")
+        .unwrap();
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: it is a SQLite file without an oauthtoken table"),
+    );
+
+    let db = s.path("extra.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, \
+             access_token, grant_token, expiry_time, redirect_url, api_domain, colour);",
+        )
+        .unwrap();
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has an unknown column \"colour\"; the SDK's columns \
+             are id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, \
+             expiry_time, redirect_url, api_domain"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_large_import_draws_no_progress_when_stderr_is_not_a_terminal() {
+    let s = Scratch::with_vault();
+    let csv = s.path("sdk_tokens.txt");
+    let mut content = format!("{SDK_HEADER}\r\n");
+    for i in 0..2_500 {
+        content.push_str(&format!(
+            "{i},user{i}@example.com,1000.C,SECRET-c,SECRET-r{i},SECRET-a{i},,,,\r\n"
+        ));
+    }
+    std::fs::write(&csv, content).unwrap();
+    let out = s.run(&["import", csv.to_str().unwrap()]).ok();
+    assert_eq!(out, "2500 imported, 0 updated, 0 rejected.\n");
+    assert_eq!(
+        s.find(&["--access-token", "SECRET-a2499"])["user_name"],
+        "user2499@example.com"
+    );
+    assert_eq!(
+        s.run(&["verify"]).ok(),
+        "Checked 2500 records and 7500 index entries: no problems.\n"
+    );
+}
+
+#[test]
+fn verify_reports_each_problem_and_exits_1() {
+    let s = Scratch::with_vault();
+    let id = s.run_stdin(&["save"], &alice().to_string()).ok();
+    let id = id.trim_end();
+    {
+        // Damage the vault behind its back: drop the user index entry.
+        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let users = db.open_tree("idx.user").unwrap();
+        assert_eq!(users.len(), 1);
+        users.clear().unwrap();
+        db.flush().unwrap();
+    }
+    let run = s.run(&["verify"]);
+    assert_eq!(
+        run.stdout,
+        format!("Checked 1 record and 3 index entries: 1 problem:\n  token {id} has a user value with no index entry\n")
+    );
+    run.fails(1, &format!("the vault at {} has a problem", s.vault.display()));
+    let run = s.run(&["verify", "--json"]);
+    assert_eq!(
+        run.json(),
+        json!({
+            "records": 1,
+            "index_entries": 3,
+            "problems": [format!("token {id} has a user value with no index entry")]
+        })
+    );
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn a_corrupted_vault_exits_1_naming_the_damage() {
+    let s = Scratch::with_vault();
+    {
+        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let mut header = meta.get("header").unwrap().unwrap().to_vec();
+        let last = header.len() - 1;
+        header[last] ^= 1;
+        meta.insert("header", header).unwrap();
+        db.flush().unwrap();
+    }
+    let run = s.run(&["list"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let prefix = format!("error: the vault at {} is corrupted: ", s.vault.display());
+    assert!(run.stderr.starts_with(&prefix), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
