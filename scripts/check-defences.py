@@ -40,8 +40,7 @@ MUTATIONS = [
      "tamper", "a_header_transplanted_from_another_vault_is_refused"),
     ("6 record bit flip", "a record that fails to open is treated as absent",
      "src/vault/mod.rs",
-     [("        let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, &sealed)?;",
-       "        let Ok(plain) = seal::open_record(keys, TreeName::Tokens.name(), slot, &sealed) else {\n            return Ok(None);\n        };")],
+     [("        Ok(Some(open_sealed(keys, slot, &sealed)?))", "        Ok(open_sealed(keys, slot, &sealed).ok())")],
      "tamper", "a_flipped_bit_at_any_record_byte_is_rejected"),
     ("7 record moved to another slot", "the slot is left out of the record AAD and the id-slot check is dropped",
      "src/crypto/seal.rs",
@@ -79,7 +78,7 @@ MUTATIONS = [
 # Mutation 7 also needs the id-to-slot check gone (a second, independent defence).
 EXTRA = {
     "7 record moved to another slot": ("src/vault/mod.rs",
-        [("            Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(Some(token)),", "            Some(_) => Ok(Some(token)),")]),
+        [("        Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),", "        Some(_) => Ok(token),")]),
     "5 header transplanted from another vault": ("src/vault/mod.rs",
         [("if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {", "if tag.len() != MAC_LEN {")]),
     "4 absurd KDF parameters": ("src/crypto/header.rs",
@@ -89,9 +88,13 @@ EXTRA = {
 
 def main():
     scratch = sys.argv[1] if len(sys.argv) > 1 else "/tmp/tokenvault-defences"
+    # Keep an earlier run's build directory: only the sources are replaced.
     if os.path.exists(scratch):
-        shutil.rmtree(scratch)
-    shutil.copytree(ROOT, scratch, ignore=shutil.ignore_patterns("target", "fuzz", ".git"))
+        for entry in os.listdir(scratch):
+            if entry != "target":
+                path = os.path.join(scratch, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    shutil.copytree(ROOT, scratch, ignore=shutil.ignore_patterns("target", "fuzz", ".git"), dirs_exist_ok=True)
     env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(scratch, "target"))
     results = []
     only = {o.strip() for o in os.environ.get("ONLY", "").split(",") if o.strip()}

@@ -430,19 +430,7 @@ impl Vault {
             &data_key,
         )?;
         let new_keys = VaultKeys::derive(data_key, vault_id, 0);
-        let mut ops = Vec::new();
-        for tree in [
-            TreeName::Tokens,
-            TreeName::User,
-            TreeName::Access,
-            TreeName::Refresh,
-            TreeName::Grant,
-        ] {
-            inner.storage.for_each(tree, &mut |k, _| {
-                ops.push(Op::Remove(tree, k.to_vec()));
-                Ok(())
-            })?;
-        }
+        let mut ops = inner.remove_every_token()?;
         for token in &tokens {
             let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
             ops.push(seal_op(&new_keys, 0, token)?);
@@ -511,13 +499,7 @@ impl Inner {
         let Some(sealed) = self.storage.get(TreeName::Tokens, slot)? else {
             return Ok(None);
         };
-        let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, &sealed)?;
-        let token = seal::decode_token(&plain)?;
-        // The AAD binds the record to its slot; the slot must also be its id's.
-        match token.id() {
-            Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(Some(token)),
-            _ => Err(Error::corrupted("record: id does not match its slot")),
-        }
+        Ok(Some(open_sealed(keys, slot, &sealed)?))
     }
 
     /// Opens one record, so a header that unlocks but belongs to another vault (the same
@@ -558,18 +540,30 @@ impl Inner {
         self.storage.flush()
     }
 
+    /// The removal of every record and index entry, as one batch.
+    fn remove_every_token(&self) -> Result<Vec<Op>, Error> {
+        let mut ops = Vec::new();
+        for tree in [
+            TreeName::Tokens,
+            TreeName::User,
+            TreeName::Access,
+            TreeName::Refresh,
+            TreeName::Grant,
+        ] {
+            self.storage.for_each(tree, &mut |k, _| {
+                ops.push(Op::Remove(tree, k.to_vec()));
+                Ok(())
+            })?;
+        }
+        Ok(ops)
+    }
+
     /// Every stored token, each opened and checked against its slot.
     fn all_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
         let keys = self.keys();
         let mut out = Vec::new();
         self.storage.for_each(TreeName::Tokens, &mut |slot, sealed| {
-            let plain = seal::open_record(&keys, TreeName::Tokens.name(), slot, sealed)?;
-            let token = seal::decode_token(&plain)?;
-            match token.id() {
-                Some(id) if keys.slot(id).ct_eq(slot).into() => {}
-                _ => return Err(Error::corrupted("record: id does not match its slot")),
-            }
-            out.push(token);
+            out.push(open_sealed(&keys, slot, sealed)?);
             Ok(())
         })?;
         Ok(out)
@@ -674,6 +668,17 @@ impl Records for Inner {
     }
 }
 
+/// Opens a sealed record read from `slot`: authenticated, decoded, and its id must map to
+/// the slot (the AAD binds the record to its slot; the slot must also be its id's).
+fn open_sealed(keys: &VaultKeys, slot: &[u8], sealed: &[u8]) -> Result<OAuthToken, Error> {
+    let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, sealed)?;
+    let token = seal::decode_token(&plain)?;
+    match token.id() {
+        Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),
+        _ => Err(Error::corrupted("record: id does not match its slot")),
+    }
+}
+
 /// Seals a token into its slot under the current epoch's key, with a fresh random nonce.
 fn seal_op(keys: &VaultKeys, epoch: u32, token: &OAuthToken) -> Result<Op, Error> {
     let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
@@ -711,19 +716,7 @@ impl TokenStore for Vault {
 
     fn delete_tokens(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let mut ops = Vec::new();
-        for tree in [
-            TreeName::Tokens,
-            TreeName::User,
-            TreeName::Access,
-            TreeName::Refresh,
-            TreeName::Grant,
-        ] {
-            self.inner.storage.for_each(tree, &mut |k, _| {
-                ops.push(Op::Remove(tree, k.to_vec()));
-                Ok(())
-            })?;
-        }
+        let ops = self.inner.remove_every_token()?;
         self.inner.apply(&ops)?;
         self.inner.after_write()
     }

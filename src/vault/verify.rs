@@ -7,10 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::{index_tree, lock, Vault};
+use super::{index_tree, lock, open_sealed, Vault};
 use crate::backend::{Op, TreeName};
-use crate::crypto::keys::{VaultKeys, MAC_LEN};
-use crate::crypto::seal;
+use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
 use crate::{Error, OAuthToken};
 
@@ -157,7 +156,7 @@ impl Vault {
         let mut records: HashMap<Vec<u8>, OAuthToken> = HashMap::new();
         let mut unreadable: HashSet<Vec<u8>> = HashSet::new();
         inner.storage.for_each(TreeName::Tokens, &mut |slot, sealed| {
-            match open_checked(&keys, slot, sealed) {
+            match open_sealed(&keys, slot, sealed) {
                 Ok(token) => {
                     records.insert(slot.to_vec(), token);
                 }
@@ -242,15 +241,5 @@ impl Vault {
             }
         }
         Ok(Survey { report, fixes })
-    }
-}
-
-/// Opens a record and checks that its id maps to its slot.
-fn open_checked(keys: &VaultKeys, slot: &[u8], sealed: &[u8]) -> Result<OAuthToken, Error> {
-    let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, sealed)?;
-    let token = seal::decode_token(&plain)?;
-    match token.id() {
-        Some(id) if keys.slot(id).as_slice() == slot => Ok(token),
-        _ => Err(Error::corrupted("record: id does not match its slot")),
     }
 }
