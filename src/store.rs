@@ -214,13 +214,18 @@ pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(),
     let mut changes = vec![Change::PutRecord(&merged)];
     for index in Index::ALL {
         let new = index.field(&merged);
-        if let Some(old) = previous.as_ref().and_then(|p| index.field(p)) {
+        let old = previous.as_ref().and_then(|p| index.field(p));
+        if let Some(old) = old {
             if Some(old) != new && records.owner(index, old, id)? == Owner::This {
                 changes.push(Change::RemoveIndex(index, old));
             }
         }
         if let Some(new) = new {
-            changes.push(Change::PutIndex(index, new, id));
+            // The saved token claims the value; an entry already pointing at it needs no
+            // rewrite (most updates change only the access token).
+            if old != Some(new) || records.owner(index, new, id)? != Owner::This {
+                changes.push(Change::PutIndex(index, new, id));
+            }
         }
     }
     records.commit(&changes)?;

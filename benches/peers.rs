@@ -1,0 +1,496 @@
+//! The vault against its peers, one store and one N per process (see `scripts/bench.sh`):
+//!
+//! - `vault`: tokenvault's `Vault` (default options except the KDF: `KdfParams::FLOOR`,
+//!   whose cost is measured on its own and excluded from the open time);
+//! - `sled-plain` (a): raw sled, plaintext records and plaintext index trees, each write
+//!   one transaction: the storage limit;
+//! - `sled-crypto` (b): (a) plus the minimal crypto, one HMAC-SHA256 per lookup key and one
+//!   AES-256-GCM seal/open per record: the crypto limit;
+//! - `sqlite` (c): the SDK's `oauthtoken` table with indexes, prepared statements, WAL.
+//!
+//! SQLCipher (d) cannot link beside SQLite: it is the separate package `benches/sqlcipher`.
+//!
+//! Usage: `cargo bench --features peers --bench peers -- run STORE --n N`,
+//! `... -- kdf`, `... -- report RESULTS_FILE`.
+
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/sql.rs"]
+mod sql;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+use harness::{fresh_id, Peer, Plan, R};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+// ---------------------------------------------------------------- the vault
+
+fn kdf_time(p: KdfParams) -> Duration {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32)).expect("params");
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut out = [0u8; 32];
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            argon
+                .hash_password_into(PASSPHRASE.as_bytes(), &[7u8; 16], &mut out)
+                .expect("argon2");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[2]
+}
+
+struct VaultPeer {
+    vault: Option<Vault>,
+    path: PathBuf,
+    params: KdfParams,
+    /// What one Argon2 run at `params` takes, measured at the first reopen (so that its
+    /// memory does not count in the peak RSS of the phases before it).
+    kdf: Option<Duration>,
+}
+
+impl VaultPeer {
+    /// `FLOOR`: the KDF set low, the rest default. `RECOMMENDED`: `VaultOptions::new()`.
+    fn create(path: PathBuf, params: KdfParams) -> R<VaultPeer> {
+        let vault = VaultOptions::new()
+            .kdf(params)
+            .durable(false)
+            .create(&path, PASSPHRASE)?;
+        Ok(VaultPeer {
+            vault: Some(vault),
+            path,
+            params,
+            kdf: None,
+        })
+    }
+    fn v(&self) -> &Vault {
+        self.vault.as_ref().expect("open")
+    }
+}
+
+impl Peer for VaultPeer {
+    fn insert(&mut self, t: &OAuthToken) -> R<String> {
+        let mut t = t.clone();
+        self.v().save_token(&mut t)?;
+        Ok(t.id().ok_or("no id")?.to_owned())
+    }
+    fn update(&mut self, id: &str, access: &str, expiry: i64) -> R<()> {
+        let mut t = OAuthToken::default()
+            .with_id(id)
+            .with_access_token(access)
+            .with_expiry_time(expiry);
+        self.v().save_token(&mut t)?;
+        Ok(())
+    }
+    fn by_user(&mut self, user: &str) -> R<Option<OAuthToken>> {
+        Ok(self.v().find_token(&OAuthToken::default().with_user_name(user))?)
+    }
+    fn by_access(&mut self, access: &str) -> R<Option<OAuthToken>> {
+        Ok(self
+            .v()
+            .find_token(&OAuthToken::default().with_access_token(access))?)
+    }
+    fn by_refresh(&mut self, c: &str, s: &str, refresh: &str) -> R<Option<OAuthToken>> {
+        let q = OAuthToken::default()
+            .with_client_id(c)
+            .with_client_secret(s)
+            .with_refresh_token(refresh);
+        Ok(self.v().find_token(&q)?)
+    }
+    fn by_grant(&mut self, c: &str, s: &str, grant: &str) -> R<Option<OAuthToken>> {
+        let q = OAuthToken::default()
+            .with_client_id(c)
+            .with_client_secret(s)
+            .with_grant_token(grant);
+        Ok(self.v().find_token(&q)?)
+    }
+    fn by_id(&mut self, id: &str) -> R<Option<OAuthToken>> {
+        Ok(self.v().find_token_by_id(id)?)
+    }
+    fn all(&mut self) -> R<usize> {
+        Ok(self.v().get_tokens()?.len())
+    }
+    fn delete(&mut self, id: &str) -> R<()> {
+        Ok(self.v().delete_token(id)?)
+    }
+    fn reopen(&mut self, durable: bool) -> R<Duration> {
+        drop(self.vault.take());
+        let kdf = self.kdf_part();
+        let t = Instant::now();
+        let v = VaultOptions::new()
+            .kdf(self.params)
+            .durable(durable)
+            .open(&self.path, PASSPHRASE)?;
+        let total = t.elapsed();
+        self.vault = Some(v);
+        Ok(total.saturating_sub(kdf))
+    }
+    fn kdf_part(&mut self) -> Duration {
+        *self.kdf.get_or_insert_with(|| kdf_time(self.params))
+    }
+    fn flush(&mut self) -> R<()> {
+        Ok(self.v().flush()?)
+    }
+    fn dir(&self) -> PathBuf {
+        self.path.clone()
+    }
+}
+
+// ---------------------------------------------------------------- raw sled, (a) and (b)
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Peer (b)'s keys: one MAC key per index, one for record slots, one AES-256-GCM key.
+struct Crypto {
+    index: [HmacSha256; 4],
+    slot: HmacSha256,
+    aead: Aes256Gcm,
+}
+
+const USER: usize = 0;
+const ACCESS: usize = 1;
+const REFRESH: usize = 2;
+const GRANT: usize = 3;
+
+struct SledPeer {
+    db: Option<sled::Db>,
+    trees: Vec<sled::Tree>, // tokens, idx.user, idx.access, idx.refresh, idx.grant
+    crypto: Option<Crypto>,
+    durable: bool,
+    dir: PathBuf,
+}
+
+fn open_sled(dir: &Path) -> R<(sled::Db, Vec<sled::Tree>)> {
+    let config = sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let db = loop {
+        match config.open() {
+            Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            other => break other?,
+        }
+    };
+    let trees = ["tokens", "idx.user", "idx.access", "idx.refresh", "idx.grant"]
+        .iter()
+        .map(|n| db.open_tree(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((db, trees))
+}
+
+fn field(t: &OAuthToken, index: usize) -> Option<&str> {
+    match index {
+        USER => t.user_name(),
+        ACCESS => t.access_token(),
+        REFRESH => t.refresh_token(),
+        _ => t.grant_token(),
+    }
+}
+
+fn txn_error(e: sled::transaction::TransactionError<()>) -> Box<dyn std::error::Error> {
+    format!("sled transaction: {e:?}").into()
+}
+
+impl SledPeer {
+    fn create(dir: PathBuf, with_crypto: bool) -> R<SledPeer> {
+        let (db, trees) = open_sled(&dir)?;
+        let crypto = with_crypto.then(|| {
+            let mac = |label: u8| <HmacSha256 as KeyInit>::new_from_slice(&[label; 32]).expect("key");
+            Crypto {
+                index: [mac(1), mac(2), mac(3), mac(4)],
+                slot: mac(5),
+                aead: Aes256Gcm::new_from_slice(&[6u8; 32]).expect("key"),
+            }
+        });
+        Ok(SledPeer {
+            db: Some(db),
+            trees,
+            crypto,
+            durable: false,
+            dir,
+        })
+    }
+
+    fn db(&self) -> &sled::Db {
+        self.db.as_ref().expect("open")
+    }
+
+    /// The key of `value` in index tree `index`: plaintext (a) or one keyed MAC (b).
+    fn ikey(&self, index: usize, value: &str) -> Vec<u8> {
+        match &self.crypto {
+            None => value.as_bytes().to_vec(),
+            Some(c) => mac(&c.index[index], value.as_bytes()),
+        }
+    }
+
+    /// The record key of `id`.
+    fn rkey(&self, id: &str) -> Vec<u8> {
+        match &self.crypto {
+            None => id.as_bytes().to_vec(),
+            Some(c) => mac(&c.slot, id.as_bytes()),
+        }
+    }
+
+    fn seal(&self, rkey: &[u8], t: &OAuthToken) -> R<Vec<u8>> {
+        let plain = bincode::serde::encode_to_vec(t, bincode::config::standard())?;
+        Ok(match &self.crypto {
+            None => plain,
+            Some(c) => {
+                let mut nonce = [0u8; 12];
+                getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+                let ct = c
+                    .aead
+                    .encrypt(
+                        &Nonce::from(nonce),
+                        Payload {
+                            msg: &plain,
+                            aad: rkey,
+                        },
+                    )
+                    .map_err(|_| "seal")?;
+                let mut out = nonce.to_vec();
+                out.extend_from_slice(&ct);
+                out
+            }
+        })
+    }
+
+    fn open(&self, rkey: &[u8], bytes: &[u8]) -> R<OAuthToken> {
+        let decode = |b: &[u8]| -> R<OAuthToken> {
+            Ok(bincode::serde::decode_from_slice(b, bincode::config::standard())?.0)
+        };
+        match &self.crypto {
+            None => decode(bytes),
+            Some(c) => {
+                let (nonce, ct) = bytes.split_at_checked(12).ok_or("short record")?;
+                let nonce: [u8; 12] = nonce.try_into()?;
+                let plain = c
+                    .aead
+                    .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: rkey })
+                    .map_err(|_| "open")?;
+                decode(&plain)
+            }
+        }
+    }
+
+    fn record(&self, rkey: &[u8]) -> R<Option<OAuthToken>> {
+        match self.trees[0].get(rkey)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(self.open(rkey, &b)?)),
+        }
+    }
+
+    fn indexed(&self, index: usize, value: &str) -> R<Option<OAuthToken>> {
+        let Some(rkey) = self.trees[1 + index].get(self.ikey(index, value))? else {
+            return Ok(None);
+        };
+        let t = self.record(&rkey)?.ok_or("dangling index entry")?;
+        Ok((field(&t, index) == Some(value)).then_some(t))
+    }
+
+    fn after_write(&self) -> R<()> {
+        if self.durable {
+            self.db().flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn mac(key: &HmacSha256, msg: &[u8]) -> Vec<u8> {
+    let mut m = key.clone();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+impl Peer for SledPeer {
+    fn insert(&mut self, t: &OAuthToken) -> R<String> {
+        let user = t.user_name().ok_or("no user")?;
+        let ukey = self.ikey(USER, user);
+        if self.trees[1].get(&ukey)?.is_some() {
+            return Err("insert: user exists".into());
+        }
+        let id = fresh_id();
+        let mut t = t.clone();
+        t.set_id(Some(id.clone()));
+        let rkey = self.rkey(&id);
+        let sealed = self.seal(&rkey, &t)?;
+        let mut entries: Vec<(usize, Vec<u8>)> = vec![(USER, ukey)];
+        for index in [ACCESS, REFRESH, GRANT] {
+            if let Some(v) = field(&t, index) {
+                entries.push((index, self.ikey(index, v)));
+            }
+        }
+        let trees: Vec<&sled::Tree> = self.trees.iter().collect();
+        trees
+            .as_slice()
+            .transaction(|v| {
+                v[0].insert(rkey.as_slice(), sealed.as_slice())?;
+                for (index, key) in &entries {
+                    v[1 + index].insert(key.as_slice(), rkey.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(txn_error)?;
+        self.after_write()?;
+        Ok(id)
+    }
+
+    fn update(&mut self, id: &str, access: &str, expiry: i64) -> R<()> {
+        let rkey = self.rkey(id);
+        let old = self.record(&rkey)?.ok_or("update: no record")?;
+        let old_key = match old.access_token() {
+            Some(a) if a != access => {
+                let k = self.ikey(ACCESS, a);
+                // The entry goes only if it still points here (the vault's ownership rule).
+                (self.trees[2].get(&k)?.as_deref() == Some(rkey.as_slice())).then_some(k)
+            }
+            _ => None,
+        };
+        let new = old.with_access_token(access).with_expiry_time(expiry);
+        let sealed = self.seal(&rkey, &new)?;
+        let new_key = self.ikey(ACCESS, access);
+        let trees = [&self.trees[0], &self.trees[2]];
+        trees
+            .as_slice()
+            .transaction(|v| {
+                v[0].insert(rkey.as_slice(), sealed.as_slice())?;
+                if let Some(k) = &old_key {
+                    v[1].remove(k.as_slice())?;
+                }
+                v[1].insert(new_key.as_slice(), rkey.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(txn_error)?;
+        self.after_write()
+    }
+
+    fn by_user(&mut self, user: &str) -> R<Option<OAuthToken>> {
+        self.indexed(USER, user)
+    }
+    fn by_access(&mut self, access: &str) -> R<Option<OAuthToken>> {
+        self.indexed(ACCESS, access)
+    }
+    fn by_refresh(&mut self, c: &str, _s: &str, refresh: &str) -> R<Option<OAuthToken>> {
+        Ok(self
+            .indexed(REFRESH, refresh)?
+            .filter(|t| t.client_id() == Some(c)))
+    }
+    fn by_grant(&mut self, c: &str, _s: &str, grant: &str) -> R<Option<OAuthToken>> {
+        Ok(self.indexed(GRANT, grant)?.filter(|t| t.client_id() == Some(c)))
+    }
+    fn by_id(&mut self, id: &str) -> R<Option<OAuthToken>> {
+        self.record(&self.rkey(id))
+    }
+    fn all(&mut self) -> R<usize> {
+        let mut n = 0;
+        for e in self.trees[0].iter() {
+            let (k, v) = e?;
+            let t = self.open(&k, &v)?;
+            n += usize::from(t.id().is_some());
+        }
+        Ok(n)
+    }
+    fn delete(&mut self, id: &str) -> R<()> {
+        let rkey = self.rkey(id);
+        let Some(old) = self.record(&rkey)? else {
+            return Ok(());
+        };
+        let mut gone = Vec::new();
+        for index in [USER, ACCESS, REFRESH, GRANT] {
+            if let Some(v) = field(&old, index) {
+                let k = self.ikey(index, v);
+                if self.trees[1 + index].get(&k)?.as_deref() == Some(rkey.as_slice()) {
+                    gone.push((index, k));
+                }
+            }
+        }
+        let trees: Vec<&sled::Tree> = self.trees.iter().collect();
+        trees
+            .as_slice()
+            .transaction(|v| {
+                v[0].remove(rkey.as_slice())?;
+                for (index, key) in &gone {
+                    v[1 + index].remove(key.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(txn_error)?;
+        self.after_write()
+    }
+    fn reopen(&mut self, durable: bool) -> R<Duration> {
+        self.trees.clear();
+        if let Some(db) = self.db.take() {
+            db.flush()?;
+        }
+        let t = Instant::now();
+        let (db, trees) = open_sled(&self.dir)?;
+        let took = t.elapsed();
+        self.db = Some(db);
+        self.trees = trees;
+        self.durable = durable;
+        Ok(took)
+    }
+    fn flush(&mut self) -> R<()> {
+        self.db().flush()?;
+        Ok(())
+    }
+    fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() -> R<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.first().map(String::as_str) {
+        Some("report") => {
+            let path = args.get(1).ok_or("report FILE")?;
+            print!("{}", harness::report(&std::fs::read_to_string(path)?));
+        }
+        Some("kdf") => {
+            for (name, p) in [
+                ("kdf_floor", KdfParams::FLOOR),
+                ("kdf_recommended", KdfParams::RECOMMENDED),
+            ] {
+                harness::emit("vault", 0, "open", name, kdf_time(p).as_secs_f64() * 1e3, "ms");
+            }
+        }
+        Some("run") => {
+            let store = args.get(1).ok_or("run STORE")?.clone();
+            let n = harness::arg_n(&args);
+            let base = std::env::var_os("BENCH_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            std::fs::create_dir_all(&base)?;
+            let tmp = tempfile::tempdir_in(&base)?;
+            let dir = tmp.path().join(&store);
+            let mut peer: Box<dyn Peer> = match store.as_str() {
+                "vault" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR)?),
+                "vault-default" => Box::new(VaultPeer::create(dir, KdfParams::RECOMMENDED)?),
+                "sled-plain" => Box::new(SledPeer::create(dir, false)?),
+                "sled-crypto" => Box::new(SledPeer::create(dir, true)?),
+                "sqlite" => Box::new(sql::SqlPeer::create(dir, None)?),
+                other => return Err(format!("unknown store {other}").into()),
+            };
+            harness::run(peer.as_mut(), &store, &Plan::for_n(n))?;
+        }
+        _ => {
+            eprintln!("usage: peers run STORE --n N | kdf | report FILE  (see scripts/bench.sh)");
+        }
+    }
+    Ok(())
+}
