@@ -2,16 +2,20 @@
 //!
 //! - `vault`: tokenvault's `Vault` (default options except the KDF: `KdfParams::FLOOR`,
 //!   whose cost is measured on its own and excluded from the open time);
-//! - `sled-plain` (a): raw sled, plaintext records and plaintext index trees, each write
-//!   one transaction: the storage limit;
+//! - `vault-default`: `VaultOptions::new()` unchanged (the recommended KDF): peak RSS;
+//! - `vault-large-cache`: `vault` with sled's own default cache (1 GiB) instead of 32 MiB;
+//! - `sled-plain` (a): raw sled (the vault's default cache), plaintext records and
+//!   plaintext index trees, each write one transaction: the storage limit;
 //! - `sled-crypto` (b): (a) plus the minimal crypto, one HMAC-SHA256 per lookup key and one
 //!   AES-256-GCM seal/open per record: the crypto limit;
 //! - `sqlite` (c): the SDK's `oauthtoken` table with indexes, prepared statements, WAL.
 //!
 //! SQLCipher (d) cannot link beside SQLite: it is the separate package `benches/sqlcipher`.
 //!
-//! Usage: `cargo bench --features peers --bench peers -- run STORE --n N`,
-//! `... -- kdf`, `... -- report RESULTS_FILE`.
+//! Usage: `cargo bench --features peers` runs the whole comparison (every store at N = 10,000
+//! and 100,000, SQLCipher built and run from its package; `SCALE=1` adds the vault at
+//! 1,000,000); `... --bench peers -- all N...`, `... -- run STORE --n N`, `... -- kdf`,
+//! `... -- report RESULTS_FILE` run the parts.
 
 #[path = "common/harness.rs"]
 mod harness;
@@ -32,6 +36,8 @@ use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
 use harness::{fresh_id, Peer, Plan, R};
 
 const PASSPHRASE: &str = "correct horse battery staple";
+/// sled's own default page cache (1 GiB), for `vault-large-cache`.
+const LARGE_CACHE: u64 = 1 << 30;
 
 // ---------------------------------------------------------------- the vault
 
@@ -57,6 +63,7 @@ struct VaultPeer {
     vault: Option<Vault>,
     path: PathBuf,
     params: KdfParams,
+    cache: u64,
     /// What one Argon2 run at `params` takes, measured at the first reopen (so that its
     /// memory does not count in the peak RSS of the phases before it).
     kdf: Option<Duration>,
@@ -64,15 +71,17 @@ struct VaultPeer {
 
 impl VaultPeer {
     /// `FLOOR`: the KDF set low, the rest default. `RECOMMENDED`: `VaultOptions::new()`.
-    fn create(path: PathBuf, params: KdfParams) -> R<VaultPeer> {
+    fn create(path: PathBuf, params: KdfParams, cache: u64) -> R<VaultPeer> {
         let vault = VaultOptions::new()
             .kdf(params)
+            .cache_capacity(cache)
             .durable(false)
             .create(&path, PASSPHRASE)?;
         Ok(VaultPeer {
             vault: Some(vault),
             path,
             params,
+            cache,
             kdf: None,
         })
     }
@@ -132,6 +141,7 @@ impl Peer for VaultPeer {
         let t = Instant::now();
         let v = VaultOptions::new()
             .kdf(self.params)
+            .cache_capacity(self.cache)
             .durable(durable)
             .open(&self.path, PASSPHRASE)?;
         let total = t.elapsed();
@@ -174,7 +184,10 @@ struct SledPeer {
 }
 
 fn open_sled(dir: &Path) -> R<(sled::Db, Vec<sled::Tree>)> {
-    let config = sled::Config::new().path(dir).cache_capacity(64 * 1024 * 1024);
+    // The vault's default cache: the same memory budget.
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(VaultOptions::DEFAULT_CACHE_CAPACITY);
     let deadline = Instant::now() + Duration::from_secs(5);
     let db = loop {
         match config.open() {
@@ -478,9 +491,11 @@ fn main() -> R<()> {
             std::fs::create_dir_all(&base)?;
             let tmp = tempfile::tempdir_in(&base)?;
             let dir = tmp.path().join(&store);
+            let default_cache = VaultOptions::DEFAULT_CACHE_CAPACITY;
             let mut peer: Box<dyn Peer> = match store.as_str() {
-                "vault" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR)?),
-                "vault-default" => Box::new(VaultPeer::create(dir, KdfParams::RECOMMENDED)?),
+                "vault" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR, default_cache)?),
+                "vault-default" => Box::new(VaultPeer::create(dir, KdfParams::RECOMMENDED, default_cache)?),
+                "vault-large-cache" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR, LARGE_CACHE)?),
                 "sled-plain" => Box::new(SledPeer::create(dir, false)?),
                 "sled-crypto" => Box::new(SledPeer::create(dir, true)?),
                 "sqlite" => Box::new(sql::SqlPeer::create(dir, None)?),
@@ -488,9 +503,128 @@ fn main() -> R<()> {
             };
             harness::run(peer.as_mut(), &store, &Plan::for_n(n))?;
         }
-        _ => {
-            eprintln!("usage: peers run STORE --n N | kdf | report FILE  (see scripts/bench.sh)");
+        Some("help" | "--help" | "-h") => {
+            eprintln!(
+                "usage: peers [all [N ...]] | run STORE --n N | kdf | report FILE\n\
+                 (no arguments: all, N = 10000 and 100000; SCALE=1 adds the vault at 1,000,000)"
+            );
         }
+        Some("all") => all(&args[1..])?,
+        None => all(&[])?,
+        Some(other) => return Err(format!("unknown command {other}; try help").into()),
     }
     Ok(())
+}
+
+/// The whole comparison in one sitting: the KDF alone, then for each N every store in its
+/// own process (so peak RSS is that store's), interleaved; SQLCipher from its own package.
+/// Writes `target/bench/results.tsv` and `target/bench/report.md`, prints the report.
+fn all(ns: &[String]) -> R<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::var_os("OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/bench"));
+    let work = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| out.join("tmp"));
+    std::fs::create_dir_all(&work)?;
+    let mut ns: Vec<usize> = ns
+        .iter()
+        .map(|n| n.replace('_', "").parse())
+        .collect::<Result<_, _>>()?;
+    if ns.is_empty() {
+        ns = vec![10_000, 100_000];
+    }
+
+    eprintln!("== building the SQLCipher peer (benches/sqlcipher, release)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q", "--manifest-path"])
+        .arg(root.join("benches/sqlcipher/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/sqlcipher"))
+        .status()?;
+    if !status.success() {
+        return Err("building benches/sqlcipher failed (SQLCipher needs libssl-dev)".into());
+    }
+    let me = std::env::current_exe()?;
+    let cipher = root.join("target/sqlcipher/release/sqlcipher-bench");
+
+    let results_path = out.join("results.tsv");
+    let mut results = std::fs::File::create(&results_path)?;
+    writeln!(results, "{}", sitting())?;
+    let mut collect = |cmd: &mut Command, what: &str| -> R<()> {
+        eprintln!("== {what}");
+        let output = cmd.env("BENCH_DIR", &work).stderr(Stdio::inherit()).output()?;
+        if !output.status.success() {
+            return Err(format!("{what} failed ({})", output.status).into());
+        }
+        results.write_all(&output.stdout)?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if ["\tinsert\t", "\tfind_user\t", "\tget_tokens\t"]
+                .iter()
+                .any(|k| line.contains(k))
+            {
+                eprintln!("{line}");
+            }
+        }
+        Ok(())
+    };
+    collect(Command::new(&me).arg("kdf"), "kdf")?;
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for &n in &ns {
+        for store in ["vault", "sled-plain", "sled-crypto", "sqlite", "sqlcipher"] {
+            runs.push((store.into(), n));
+        }
+        // Default options (the recommended KDF too): the peak-RSS figure; and the vault
+        // given sled's own default cache (1 GiB), where the files fit in memory.
+        if n >= 100_000 {
+            runs.push(("vault-default".into(), n));
+            runs.push(("vault-large-cache".into(), n));
+        }
+    }
+    if std::env::var("SCALE").is_ok_and(|v| v == "1") {
+        runs.push(("vault".into(), 1_000_000));
+    }
+    for (store, n) in runs {
+        let mut cmd = if store == "sqlcipher" {
+            Command::new(&cipher)
+        } else {
+            Command::new(&me)
+        };
+        cmd.args(["run", &store, "--n", &n.to_string()]);
+        collect(&mut cmd, &format!("{store} N={n}"))?;
+    }
+    drop(results);
+    let report = harness::report(&std::fs::read_to_string(&results_path)?);
+    std::fs::write(out.join("report.md"), &report)?;
+    print!("{report}");
+    eprintln!(
+        "raw: {}; table: {}",
+        results_path.display(),
+        out.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// Where and when: the UTC time, the cores and the CPU, for the top of `results.tsv`.
+fn sitting() -> String {
+    let now = std::process::Command::new("date")
+        .args(["-u", "+%FT%TZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("# {now} nproc={cores} cpu={cpu}")
 }

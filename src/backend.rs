@@ -43,20 +43,44 @@ pub(crate) enum Op {
     Remove(TreeName, Vec<u8>),
 }
 
+/// Bytes read from storage: sled's reference-counted buffer, so a read copies nothing.
+pub(crate) type Bytes = sled::IVec;
+
 /// A key and its value.
-pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+pub(crate) type Entry = (Bytes, Bytes);
 
 /// A callback over the entries of a tree: key, value.
 pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
 
+/// A callback over a batch of entries of a tree.
+pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a;
+
 /// Byte storage in named trees.
 pub(crate) trait Storage: Send + Sync {
     /// The value at `key` in `tree`.
-    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error>;
     /// The first entry of `tree` in key order.
     fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error>;
     /// Calls `f` with every entry of `tree`, in key order, until it returns an error.
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
+    /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
+    /// until it returns an error.
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
+        let mut entries = Vec::with_capacity(batch.max(1));
+        self.for_each(tree, &mut |k, v| {
+            entries.push((Bytes::from(k), Bytes::from(v)));
+            if entries.len() >= batch {
+                f(&entries)?;
+                entries.clear();
+            }
+            Ok(())
+        })?;
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            f(&entries)
+        }
+    }
     /// Applies every operation, or none.
     fn apply(&self, ops: &[Op]) -> Result<(), Error>;
     /// Makes every applied batch durable (as far as the engine can).
@@ -123,20 +147,29 @@ impl SledStorage {
 }
 
 impl Storage for SledStorage {
-    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self
-            .tree(tree)
-            .get(key)
-            .map_err(storage_error)?
-            .map(|v| v.to_vec()))
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        self.tree(tree).get(key).map_err(storage_error)
     }
 
     fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error> {
-        Ok(self
-            .tree(tree)
-            .first()
-            .map_err(storage_error)?
-            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+        self.tree(tree).first().map_err(storage_error)
+    }
+
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
+        // The entries share sled's buffers (no copy); a batch at a time bounds the memory.
+        let mut entries = Vec::with_capacity(batch.max(1));
+        for entry in self.tree(tree).iter() {
+            entries.push(entry.map_err(storage_error)?);
+            if entries.len() >= batch {
+                f(&entries)?;
+                entries.clear();
+            }
+        }
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            f(&entries)
+        }
     }
 
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {

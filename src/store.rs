@@ -204,12 +204,14 @@ pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(),
     let Some(id) = merged.id() else {
         return Err(Error::corrupted("a stored record has no id"));
     };
-    if let Some(user) = Index::User.field(&merged) {
-        if records.owner(Index::User, user, id)? == Owner::Other {
-            return Err(Error::InvalidToken {
-                reason: "another stored token has this user name",
-            });
-        }
+    let user_owner = match Index::User.field(&merged) {
+        Some(user) => Some(records.owner(Index::User, user, id)?),
+        None => None,
+    };
+    if user_owner == Some(Owner::Other) {
+        return Err(Error::InvalidToken {
+            reason: "another stored token has this user name",
+        });
     }
     let mut changes = vec![Change::PutRecord(&merged)];
     for index in Index::ALL {
@@ -223,7 +225,12 @@ pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(),
         if let Some(new) = new {
             // The saved token claims the value; an entry already pointing at it needs no
             // rewrite (most updates change only the access token).
-            if old != Some(new) || records.owner(index, new, id)? != Owner::This {
+            let claimed = match (index, user_owner) {
+                (Index::User, Some(owner)) => owner == Owner::This,
+                _ if old != Some(new) => false,
+                _ => records.owner(index, new, id)? == Owner::This,
+            };
+            if !claimed {
                 changes.push(Change::PutIndex(index, new, id));
             }
         }

@@ -453,3 +453,51 @@ fn a_record_copied_into_an_index_tree_is_rejected() {
     let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
     assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
 }
+
+/// Enough records that `get_tokens` opens them in several batches on several threads.
+const MANY: usize = 20_000;
+
+fn make_large_vault(path: &Path) -> Vec<OAuthToken> {
+    let v = options().durable(false).create(path, "pass").unwrap();
+    let tokens = (0..MANY)
+        .map(|i| {
+            let mut t = token(i);
+            v.save_token(&mut t).unwrap();
+            t
+        })
+        .collect();
+    v.flush().unwrap();
+    tokens
+}
+
+#[test]
+fn get_tokens_on_a_large_vault_returns_every_token_once_and_one_damaged_record_fails_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let mut tokens = make_large_vault(&path);
+    {
+        let v = options().open(&path, "pass").unwrap();
+        let mut all = v.get_tokens().unwrap();
+        let by_id = |a: &OAuthToken, b: &OAuthToken| a.id().cmp(&b.id());
+        all.sort_by(by_id);
+        tokens.sort_by(by_id);
+        assert_eq!(all.len(), MANY);
+        assert!(all == tokens, "get_tokens differs from what was saved");
+    }
+    // Damage one record near the end of the key order, far from the first batch (and from
+    // the record the open checks).
+    with_sled(&path, |db| {
+        let all = entries(db, "tokens");
+        let (slot, mut sealed) = all[all.len() - 3].clone();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        db.open_tree("tokens").unwrap().insert(slot, sealed).unwrap();
+    });
+    let v = options().open(&path, "pass").unwrap();
+    let got = v.get_tokens();
+    assert!(
+        matches!(got, Err(Error::Corrupted { .. })),
+        "{:?}",
+        got.map(|t| t.len())
+    );
+}
