@@ -40,7 +40,9 @@ MUTATIONS = [
      "tamper", "a_header_transplanted_from_another_vault_is_refused"),
     ("6 record bit flip", "a record that fails to open is treated as absent",
      "src/vault/mod.rs",
-     [("        Ok(Some(open_sealed(keys, slot, &sealed)?))", "        Ok(open_sealed(keys, slot, &sealed).ok())")],
+     [("        Ok(Some(open_sealed(keys, slot, &sealed)?))", "        Ok(open_sealed(keys, slot, &sealed).ok())"),
+      ("        let token = open_record_unchecked(&keys, &slot, &sealed)?;",
+       "        let Ok(token) = open_record_unchecked(&keys, &slot, &sealed) else {\n            return Ok(None);\n        };")],
      "tamper", "a_flipped_bit_at_any_record_byte_is_rejected"),
     ("7 record moved to another slot", "the slot is left out of the record AAD and the id-slot check is dropped",
      "src/crypto/seal.rs",
@@ -75,10 +77,12 @@ MUTATIONS = [
      "lifecycle", "vault_directory_is_private_and_its_files_owner_only"),
 ]
 
-# Mutation 7 also needs the id-to-slot check gone (a second, independent defence).
+# Mutation 7 also needs the id-to-slot checks gone (a second, independent defence: the slot
+# MAC of the record's id on index hits, the id compare on lookups by id).
 EXTRA = {
     "7 record moved to another slot": ("src/vault/mod.rs",
-        [("        Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),", "        Some(_) => Ok(token),")]),
+        [("        Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),", "        Some(_) => Ok(token),"),
+         ("        if token.id() == Some(id) {", "        if true {")]),
     "5 header transplanted from another vault": ("src/vault/mod.rs",
         [("if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {", "if tag.len() != MAC_LEN {")]),
     "4 absurd KDF parameters": ("src/crypto/header.rs",

@@ -649,7 +649,18 @@ impl Records for Inner {
             return Ok(None);
         }
         let keys = self.keys();
-        self.open_slot(&keys, &keys.slot(id))
+        let slot = keys.slot(id);
+        let Some(sealed) = self.storage.get(TreeName::Tokens, &slot)? else {
+            return Ok(None);
+        };
+        // The slot is this id's, so the record must carry this id: comparing the ids is
+        // the slot check of `open_sealed` without computing the MAC again.
+        let token = open_record_unchecked(&keys, &slot, &sealed)?;
+        if token.id() == Some(id) {
+            Ok(Some(token))
+        } else {
+            Err(Error::corrupted("record: id does not match its slot"))
+        }
     }
 
     fn indexed(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
@@ -741,12 +752,18 @@ impl Records for Inner {
 /// Opens a sealed record read from `slot`: authenticated, decoded, and its id must map to
 /// the slot (the AAD binds the record to its slot; the slot must also be its id's).
 fn open_sealed(keys: &VaultKeys, slot: &[u8], sealed: &[u8]) -> Result<OAuthToken, Error> {
-    let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, sealed)?;
-    let token = seal::decode_token(&plain)?;
+    let token = open_record_unchecked(keys, slot, sealed)?;
     match token.id() {
         Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),
         _ => Err(Error::corrupted("record: id does not match its slot")),
     }
+}
+
+/// Opens and decodes a sealed record read from `slot` (authenticated, bound to the slot by
+/// its AAD); the caller checks that the record's id is the slot's.
+fn open_record_unchecked(keys: &VaultKeys, slot: &[u8], sealed: &[u8]) -> Result<OAuthToken, Error> {
+    let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, sealed)?;
+    seal::decode_token(&plain)
 }
 
 /// Seals a token into its slot under the current epoch's key, with a fresh random nonce.
