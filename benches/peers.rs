@@ -1,4 +1,4 @@
-//! The vault against its peers, one store and one N per process (see `scripts/bench.sh`):
+//! The vault against its peers, one store and one N per process:
 //!
 //! - `vault`: tokenvault's `Vault` (default options except the KDF: `KdfParams::FLOOR`,
 //!   whose cost is measured on its own and excluded from the open time);

@@ -1,7 +1,8 @@
 //! The workload, the driver and the report shared by every bench binary.
 //!
 //! One process runs one store at one N; it prints `RESULT` lines (tab-separated) that
-//! `scripts/bench.sh` collects and `peers report` turns into the table with ratios.
+//! `peers all` (what `cargo bench --features peers` runs) collects and `peers report` turns
+//! into the table with ratios.
 
 #![allow(dead_code)]
 

@@ -85,7 +85,8 @@ impl VaultOptions {
     pub const DEFAULT_SEALS_PER_KEY: u64 = 1 << 31;
 
     /// The storage engine's page cache by default: 32 MiB. A vault of 100,000 tokens then
-    /// peaks near 105 MiB of RSS; see [`VaultOptions::cache_capacity`] for the trade.
+    /// peaked at 97-120 MiB of RSS in `docs/performance.md`; see
+    /// [`VaultOptions::cache_capacity`] for the trade.
     pub const DEFAULT_CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
     /// The defaults: [`KdfParams::RECOMMENDED`], durable writes, a 32 MiB page cache.
@@ -121,8 +122,8 @@ impl VaultOptions {
     /// [`DEFAULT_CACHE_CAPACITY`](VaultOptions::DEFAULT_CACHE_CAPACITY), 32 MiB).
     ///
     /// It bounds memory use, not correctness. A vault larger than the cache reads its
-    /// pages back from disk: at 100,000 tokens (~190 MB of files) lookups run about 1.6x
-    /// faster with the cache at 1 GiB than at 32 MiB, for ~4x the memory (see
+    /// pages back from disk: at 100,000 tokens (~200 MB of files) lookups run about 4x
+    /// faster with the cache at 1 GiB than at 32 MiB, for 2-3x the peak memory (see
     /// `docs/performance.md`). Small vaults fit whatever the setting.
     #[must_use]
     pub fn cache_capacity(mut self, bytes: u64) -> Self {
