@@ -65,22 +65,7 @@ pub(crate) trait Storage: Send + Sync {
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
     /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
     /// until it returns an error.
-    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        let mut entries = Vec::with_capacity(batch.max(1));
-        self.for_each(tree, &mut |k, v| {
-            entries.push((Bytes::from(k), Bytes::from(v)));
-            if entries.len() >= batch {
-                f(&entries)?;
-                entries.clear();
-            }
-            Ok(())
-        })?;
-        if entries.is_empty() {
-            Ok(())
-        } else {
-            f(&entries)
-        }
-    }
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error>;
     /// Applies every operation, or none.
     fn apply(&self, ops: &[Op]) -> Result<(), Error>;
     /// Makes every applied batch durable (as far as the engine can).

@@ -983,7 +983,7 @@ mod faults {
     //! A storage that fails like a full disk, through the seam: a failed save or delete
     //! changes nothing, reports `Io`, and the vault keeps working once space is back.
     use super::*;
-    use crate::backend::{Bytes, Entry, EntryVisitor};
+    use crate::backend::{BatchVisitor, Bytes, Entry, EntryVisitor};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     struct FullDisk {
@@ -1000,6 +1000,14 @@ mod faults {
         }
         fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
             self.inner.for_each(tree, f)
+        }
+        fn for_each_batch(
+            &self,
+            tree: TreeName,
+            batch: usize,
+            f: &mut BatchVisitor<'_>,
+        ) -> Result<(), Error> {
+            self.inner.for_each_batch(tree, batch, f)
         }
         fn apply(&self, ops: &[Op]) -> Result<(), Error> {
             if self.full.load(Ordering::SeqCst) {
