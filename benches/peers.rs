@@ -485,11 +485,7 @@ fn main() -> R<()> {
         Some("run") => {
             let store = args.get(1).ok_or("run STORE")?.clone();
             let n = harness::arg_n(&args);
-            let base = std::env::var_os("BENCH_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir);
-            std::fs::create_dir_all(&base)?;
-            let tmp = tempfile::tempdir_in(&base)?;
+            let tmp = harness::work_dir()?;
             let dir = tmp.path().join(&store);
             let default_cache = VaultOptions::DEFAULT_CACHE_CAPACITY;
             let mut peer: Box<dyn Peer> = match store.as_str() {

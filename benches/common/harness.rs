@@ -541,6 +541,15 @@ pub fn report(text: &str) -> String {
     out
 }
 
+/// A fresh temporary directory for one store's files, under `$BENCH_DIR` if set.
+pub fn work_dir() -> R<tempfile::TempDir> {
+    let base = std::env::var_os("BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    Ok(tempfile::tempdir_in(&base)?)
+}
+
 /// Parses `--n N` (default 10000) from the arguments, ignoring cargo's `--bench`.
 pub fn arg_n(args: &[String]) -> usize {
     args.windows(2)

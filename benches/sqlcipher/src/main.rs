@@ -6,16 +6,10 @@ mod harness;
 #[path = "../../common/sql.rs"]
 mod sql;
 
-use std::path::PathBuf;
-
 fn main() -> harness::R<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = harness::arg_n(&args);
-    let base = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let tmp = tempfile::tempdir_in(&base)?;
+    let tmp = harness::work_dir()?;
     // A fixed raw key (64 hex digits): no PBKDF2 at open, like the vault's figures.
     let key = "2dd29ca851e7b56e4697b0e1f08507293d761a05ce4d1b628663f411a8086d99";
     let mut peer = sql::SqlPeer::create(tmp.path().join("sqlcipher"), Some(key))?;
