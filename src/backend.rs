@@ -21,9 +21,26 @@ pub(crate) enum TreeName {
     Access,
     Refresh,
     Grant,
+    /// Each live record's id, sealed, at the record's slot: names a record that no longer
+    /// opens.
+    Ids,
+    /// Records that `repair` set aside because they no longer open, with their ids when known.
+    Quarantine,
 }
 
 impl TreeName {
+    /// Every tree, in the order the storage opens them.
+    pub(crate) const ALL: [TreeName; 8] = [
+        TreeName::Meta,
+        TreeName::Tokens,
+        TreeName::User,
+        TreeName::Access,
+        TreeName::Refresh,
+        TreeName::Grant,
+        TreeName::Ids,
+        TreeName::Quarantine,
+    ];
+
     /// The tree's name on disk (also bound into record AAD).
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -33,6 +50,8 @@ impl TreeName {
             TreeName::Access => "idx.access",
             TreeName::Refresh => "idx.refresh",
             TreeName::Grant => "idx.grant",
+            TreeName::Ids => "idx.id",
+            TreeName::Quarantine => "quarantine",
         }
     }
 }
@@ -59,8 +78,9 @@ pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a
 pub(crate) trait Storage: Send + Sync {
     /// The value at `key` in `tree`.
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error>;
-    /// The first entry of `tree` in key order.
-    fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error>;
+    /// Calls `f` with the entries of `tree` in key order until it returns `true`; whether
+    /// it did.
+    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error>;
     /// Calls `f` with every entry of `tree`, in key order, until it returns an error.
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
     /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
@@ -85,7 +105,7 @@ fn storage_error(e: sled::Error) -> Error {
 /// [`Storage`] on a sled 0.34 database.
 pub(crate) struct SledStorage {
     db: sled::Db,
-    trees: [sled::Tree; 6],
+    trees: [sled::Tree; 8],
 }
 
 impl SledStorage {
@@ -107,19 +127,22 @@ impl SledStorage {
             }
         };
         let open = |t: TreeName| db.open_tree(t.name()).map_err(storage_error);
+        let [meta, tokens, user, access, refresh, grant, ids, quarantine] = TreeName::ALL;
         let trees = [
-            open(TreeName::Meta)?,
-            open(TreeName::Tokens)?,
-            open(TreeName::User)?,
-            open(TreeName::Access)?,
-            open(TreeName::Refresh)?,
-            open(TreeName::Grant)?,
+            open(meta)?,
+            open(tokens)?,
+            open(user)?,
+            open(access)?,
+            open(refresh)?,
+            open(grant)?,
+            open(ids)?,
+            open(quarantine)?,
         ];
         Ok(SledStorage { db, trees })
     }
 
     fn tree(&self, t: TreeName) -> &sled::Tree {
-        let [meta, tokens, user, access, refresh, grant] = &self.trees;
+        let [meta, tokens, user, access, refresh, grant, ids, quarantine] = &self.trees;
         match t {
             TreeName::Meta => meta,
             TreeName::Tokens => tokens,
@@ -127,6 +150,8 @@ impl SledStorage {
             TreeName::Access => access,
             TreeName::Refresh => refresh,
             TreeName::Grant => grant,
+            TreeName::Ids => ids,
+            TreeName::Quarantine => quarantine,
         }
     }
 }
@@ -136,8 +161,14 @@ impl Storage for SledStorage {
         self.tree(tree).get(key).map_err(storage_error)
     }
 
-    fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error> {
-        self.tree(tree).first().map_err(storage_error)
+    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+        for entry in self.tree(tree).iter() {
+            let (k, v) = entry.map_err(storage_error)?;
+            if f(&k, &v) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {

@@ -51,7 +51,7 @@ pub use error::Error;
 pub use memory::MemoryStore;
 pub use store::TokenStore;
 pub use token::OAuthToken;
-pub use vault::{Problem, Vault, VaultOptions, VerifyReport};
+pub use vault::{Problem, QuarantinedRecord, Vault, VaultOptions, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -100,7 +100,7 @@ impl Records for MemoryStore {
         let mut state = self.write();
         for change in changes {
             match change {
-                Change::PutRecord(t) => {
+                Change::PutRecord(t) | Change::NewRecord(t) => {
                     let id = t.id().ok_or_else(|| Error::corrupted("record without id"))?;
                     state.tokens.insert(id.to_owned(), (*t).clone());
                 }

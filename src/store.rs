@@ -116,7 +116,10 @@ pub(crate) enum Owner {
 
 /// One part of an all-or-nothing commit.
 pub(crate) enum Change<'a> {
+    /// A record that replaces a stored one with the same id.
     PutRecord(&'a OAuthToken),
+    /// A record whose id is not stored yet.
+    NewRecord(&'a OAuthToken),
     RemoveRecord(&'a str),
     PutIndex(Index, &'a str, &'a str),
     RemoveIndex(Index, &'a str),
@@ -213,7 +216,11 @@ pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(),
             reason: "another stored token has this user name",
         });
     }
-    let mut changes = vec![Change::PutRecord(&merged)];
+    let mut changes = vec![if previous.is_some() {
+        Change::PutRecord(&merged)
+    } else {
+        Change::NewRecord(&merged)
+    }];
     for index in Index::ALL {
         let new = index.field(&merged);
         let old = previous.as_ref().and_then(|p| index.field(p));

@@ -306,7 +306,7 @@ fn a_whole_session_from_init_to_delete_all() {
     );
     assert_eq!(
         s.run(&["verify", "--json"]).json(),
-        json!({ "records": 3, "index_entries": 8, "problems": [] })
+        json!({ "records": 3, "index_entries": 8, "problems": [], "quarantined": [] })
     );
 
     // export: redacted by default; with --reveal, every secret, re-importable with save.
@@ -1025,7 +1025,8 @@ fn verify_reports_each_problem_and_exits_1() {
         json!({
             "records": 1,
             "index_entries": 3,
-            "problems": [format!("token {id} has a user value with no index entry")]
+            "problems": [format!("token {id} has a user value with no index entry")],
+            "quarantined": []
         })
     );
     assert_eq!(run.code, 1);
@@ -1048,4 +1049,80 @@ fn a_corrupted_vault_exits_1_naming_the_damage() {
     let prefix = format!("error: the vault at {} is corrupted: ", s.vault.display());
     assert!(run.stderr.starts_with(&prefix), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
+
+#[test]
+fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() {
+    let s = Scratch::with_vault();
+    let mut ids = Vec::new();
+    for (n, user) in ["alice", "bob", "carol"].iter().enumerate() {
+        let token = json!({
+            "id": format!("id-{user}"),
+            "user_name": format!("{user}@example.com"),
+            "client_id": "1000.C",
+            "refresh_token": format!("SECRET-refresh-{n}"),
+        });
+        ids.push(
+            s.run_stdin(&["save"], &token.to_string())
+                .ok()
+                .trim_end()
+                .to_owned(),
+        );
+    }
+    // Damage the first record in key order (one changed byte), whichever token it holds.
+    {
+        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let tree = db.open_tree("tokens").unwrap();
+        let (slot, value) = tree.iter().next().unwrap().unwrap();
+        let mut damaged = value.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x04;
+        tree.insert(slot, damaged).unwrap();
+        db.flush().unwrap();
+    }
+    let failing: Vec<&String> = ids.iter().filter(|id| s.run(&["get", id]).code != 0).collect();
+    assert_eq!(failing.len(), 1, "exactly one token is damaged");
+    let victim = failing[0].clone();
+    // list fails, naming the damaged token.
+    let run = s.run(&["list"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("token {victim} is damaged")),
+        "{run:?}"
+    );
+    // find and get work for the others.
+    for (n, user) in ["alice", "bob", "carol"].iter().enumerate() {
+        let id = format!("id-{user}");
+        if id == victim {
+            let run = s.run(&["find", "--user", &format!("{user}@example.com")]);
+            assert_eq!(run.code, 1, "{run:?}");
+            assert!(
+                run.stderr.contains(&format!("token {victim} is damaged")),
+                "{run:?}"
+            );
+            continue;
+        }
+        let found = s.find(&["--user", &format!("{user}@example.com")]);
+        assert_eq!(found["refresh_token"], format!("SECRET-refresh-{n}"));
+    }
+    // verify names it; repair sets it aside and says so.
+    let run = s.run(&["verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains(&format!("token {victim} (slot ")), "{run:?}");
+    let out = s.run(&["repair"]).ok();
+    assert!(
+        out.starts_with(&format!(
+            "Set aside 1 damaged record (kept in the vault's quarantine):\n  token {victim} (slot "
+        )),
+        "{out}"
+    );
+    assert!(out.contains("After the repair: checked 2 records"), "{out}");
+    assert_eq!(s.ids().len(), 2);
+    assert!(!s.ids().contains(&victim));
+    let out = s.run(&["verify"]).ok();
+    assert!(out.contains("no problems."), "{out}");
+    assert!(out.contains("1 record in the quarantine"), "{out}");
+    let json = s.run(&["repair", "--json"]).json();
+    assert_eq!(json["set_aside"], json!([]));
+    assert_eq!(json["quarantined"][0]["id"], json!(victim));
 }

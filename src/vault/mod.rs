@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+mod quarantine;
 mod verify;
-pub use verify::{Problem, VerifyReport};
+pub use verify::{Problem, QuarantinedRecord, VerifyReport};
 
 use crate::backend::{Entry, Op, SledStorage, Storage, TreeName};
 use crate::crypto::header::Header;
@@ -243,7 +244,7 @@ impl VaultOptions {
         }
         restrict_files(dir)?;
         let vault = Vault::assemble(dir, self.clone(), wrap(storage), lock, header, kek, keys, seals);
-        vault.inner.check_first_record()?;
+        vault.inner.check_records_open()?;
         Ok(vault)
     }
 }
@@ -456,10 +457,13 @@ impl Vault {
             &data_key,
         )?;
         let new_keys = VaultKeys::derive(data_key, vault_id, 0);
-        let mut ops = inner.remove_every_token()?;
+        let mut ops = inner.remove_every_token(false)?;
+        let mut seals = 0u64;
         for token in &tokens {
             let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
             ops.push(seal_op(&new_keys, 0, token)?);
+            ops.push(id_op(&new_keys, 0, id)?);
+            seals += 2;
             for index in Index::ALL {
                 if let Some(value) = index.field(token) {
                     // Keep exactly the entries that exist: the owner of a shared value stays.
@@ -473,7 +477,7 @@ impl Vault {
                 }
             }
         }
-        let seals = tokens.len() as u64;
+        seals += quarantine::relabel(&*inner.storage, &inner.keys(), &new_keys, &mut ops)?;
         ops.push(Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()));
         ops.push(seals_op(&new_keys, 0, seals));
         // Readers wait while the records change keys, so none sees a half-switched vault.
@@ -533,14 +537,37 @@ impl Inner {
         Ok(Some(open_sealed(keys, slot, &sealed)?))
     }
 
-    /// Opens one record, so a header that unlocks but belongs to another vault (the same
-    /// passphrase, transplanted) is refused at open rather than at the first lookup.
-    fn check_first_record(&self) -> Result<(), Error> {
+    /// Refuses a header that unlocks but belongs to another vault (the same passphrase,
+    /// transplanted with its `meta` tree) at open rather than at the first lookup: the
+    /// records are tried in key order until one opens. A vault with records of which none
+    /// opens is `Corrupted`; one damaged record is not (it costs one more attempt here, and
+    /// only that token is unreadable).
+    fn check_records_open(&self) -> Result<(), Error> {
         let keys = self.keys();
-        if let Some((slot, _)) = self.storage.first(TreeName::Tokens)? {
-            self.open_slot(&keys, &slot)?;
+        let mut any_record = false;
+        let one_opens = self.storage.any(TreeName::Tokens, &mut |slot, sealed| {
+            any_record = true;
+            open_sealed(&keys, slot, sealed).is_ok()
+        })?;
+        if any_record && !one_opens {
+            return Err(Error::corrupted(
+                "no record opens under this header: the header belongs to another vault, or every record is damaged",
+            ));
         }
         Ok(())
+    }
+
+    /// `err`, from the record at `slot`, as an error that names the token: by the id that
+    /// `idx.id` keeps for the slot when that still opens, else by the slot.
+    fn damaged(&self, keys: &VaultKeys, slot: &[u8], err: Error) -> Error {
+        if !matches!(err, Error::Corrupted { .. }) {
+            return err;
+        }
+        let id = match self.storage.get(TreeName::Ids, slot) {
+            Ok(Some(sealed)) => open_id(keys, TreeName::Ids, slot, &sealed),
+            _ => None,
+        };
+        damaged_token(id.as_deref(), slot, err)
     }
 
     /// Moves to the next record-key epoch. The caller holds the writer and key-state locks.
@@ -572,16 +599,14 @@ impl Inner {
         self.storage.flush()
     }
 
-    /// The removal of every record and index entry, as one batch.
-    fn remove_every_token(&self) -> Result<Vec<Op>, Error> {
+    /// The removal of every record and index entry (and, with `quarantined`, of every
+    /// record set aside), as one batch.
+    fn remove_every_token(&self, quarantined: bool) -> Result<Vec<Op>, Error> {
         let mut ops = Vec::new();
-        for tree in [
-            TreeName::Tokens,
-            TreeName::User,
-            TreeName::Access,
-            TreeName::Refresh,
-            TreeName::Grant,
-        ] {
+        for tree in TreeName::ALL {
+            if tree == TreeName::Meta || (tree == TreeName::Quarantine && !quarantined) {
+                continue;
+            }
             self.storage.for_each(tree, &mut |k, _| {
                 ops.push(Op::Remove(tree, k.to_vec()));
                 Ok(())
@@ -597,7 +622,9 @@ impl Inner {
         let open_all = |chunk: &[Entry]| -> Result<Vec<OAuthToken>, Error> {
             chunk
                 .iter()
-                .map(|(slot, sealed)| open_sealed(&keys, slot, sealed))
+                .map(|(slot, sealed)| {
+                    open_sealed(&keys, slot, sealed).map_err(|e| self.damaged(&keys, slot, e))
+                })
                 .collect()
         };
         let threads = std::thread::available_parallelism()
@@ -630,6 +657,33 @@ impl Inner {
         Ok(out)
     }
 
+    /// Moves to a new key epoch first if `seals` more would exceed the current key's budget.
+    /// The caller holds the writer and key-state locks and seals only after this.
+    fn make_room_for_seals(&self, state: &mut KeyState, seals: u64) -> Result<(), Error> {
+        if seals > 0 && state.seals.saturating_add(seals) > self.options.seals_per_key {
+            self.rotate_locked(state)?;
+        }
+        Ok(())
+    }
+
+    /// Accounts for `seals` made under the current epoch by a batch: the counter on disk
+    /// must never fall below the seals done, so a batch past the reservation carries a new
+    /// one (pushed onto `ops`). Record the result once the batch is applied.
+    fn count_seals(&self, state: &KeyState, keys: &VaultKeys, seals: u64, ops: &mut Vec<Op>) -> SealCount {
+        let total = state.seals + seals;
+        let reserved = if total > state.reserved {
+            let bound = total
+                .saturating_add(SEAL_RESERVE)
+                .min(self.options.seals_per_key)
+                .max(total);
+            ops.push(seals_op(keys, state.header.epoch, bound));
+            bound
+        } else {
+            state.reserved
+        };
+        SealCount { total, reserved }
+    }
+
     /// Applies one all-or-nothing batch, with no lookup in between its reads.
     fn apply(&self, ops: &[Op]) -> Result<(), Error> {
         let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
@@ -656,11 +710,15 @@ impl Records for Inner {
         };
         // The slot is this id's, so the record must carry this id: comparing the ids is
         // the slot check of `open_sealed` without computing the MAC again.
-        let token = open_record_unchecked(&keys, &slot, &sealed)?;
+        let token = match open_record_unchecked(&keys, &slot, &sealed) {
+            Ok(token) => token,
+            Err(e) => return Err(damaged_token(Some(id), &slot, e)),
+        };
         if token.id() == Some(id) {
             Ok(Some(token))
         } else {
-            Err(Error::corrupted("record: id does not match its slot"))
+            let e = Error::corrupted("record: id does not match its slot");
+            Err(damaged_token(Some(id), &slot, e))
         }
     }
 
@@ -676,7 +734,10 @@ impl Records for Inner {
         if slot.len() != MAC_LEN {
             return Err(Error::corrupted("index entry: malformed"));
         }
-        let Some(token) = self.open_slot(&keys, &slot)? else {
+        let Some(token) = self
+            .open_slot(&keys, &slot)
+            .map_err(|e| self.damaged(&keys, &slot, e))?
+        else {
             return Err(Error::corrupted("index entry: points at no record"));
         };
         let stored = index.field(&token).unwrap_or("");
@@ -705,19 +766,30 @@ impl Records for Inner {
 
     fn commit(&self, changes: &[Change<'_>]) -> Result<(), Error> {
         let mut state = lock(&self.key_state);
+        // A new record is sealed twice: the token, and its id in `idx.id`.
         let seals = changes
             .iter()
-            .filter(|c| matches!(c, Change::PutRecord(_)))
-            .count() as u64;
-        if seals > 0 && state.seals.saturating_add(seals) > self.options.seals_per_key {
-            self.rotate_locked(&mut state)?;
-        }
+            .map(|c| match c {
+                Change::PutRecord(_) => 1,
+                Change::NewRecord(_) => 2,
+                _ => 0,
+            })
+            .sum::<u64>();
+        self.make_room_for_seals(&mut state, seals)?;
         let keys = self.keys();
-        let mut ops = Vec::with_capacity(changes.len() + 1);
+        let mut ops = Vec::with_capacity(changes.len() + 2);
         for change in changes {
-            ops.push(match change {
+            let op = match change {
                 Change::PutRecord(token) => seal_op(&keys, state.header.epoch, token)?,
-                Change::RemoveRecord(id) => Op::Remove(TreeName::Tokens, keys.slot(id).to_vec()),
+                Change::NewRecord(token) => {
+                    let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
+                    ops.push(id_op(&keys, state.header.epoch, id)?);
+                    seal_op(&keys, state.header.epoch, token)?
+                }
+                Change::RemoveRecord(id) => {
+                    ops.push(Op::Remove(TreeName::Ids, keys.slot(id).to_vec()));
+                    Op::Remove(TreeName::Tokens, keys.slot(id).to_vec())
+                }
                 Change::PutIndex(index, value, id) => Op::Put(
                     index_tree(*index),
                     keys.index_key(*index, value).to_vec(),
@@ -726,28 +798,72 @@ impl Records for Inner {
                 Change::RemoveIndex(index, value) => {
                     Op::Remove(index_tree(*index), keys.index_key(*index, value).to_vec())
                 }
-            });
+            };
+            ops.push(op);
         }
-        let total = state.seals + seals;
-        // The counter on disk must never fall below the seals done: a save past the
-        // reservation writes a new one in the same transaction as its record.
-        let reserved = if total > state.reserved {
-            let bound = total
-                .saturating_add(SEAL_RESERVE)
-                .min(self.options.seals_per_key)
-                .max(total);
-            ops.push(seals_op(&keys, state.header.epoch, bound));
-            bound
-        } else {
-            state.reserved
-        };
+        let counted = self.count_seals(&state, &keys, seals, &mut ops);
         drop(keys);
         self.apply(&ops)?;
-        state.seals = total;
-        state.reserved = reserved;
+        counted.record(&mut state);
         drop(state);
         self.after_write()
     }
+}
+
+/// The seal counter after a batch: see [`Inner::count_seals`].
+struct SealCount {
+    total: u64,
+    reserved: u64,
+}
+
+impl SealCount {
+    fn record(self, state: &mut KeyState) {
+        state.seals = self.total;
+        state.reserved = self.reserved;
+    }
+}
+
+/// A record's id sealed into `idx.id` at the record's slot, so that the token can be named
+/// when its record no longer opens.
+fn id_op(keys: &VaultKeys, epoch: u32, id: &str) -> Result<Op, Error> {
+    let slot = keys.slot(id);
+    let sealed = seal::seal_record(
+        keys,
+        TreeName::Ids.name(),
+        &slot,
+        epoch,
+        fresh_nonce()?,
+        id.as_bytes(),
+    )?;
+    Ok(Op::Put(TreeName::Ids, slot.to_vec(), sealed))
+}
+
+/// The id sealed at `slot` of `tree` (`idx.id`, or a quarantine label), if it opens and
+/// is the slot's id.
+fn open_id(keys: &VaultKeys, tree: TreeName, slot: &[u8], sealed: &[u8]) -> Option<String> {
+    let plain = seal::open_record(keys, tree.name(), slot, sealed).ok()?;
+    let id = std::str::from_utf8(&plain).ok()?.to_owned();
+    bool::from(keys.slot(&id).ct_eq(slot)).then_some(id)
+}
+
+/// `err`, from a token's record that does not open, naming the token: by id when it is
+/// known, else by slot. Errors other than `Corrupted` pass unchanged.
+fn damaged_token(id: Option<&str>, slot: &[u8], err: Error) -> Error {
+    let Error::Corrupted { what } = err else {
+        return err;
+    };
+    match id {
+        Some(id) => Error::corrupted(format!("token {id} is damaged ({what}); repair sets it aside")),
+        None => Error::corrupted(format!(
+            "the token at slot {}… is damaged ({what}); repair sets it aside",
+            hex_prefix(slot)
+        )),
+    }
+}
+
+/// The first bytes of a slot or key, in hex: enough to tell entries apart in a report.
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens a sealed record read from `slot`: authenticated, decoded, and its id must map to
@@ -804,7 +920,7 @@ impl TokenStore for Vault {
 
     fn delete_tokens(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let ops = self.inner.remove_every_token()?;
+        let ops = self.inner.remove_every_token(true)?;
         self.inner.apply(&ops)?;
         self.inner.after_write()
     }
@@ -983,7 +1099,7 @@ mod faults {
     //! A storage that fails like a full disk, through the seam: a failed save or delete
     //! changes nothing, reports `Io`, and the vault keeps working once space is back.
     use super::*;
-    use crate::backend::{BatchVisitor, Bytes, Entry, EntryVisitor};
+    use crate::backend::{BatchVisitor, Bytes, EntryVisitor};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     struct FullDisk {
@@ -995,8 +1111,8 @@ mod faults {
         fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
             self.inner.get(tree, key)
         }
-        fn first(&self, tree: TreeName) -> Result<Option<Entry>, Error> {
-            self.inner.first(tree)
+        fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+            self.inner.any(tree, f)
         }
         fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
             self.inner.for_each(tree, f)

@@ -1,13 +1,15 @@
 //! `Vault::verify` and `Vault::repair`: every record opened, every index entry checked
 //! both ways.
 //!
-//! Invariants: verify changes nothing; repair only touches the index trees (it never
-//! deletes or rewrites a record), so it cannot lose a token.
+//! Invariants: verify changes nothing; repair rewrites the index trees and moves records
+//! that do not open into the quarantine, bytes unchanged, in one batch; it never removes or
+//! rewrites a record that opens, so it cannot lose a readable token.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use super::{index_tree, lock, open_sealed, Vault};
+use super::quarantine::{self, Entry};
+use super::{hex_prefix, id_op, index_tree, lock, open_id, open_sealed, KeyState, Vault};
 use crate::backend::{Op, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
@@ -22,12 +24,38 @@ pub struct VerifyReport {
     pub index_entries: usize,
     /// Everything wrong, one entry per problem.
     pub problems: Vec<Problem>,
+    /// Every record in the quarantine: set aside by a `repair` because it did not open.
+    /// These are not problems (they no longer affect any lookup), but their tokens are
+    /// lost unless saved again.
+    pub quarantined: Vec<QuarantinedRecord>,
+    /// The records that this call set aside (only [`Vault::repair`] sets any aside).
+    pub set_aside: Vec<QuarantinedRecord>,
 }
 
 impl VerifyReport {
-    /// Whether nothing is wrong.
+    /// Whether nothing is wrong. Records in the quarantine do not count: they are out of
+    /// every lookup.
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+}
+
+/// A record that `repair` moved out of the vault's records into its quarantine, bytes
+/// unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantinedRecord {
+    /// The token's id, when the vault still knew it (its entry in the id index opened).
+    pub id: Option<String>,
+    /// The first bytes of the record's slot, in hex.
+    pub slot: String,
+}
+
+impl fmt::Display for QuarantinedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "token {id} (slot {}…)", self.slot),
+            None => write!(f, "an unknown token (slot {}…)", self.slot),
+        }
     }
 }
 
@@ -38,6 +66,8 @@ impl VerifyReport {
 pub enum Problem {
     /// A record that fails authentication or decoding.
     UnreadableRecord {
+        /// The token's id, when the id index still knows it.
+        id: Option<String>,
         /// The first bytes of the record's slot, in hex.
         slot: String,
         /// Why it failed.
@@ -74,7 +104,16 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::UnreadableRecord { slot, reason } => {
+            Problem::UnreadableRecord {
+                id: Some(id),
+                slot,
+                reason,
+            } => write!(f, "token {id} (slot {slot}…) is unreadable: {reason}"),
+            Problem::UnreadableRecord {
+                id: None,
+                slot,
+                reason,
+            } => {
                 write!(f, "record at slot {slot}… is unreadable: {reason}")
             }
             Problem::MissingIndexEntry { id, index } => {
@@ -99,14 +138,12 @@ fn index_name(index: Index) -> &'static str {
     }
 }
 
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 /// The state of the index trees against the records, and what would make them agree.
 struct Survey {
     report: VerifyReport,
     fixes: Vec<Op>,
+    /// Seals the fixes make under the current epoch.
+    seals: u64,
 }
 
 impl Vault {
@@ -129,29 +166,93 @@ impl Vault {
     /// `Io`, `Storage` (damaged records and entries are reported, not errors).
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         let _writer = lock(&self.inner.writer);
-        Ok(self.survey()?.report)
+        Ok(self.survey(None)?.report)
     }
 
-    /// Rebuilds the index trees from the records: removes every entry that `verify`
-    /// calls dangling and adds every missing user-name entry. Records are never changed or removed, so
-    /// an unreadable record (or a duplicate user name) is still reported afterwards.
-    /// Returns the report of a `verify` run after the repair.
+    /// Moves every record that does not open into the quarantine (bytes unchanged, with
+    /// the token's id when the id index still knows it) and rebuilds the index trees from
+    /// the records that open: removes every entry that `verify` calls dangling and adds
+    /// every missing user-name entry. A record that opens is never changed or removed, so
+    /// a duplicate user name is still reported afterwards. All of it is one atomic batch,
+    /// on disk when this returns; a second `repair` finds nothing to do.
+    ///
+    /// Returns the report of a `verify` run after the repair, with
+    /// [`set_aside`](VerifyReport::set_aside) listing the records this call moved.
+    ///
+    /// ```
+    /// # use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions};
+    /// # let tmp = tempfile::tempdir()?;
+    /// let vault = VaultOptions::new().kdf(KdfParams::FLOOR).create(tmp.path().join("v"), "pass")?;
+    /// vault.save_token(&mut OAuthToken::default().with_user_name("a").with_access_token("t"))?;
+    /// let report = vault.repair()?;
+    /// assert!(report.is_clean() && report.set_aside.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// `Io`, `Storage`.
     pub fn repair(&self) -> Result<VerifyReport, Error> {
-        let _writer = lock(&self.inner.writer);
-        let survey = self.survey()?;
-        self.inner.apply(&survey.fixes)?;
-        self.inner.storage.flush()?;
-        Ok(self.survey()?.report)
+        let inner = &*self.inner;
+        let _writer = lock(&inner.writer);
+        let mut state = lock(&inner.key_state);
+        let mut survey = self.survey(Some(&state))?;
+        if inner.options.seals_per_key.saturating_sub(state.seals) < survey.seals {
+            inner.make_room_for_seals(&mut state, survey.seals)?;
+            survey = self.survey(Some(&state))?;
+        }
+        let mut set_aside = Vec::new();
+        for problem in &survey.report.problems {
+            if let Problem::UnreadableRecord { id, slot, .. } = problem {
+                set_aside.push(QuarantinedRecord {
+                    id: id.clone(),
+                    slot: slot.clone(),
+                });
+            }
+        }
+        let keys = inner.keys();
+        let counted = inner.count_seals(&state, &keys, survey.seals, &mut survey.fixes);
+        drop(keys);
+        inner.apply(&survey.fixes)?;
+        counted.record(&mut state);
+        inner.storage.flush()?;
+        let mut report = self.survey(None)?.report;
+        report.set_aside = set_aside;
+        Ok(report)
     }
 
-    fn survey(&self) -> Result<Survey, Error> {
+    /// Reads every tree and checks it against the records. With `sealing` (repair), also
+    /// builds the fixes, sealing under that state's epoch.
+    fn survey(&self, sealing: Option<&KeyState>) -> Result<Survey, Error> {
         let inner = &*self.inner;
         let keys = inner.keys();
         let mut report = VerifyReport::default();
         let mut fixes = Vec::new();
+        let mut seals = 0u64;
+
+        // The id index: slot -> the id it names, if it opens.
+        let mut ids: BTreeMap<Vec<u8>, Option<String>> = BTreeMap::new();
+        inner.storage.for_each(TreeName::Ids, &mut |slot, sealed| {
+            ids.insert(slot.to_vec(), open_id(&keys, TreeName::Ids, slot, sealed));
+            Ok(())
+        })?;
+
+        // The quarantine, and the next free number for each slot in it.
+        let mut next_number: HashMap<Vec<u8>, u32> = HashMap::new();
+        inner.storage.for_each(TreeName::Quarantine, &mut |k, v| {
+            let (slot, id) = match Entry::parse(k, v) {
+                Some(entry) => {
+                    let next = next_number.entry(entry.slot.to_vec()).or_insert(0);
+                    *next = (*next).max(entry.number.saturating_add(1));
+                    (entry.slot, entry.id(&keys))
+                }
+                None => (k, None),
+            };
+            report.quarantined.push(QuarantinedRecord {
+                id,
+                slot: hex_prefix(slot),
+            });
+            Ok(())
+        })?;
 
         let mut records: HashMap<Vec<u8>, OAuthToken> = HashMap::new();
         let mut unreadable: HashSet<Vec<u8>> = HashSet::new();
@@ -162,7 +263,23 @@ impl Vault {
                 }
                 Err(e) => {
                     unreadable.insert(slot.to_vec());
+                    let id = ids.get(slot).cloned().flatten();
+                    if let Some(state) = sealing {
+                        // Set aside, bytes unchanged, labelled with the id when known.
+                        let number = next_number.get(slot).copied().unwrap_or(0);
+                        let slot_key: [u8; MAC_LEN] = slot.try_into().unwrap_or([0; MAC_LEN]);
+                        let value =
+                            quarantine::value(&keys, state.header.epoch, &slot_key, id.as_deref(), sealed)?;
+                        seals += u64::from(id.is_some());
+                        fixes.push(Op::Put(
+                            TreeName::Quarantine,
+                            quarantine::key(slot, number),
+                            value,
+                        ));
+                        fixes.push(Op::Remove(TreeName::Tokens, slot.to_vec()));
+                    }
                     report.problems.push(Problem::UnreadableRecord {
+                        id,
                         slot: hex_prefix(slot),
                         reason: e.to_string(),
                     });
@@ -171,6 +288,41 @@ impl Vault {
             Ok(())
         })?;
         report.records = records.len();
+
+        // Every id entry must name its own record; a record that opens gets its entry back
+        // (vaults written before the id index have none; that is not a problem).
+        for (slot, id) in &ids {
+            match (records.get(slot), id) {
+                (Some(token), Some(id)) if token.id() == Some(id.as_str()) => {}
+                // Rewritten below from the record.
+                (Some(_), _) => report.problems.push(Problem::DanglingIndexEntry {
+                    index: "id",
+                    key: hex_prefix(slot),
+                    reason: "does not name its record",
+                }),
+                // Its id moves into the quarantine label with the record.
+                (None, _) if unreadable.contains(slot) => fixes.push(Op::Remove(TreeName::Ids, slot.clone())),
+                (None, _) => {
+                    report.problems.push(Problem::DanglingIndexEntry {
+                        index: "id",
+                        key: hex_prefix(slot),
+                        reason: "points at no record",
+                    });
+                    fixes.push(Op::Remove(TreeName::Ids, slot.clone()));
+                }
+            }
+        }
+        if let Some(state) = sealing {
+            let mut ordered: Vec<(&Vec<u8>, &OAuthToken)> = records.iter().collect();
+            ordered.sort_by(|a, b| a.0.cmp(b.0));
+            for (slot, token) in ordered {
+                let named = matches!(ids.get(slot), Some(Some(id)) if token.id() == Some(id.as_str()));
+                if let (false, Some(id)) = (named, token.id()) {
+                    fixes.push(id_op(&keys, state.header.epoch, id)?);
+                    seals += 1;
+                }
+            }
+        }
 
         for index in Index::ALL {
             let tree = index_tree(index);
@@ -240,6 +392,6 @@ impl Vault {
                 }
             }
         }
-        Ok(Survey { report, fixes })
+        Ok(Survey { report, fixes, seals })
     }
 }

@@ -113,6 +113,9 @@ pub enum Command {
     },
     /// Open every record and check every index entry; exit 1 if anything is wrong.
     Verify,
+    /// Set aside every record that no longer opens (its bytes are kept in the vault's
+    /// quarantine) and rebuild the indexes; exit 1 if a problem remains.
+    Repair,
     /// Import the SDK's file-store CSV (sdk_tokens.txt) or a SQLite file with its
     /// `oauthtoken` table (zohooauth.db); the file is only read.
     Import {

@@ -104,6 +104,7 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
         Command::Delete { id: Some(id), .. } => delete(&ctx, &id),
         Command::Delete { yes, .. } => delete_all(&ctx, yes),
         Command::Verify => verify(&ctx),
+        Command::Repair => repair(&ctx),
         Command::Import { file } => import(&ctx, &file),
         Command::Export { show } => export(&ctx, show),
     }
@@ -325,14 +326,46 @@ fn verify(ctx: &Context) -> Result<(), Failure> {
     let report = vault.verify();
     spinner.finish_and_clear();
     let report = report.map_err(|e| ctx.fail(e))?;
+    report_check(ctx, &report, false)
+}
+
+fn repair(ctx: &Context) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let spinner = progress::spinner("Repairing the vault");
+    let report = vault.repair();
+    spinner.finish_and_clear();
+    let report = report.map_err(|e| ctx.fail(e))?;
+    report_check(ctx, &report, true)
+}
+
+/// Prints a verify or repair report; a problem left is an error (exit 1).
+fn report_check(ctx: &Context, report: &tokenvault::VerifyReport, repaired: bool) -> Result<(), Failure> {
+    let checked = if repaired {
+        "After the repair: checked"
+    } else {
+        "Checked"
+    };
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    let set_aside: Vec<String> = report.set_aside.iter().map(ToString::to_string).collect();
+    let quarantined: Vec<String> = report.quarantined.iter().map(ToString::to_string).collect();
     ctx.print(
         || {
-            let mut text = format!(
-                "Checked {} and {}: ",
+            let mut text = String::new();
+            match set_aside.len() {
+                0 => {}
+                1 => text.push_str("Set aside 1 damaged record (kept in the vault's quarantine):\n"),
+                n => text.push_str(&format!(
+                    "Set aside {n} damaged records (kept in the vault's quarantine):\n"
+                )),
+            }
+            for r in &set_aside {
+                text.push_str(&format!("  {}\n", output::clean(r)));
+            }
+            text.push_str(&format!(
+                "{checked} {} and {}: ",
                 plural(report.records, "record", "records"),
                 plural(report.index_entries, "index entry", "index entries")
-            );
+            ));
             match problems.len() {
                 0 => text.push_str("no problems.\n"),
                 1 => text.push_str("1 problem:\n"),
@@ -341,14 +374,34 @@ fn verify(ctx: &Context) -> Result<(), Failure> {
             for p in &problems {
                 text.push_str(&format!("  {}\n", output::clean(p)));
             }
+            if !quarantined.is_empty() && set_aside.len() != quarantined.len() {
+                text.push_str(&format!(
+                    "{} in the quarantine (set aside by repair; save those tokens again):\n",
+                    plural(quarantined.len(), "record", "records")
+                ));
+                for r in &quarantined {
+                    text.push_str(&format!("  {}\n", output::clean(r)));
+                }
+            }
             text
         },
         || {
-            json!({
+            let listed = |records: &[tokenvault::QuarantinedRecord]| {
+                records
+                    .iter()
+                    .map(|r| json!({ "id": r.id, "slot": r.slot }))
+                    .collect::<Vec<_>>()
+            };
+            let mut out = json!({
                 "records": report.records,
                 "index_entries": report.index_entries,
                 "problems": problems,
-            })
+                "quarantined": listed(&report.quarantined),
+            });
+            if let (true, Some(fields)) = (repaired, out.as_object_mut()) {
+                fields.insert("set_aside".into(), json!(listed(&report.set_aside)));
+            }
+            out
         },
     )?;
     match problems.len() {

@@ -65,7 +65,11 @@ impl Failure {
             Error::VaultExists => Failure::error(format!(
                 "{dir} already holds a vault or other files; init needs a missing or empty directory"
             )),
-            Error::Corrupted { what } => Failure::error(format!("the vault at {dir} is corrupted: {what}")),
+            // `what` may name a token by its id, which may hold control characters.
+            Error::Corrupted { what } => Failure::error(format!(
+                "the vault at {dir} is corrupted: {}",
+                crate::output::clean(&what)
+            )),
             other => Failure::error(other.to_string()),
         }
     }
