@@ -90,6 +90,8 @@ pub(crate) trait Storage: Send + Sync {
     fn apply(&self, ops: &[Op]) -> Result<(), Error>;
     /// Makes every applied batch durable (as far as the engine can).
     fn flush(&self) -> Result<(), Error>;
+    /// The bytes the engine's files take on disk.
+    fn size_on_disk(&self) -> Result<u64, Error>;
 }
 
 fn storage_error(e: sled::Error) -> Error {
@@ -237,5 +239,21 @@ impl Storage for SledStorage {
 
     fn flush(&self) -> Result<(), Error> {
         self.db.flush().map(|_| ()).map_err(storage_error)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.db.size_on_disk().map_err(storage_error)
+    }
+}
+
+impl SledStorage {
+    /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
+    /// new generation): one sled batch, no transaction.
+    pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k.clone(), v.clone());
+        }
+        self.tree(tree).apply_batch(batch).map_err(storage_error)
     }
 }

@@ -7,6 +7,8 @@
 //! its source or loses a field on the way; a vault left changed by a refused command.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -1007,7 +1009,10 @@ fn verify_reports_each_problem_and_exits_1() {
     let id = id.trim_end();
     {
         // Damage the vault behind its back: drop the user index entry.
-        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let db = sled::Config::new()
+            .path(common::sled_dir(&s.vault))
+            .open()
+            .unwrap();
         let users = db.open_tree("idx.user").unwrap();
         assert_eq!(users.len(), 1);
         users.clear().unwrap();
@@ -1036,7 +1041,10 @@ fn verify_reports_each_problem_and_exits_1() {
 fn a_corrupted_vault_exits_1_naming_the_damage() {
     let s = Scratch::with_vault();
     {
-        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let db = sled::Config::new()
+            .path(common::sled_dir(&s.vault))
+            .open()
+            .unwrap();
         let meta = db.open_tree("meta").unwrap();
         let mut header = meta.get("header").unwrap().unwrap().to_vec();
         let last = header.len() - 1;
@@ -1071,7 +1079,10 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
     }
     // Damage the first record in key order (one changed byte), whichever token it holds.
     {
-        let db = sled::Config::new().path(&s.vault).open().unwrap();
+        let db = sled::Config::new()
+            .path(common::sled_dir(&s.vault))
+            .open()
+            .unwrap();
         let tree = db.open_tree("tokens").unwrap();
         let (slot, value) = tree.iter().next().unwrap().unwrap();
         let mut damaged = value.to_vec();
@@ -1125,4 +1136,91 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
     let json = s.run(&["repair", "--json"]).json();
     assert_eq!(json["set_aside"], json!([]));
     assert_eq!(json["quarantined"][0]["id"], json!(victim));
+}
+
+/// Every file below `dir`, concatenated (for byte scans).
+fn all_file_bytes(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(all_file_bytes(&entry.path()));
+        } else {
+            out.push(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    out
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    all_file_bytes(dir)
+        .iter()
+        .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+}
+
+/// The values of a tree of the vault's live database.
+fn tree_values(s: &Scratch, tree: &str) -> Vec<Vec<u8>> {
+    let db = sled::Config::new()
+        .path(common::sled_dir(&s.vault))
+        .open()
+        .unwrap();
+    let tree = db.open_tree(tree).unwrap();
+    tree.iter().map(|e| e.unwrap().1.to_vec()).collect()
+}
+
+#[test]
+fn after_passwd_and_compact_no_old_header_or_deleted_record_is_left_in_the_files() {
+    let s = Scratch::with_vault();
+    let tokens: Vec<Value> = (0..40)
+        .map(|n| json!({ "id": format!("known-{n}"), "user_name": format!("u{n}"), "access_token": format!("SECRET-{n}") }))
+        .collect();
+    s.run_stdin(&["save"], &Value::Array(tokens).to_string()).ok();
+    let records_before = tree_values(&s, "tokens");
+    for n in [3, 17, 31] {
+        s.run(&["delete", &format!("known-{n}")]).ok();
+    }
+    let records_after = tree_values(&s, "tokens");
+    let deleted: Vec<&Vec<u8>> = records_before
+        .iter()
+        .filter(|r| !records_after.contains(r))
+        .collect();
+    assert_eq!(deleted.len(), 3);
+    let old_header = tree_values(&s, "meta")
+        .into_iter()
+        .find(|v| v.starts_with(b"TKNVAULT"))
+        .unwrap();
+    // Before: the deleted records are still in the files (the scan can see them).
+    for record in &deleted {
+        assert!(
+            files_contain(&s.vault, record),
+            "a deleted record should linger before compaction"
+        );
+    }
+    let out = s
+        .command(&["passwd"])
+        .env("TOKENVAULT_NEW_PASSPHRASE", "a new passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let run = s
+        .command(&["compact"])
+        .env("TOKENVAULT_PASSPHRASE", "a new passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("Compacted the vault at "));
+    assert!(
+        !files_contain(&s.vault, &old_header),
+        "the old header is still in the files"
+    );
+    for record in &deleted {
+        assert!(
+            !files_contain(&s.vault, record),
+            "a deleted record is still in the files"
+        );
+    }
+    // Every other record is there, exactly.
+    for record in &records_after {
+        assert!(files_contain(&s.vault, record));
+    }
 }

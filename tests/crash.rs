@@ -29,14 +29,15 @@ enum Step {
     Delete { user: u64 },
     ChangePassphrase,
     Rekey,
+    Compact,
 }
 
 fn step(k: u64, keys_only: bool) -> Step {
     if keys_only {
-        return if k.is_multiple_of(2) {
-            Step::ChangePassphrase
-        } else {
-            Step::Rekey
+        return match k % 3 {
+            0 => Step::ChangePassphrase,
+            1 => Step::Rekey,
+            _ => Step::Compact,
         };
     }
     if k % 53 == 29 {
@@ -99,6 +100,7 @@ fn crash_child_writes_until_killed() {
                 pass = 1 - pass;
                 vault.rekey(PASSPHRASES[pass]).unwrap();
             }
+            Step::Compact => vault.compact().unwrap(),
         }
         writeln!(out, "ack {k}").unwrap();
         out.flush().unwrap();
@@ -142,7 +144,7 @@ fn killed_writers_lose_no_acknowledged_operation() {
 }
 
 #[test]
-fn killed_passphrase_changes_and_rekeys_leave_exactly_one_passphrase_and_every_token() {
+fn killed_passphrase_changes_rekeys_and_compactions_leave_one_passphrase_and_every_token() {
     crash_rounds(true);
 }
 
@@ -229,12 +231,26 @@ fn crash_rounds(keys_only: bool) {
                     model.insert(user, None);
                 }
                 Step::ChangePassphrase | Step::Rekey => pass = 1 - pass,
+                Step::Compact => {}
             }
         }
         acked_total += acks.len() as u64;
         let in_flight = next_k + acks.len() as u64;
 
         let (vault, opened_with) = open_with_one_of_two(&path);
+        // The open removed whatever an interrupted compaction left: one generation.
+        let generations = std::fs::read_dir(&path)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("gen-")
+            })
+            .count();
+        assert_eq!(generations, 1, "round {round}: stale generations after reopen");
+        assert!(!path.join("CURRENT.tmp").exists(), "round {round}");
         match step(in_flight, keys_only) {
             Step::ChangePassphrase | Step::Rekey => pass = opened_with,
             _ => assert_eq!(

@@ -4,6 +4,8 @@
 //! Protects against: a panic (or a hang) on damaged files, an error that does not say what
 //! is wrong, and intact tokens becoming unreachable because one record is damaged.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use tokenvault::{Error, KdfParams, OAuthToken, Problem, TokenStore, Vault, VaultOptions};
@@ -67,7 +69,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
     for file in ["db", "conf"] {
         for (what, damage) in damages {
             let (_tmp, path, tokens) = make(20);
-            let f = path.join(file);
+            let f = common::sled_dir(&path).join(file);
             let mut bytes = std::fs::read(&f).unwrap();
             damage(&mut bytes);
             std::fs::write(&f, &bytes).unwrap();
@@ -95,7 +97,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
 fn a_vault_without_its_header_is_corrupted() {
     let (_tmp, path, _) = make(3);
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         db.drop_tree("meta").unwrap();
         db.flush().unwrap();
     }
@@ -107,7 +109,7 @@ fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("other");
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         db.insert("k", "v").unwrap();
         db.flush().unwrap();
     }
@@ -120,7 +122,7 @@ fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
 fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
     let (_tmp, path, tokens) = make(3);
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         db.drop_tree("tokens").unwrap();
         db.flush().unwrap();
     }
@@ -147,7 +149,7 @@ fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
 fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
     let (_tmp, path, tokens) = make(10);
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         let t = db.open_tree("tokens").unwrap();
         let (k, v) = t.iter().nth(4).unwrap().unwrap();
         let mut v = v.to_vec();
@@ -189,7 +191,7 @@ fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
 fn deleted_or_extra_index_entries_are_found_and_repaired() {
     let (_tmp, path, tokens) = make(5);
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         let user = db.open_tree("idx.user").unwrap();
         let (k, _) = user.first().unwrap().unwrap();
         user.remove(k).unwrap();

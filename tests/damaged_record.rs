@@ -7,6 +7,8 @@
 //! anything. Every case is deterministic: the record damaged is chosen by its position in
 //! key order, the first included, and no case returns early.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -73,7 +75,7 @@ struct Template {
 }
 
 fn slots_of(path: &Path) -> Vec<Vec<u8>> {
-    let db = sled::open(path).unwrap();
+    let db = sled::open(common::sled_dir(path)).unwrap();
     let tree = db.open_tree("tokens").unwrap();
     tree.iter().map(|e| e.unwrap().0.to_vec()).collect()
 }
@@ -130,7 +132,7 @@ fn damaged_copy(t: &Template, dir: &Path, position: usize, damage: Damage) -> (P
     copy_dir(&t.path, &path);
     let (slot, victim) = &t.slots[position];
     let other = &t.slots[(position + 1) % t.slots.len()].0;
-    let db = sled::open(&path).unwrap();
+    let db = sled::open(common::sled_dir(&path)).unwrap();
     let tree = db.open_tree("tokens").unwrap();
     let mut value = tree.get(slot).unwrap().unwrap().to_vec();
     match damage {
@@ -274,7 +276,7 @@ fn a_record_overwritten_by_another_damages_only_its_token() {
 fn a_vault_whose_every_record_is_damaged_is_refused_at_open() {
     let t = template();
     let path = t.path.clone();
-    let db = sled::open(&path).unwrap();
+    let db = sled::open(common::sled_dir(&path)).unwrap();
     let tree = db.open_tree("tokens").unwrap();
     for (slot, _) in &t.slots {
         let mut value = tree.get(slot).unwrap().unwrap().to_vec();
@@ -292,11 +294,12 @@ fn a_vault_whose_every_record_is_damaged_is_refused_at_open() {
 
 #[test]
 fn a_meta_tree_transplanted_from_another_vault_is_refused_at_open() {
-    // The header and the seal counter both move, so only the records can tell.
+    // The whole meta tree moves (header, seal counter, compaction state), so only the
+    // records can tell.
     let a = template();
     let b = template();
     let meta_of = |path: &Path| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = sled::open(path).unwrap();
+        let db = sled::open(common::sled_dir(path)).unwrap();
         let tree = db.open_tree("meta").unwrap();
         tree.iter()
             .map(|e| {
@@ -306,9 +309,9 @@ fn a_meta_tree_transplanted_from_another_vault_is_refused_at_open() {
             .collect()
     };
     let meta_b = meta_of(&b.path);
-    assert_eq!(meta_b.len(), 2, "header and seal counter");
+    assert_eq!(meta_b.len(), 3, "header, seal counter, compaction state");
     {
-        let db = sled::open(&a.path).unwrap();
+        let db = sled::open(common::sled_dir(&a.path)).unwrap();
         let tree = db.open_tree("meta").unwrap();
         for (k, v) in &meta_b {
             tree.insert(k.as_slice(), v.as_slice()).unwrap();
@@ -325,7 +328,7 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     let scratch = tempfile::tempdir().unwrap();
     let (path, victim) = damaged_copy(&t, scratch.path(), 0, Damage::Flip);
     let damaged_bytes = {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         db.open_tree("tokens")
             .unwrap()
             .get(&t.slots[0].0)
@@ -342,7 +345,7 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     assert_eq!(names, vec![Some(format!("tok-{victim}"))]);
     drop(v);
     // The bytes are kept as they were found.
-    let db = sled::open(&path).unwrap();
+    let db = sled::open(common::sled_dir(&path)).unwrap();
     let quarantine: Vec<Vec<u8>> = db
         .open_tree("quarantine")
         .unwrap()
@@ -394,7 +397,7 @@ fn a_crash_during_repair_loses_nothing() {
     }
     // Damage the first record in key order and a few others.
     let damaged: Vec<Vec<u8>> = {
-        let db = sled::open(&template).unwrap();
+        let db = sled::open(common::sled_dir(&template)).unwrap();
         let tree = db.open_tree("tokens").unwrap();
         let slots: Vec<Vec<u8>> = tree.iter().map(|e| e.unwrap().0.to_vec()).collect();
         let chosen: Vec<Vec<u8>> = [0, 1, MANY / 2, MANY - 1]

@@ -4,6 +4,8 @@
 //! Protects against: a format change (header layout, key derivation labels, record AAD,
 //! token encoding, index keys) that silently strands existing vaults.
 
+mod common;
+
 use std::path::Path;
 
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, VaultOptions};
@@ -97,7 +99,7 @@ fn opening_the_fixture_with_stronger_defaults_upgrades_its_kdf() {
     };
     drop(VaultOptions::new().kdf(stronger).open(&path, PASSPHRASE).unwrap());
     // The header now carries the stronger parameters: read them from meta/header.
-    let db = sled::open(&path).unwrap();
+    let db = sled::open(common::sled_dir(&path)).unwrap();
     let header = db.open_tree("meta").unwrap().get("header").unwrap().unwrap();
     let m = u32::from_be_bytes(header[27..31].try_into().unwrap());
     let t = u32::from_be_bytes(header[31..35].try_into().unwrap());

@@ -4,6 +4,8 @@
 //! its seal budget; a `rekey` that loses a token, an index entry, or leaves the old
 //! passphrase (or old ciphertext) working.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -41,7 +43,7 @@ fn assert_all_findable(v: &Vault, tokens: &[OAuthToken]) {
 
 /// The record epochs present in the vault's `tokens` tree (byte 1..5 of each record).
 fn record_epochs(path: &Path) -> BTreeSet<u32> {
-    let db = sled::open(path).unwrap();
+    let db = sled::open(common::sled_dir(path)).unwrap();
     let tree = db.open_tree("tokens").unwrap();
     tree.iter()
         .map(|e| {
@@ -93,22 +95,24 @@ fn the_seal_budget_rotates_the_key_by_itself() {
         let v = options().seals_per_key(4).create(&path, "p").unwrap();
         tokens = save_all(&v, 0..10);
     }
-    // 10 seals with a budget of 4: epochs 0 (4 seals), 1 (4), 2 (2).
-    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2]));
+    // A new token is sealed twice (its record and its id): 20 seals with a budget of 4,
+    // two new tokens per epoch: epochs 0 to 4.
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2, 3, 4]));
     // The counter survives a reopen as the bound reserved on disk (here the whole budget):
-    // the next seal starts epoch 3, never a fifth seal under epoch 2's key.
+    // the next seal starts epoch 5, never a fifth seal under epoch 4's key.
     let v = options().seals_per_key(4).open(&path, "p").unwrap();
     let mut all = tokens.clone();
     all.extend(save_all(&v, 10..13));
     drop(v);
-    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2, 3]));
+    // Three more new tokens: epochs 5 (two) and 6 (one).
+    assert_eq!(record_epochs(&path), BTreeSet::from([0, 1, 2, 3, 4, 5, 6]));
     let v = options().open(&path, "p").unwrap();
     assert_all_findable(&v, &all);
 }
 
 /// The stored seal counter: (epoch, count).
 fn stored_seals(path: &Path) -> (u32, u64) {
-    let db = sled::open(path).unwrap();
+    let db = sled::open(common::sled_dir(path)).unwrap();
     let v = db.open_tree("meta").unwrap().get("seals").unwrap().unwrap();
     (
         u32::from_be_bytes(v[0..4].try_into().unwrap()),
@@ -126,13 +130,13 @@ fn the_stored_seal_counter_never_falls_below_the_seals_done() {
     let mut previous = 0u64;
     for round in 0..3 {
         let v = options().open(&path, "p").unwrap();
-        // New tokens and updates both seal a record.
+        // A new token seals its record and its id; an update seals its record.
         let mut tokens = save_all(&v, round * 1000..round * 1000 + 600);
         for t in tokens.iter_mut().take(100) {
             t.set_access_token(Some(format!("{}.next", t.access_token().unwrap())));
             v.save_token(t).unwrap();
         }
-        sealed += 700;
+        sealed += 2 * 600 + 100;
         drop(v);
         let (epoch, count) = stored_seals(&path);
         assert_eq!(epoch, 0);
@@ -155,7 +159,7 @@ fn a_tampered_seal_counter_is_refused() {
         save_all(&v, 0..3);
     }
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         let meta = db.open_tree("meta").unwrap();
         let mut seals = meta.get("seals").unwrap().unwrap().to_vec();
         seals[11] = 0; // lower the count
@@ -181,7 +185,7 @@ fn rekey_replaces_every_key_and_keeps_every_token_findable() {
         v.rotate_key().unwrap();
         drop(v);
         old_records = {
-            let db = sled::open(&path).unwrap();
+            let db = sled::open(common::sled_dir(&path)).unwrap();
             let t = db.open_tree("tokens").unwrap();
             t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
         };
@@ -210,7 +214,7 @@ fn rekey_replaces_every_key_and_keeps_every_token_findable() {
     }
     drop(v);
     let new_records = {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         let t = db.open_tree("tokens").unwrap();
         t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
     };

@@ -4,6 +4,8 @@
 //! anything, `change_passphrase` that leaves the old passphrase working, a second opener
 //! that hangs or succeeds, `create` over existing data, `open` that creates files.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,7 +31,7 @@ fn token(n: usize) -> OAuthToken {
 /// Every entry of every tree, read with sled directly (sled itself rewrites its files on
 /// every open, so the bytes of the files are not comparable; the stored data is).
 fn stored_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let db = sled::open(dir).unwrap();
+    let db = sled::open(common::sled_dir(dir)).unwrap();
     let mut out = Vec::new();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).unwrap();

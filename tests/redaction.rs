@@ -4,6 +4,8 @@
 //! Protects against: a passphrase, client secret, grant, refresh or access token (or a key)
 //! reaching logs through `{:?}` or `{}`.
 
+mod common;
+
 use tokenvault::{Error, KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
 
 const PASSPHRASE: &str = "PASSPHRASE-7c1e-never-print";
@@ -91,7 +93,7 @@ fn no_public_type_or_error_shows_a_secret() {
     );
     // A corrupted record.
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(common::sled_dir(&path)).unwrap();
         let tokens = db.open_tree("tokens").unwrap();
         let (k, v) = tokens.first().unwrap().unwrap();
         let mut v = v.to_vec();

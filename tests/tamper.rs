@@ -5,6 +5,8 @@
 //! user's record returning that user's token; a header transplanted from another vault;
 //! any of these panicking. Every case must be an `Error`, never wrong data.
 
+mod common;
+
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -66,7 +68,7 @@ fn records(db: &sled::Db) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Runs `f` on the closed vault's sled trees.
 fn with_sled(path: &Path, f: impl FnOnce(&sled::Db)) {
-    let db = sled::open(path).unwrap();
+    let db = sled::open(common::sled_dir(path)).unwrap();
     f(&db);
     db.flush().unwrap();
 }
@@ -267,7 +269,7 @@ fn every_bit_flip_of_the_header_is_refused() {
     let path = tmp.path().join("vault");
     make_vault(&path, 1);
     let original = header(&path);
-    let db = sled::open(&path).unwrap();
+    let db = sled::open(common::sled_dir(&path)).unwrap();
     let meta = db.open_tree("meta").unwrap();
     let mut variants = Vec::new();
     for i in 0..original.len() {

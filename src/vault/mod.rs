@@ -14,11 +14,16 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use generations::Generation;
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+mod generations;
 mod quarantine;
+#[cfg(test)]
+mod stale_tests;
 mod verify;
 pub use verify::{Problem, QuarantinedRecord, VerifyReport};
 
@@ -34,6 +39,15 @@ use crate::{Error, OAuthToken, TokenStore};
 const HEADER_KEY: &[u8] = b"header";
 /// The key of the seal counter in the `meta` tree.
 const SEALS_KEY: &[u8] = b"seals";
+/// The key of the compaction state in the `meta` tree.
+const COMPACTION_KEY: &[u8] = b"compaction";
+/// Compaction at open when the files have grown past twice their size right after the
+/// last compaction ...
+const COMPACT_GROWTH: u64 = 2;
+/// ... and by at least this much (so small vaults are not rewritten at every open).
+const COMPACT_MIN_GROWTH: u64 = 4 * 1024 * 1024;
+/// Entries copied into a new generation per write.
+const COPY_BATCH: usize = 4096;
 /// Seals reserved by one write of the seal counter. The stored counter is an upper bound
 /// on the seals under the epoch's key, so most saves leave it alone; a reopen resumes from
 /// the bound and forgoes at most this many seals of the budget.
@@ -161,7 +175,11 @@ impl VaultOptions {
         }
         restrict_dir(dir)?;
         let lock = lock_vault(dir)?;
-        let storage = SledStorage::open(dir, self.cache_capacity)?;
+        let generation = Generation::Numbered(1);
+        let gen_dir = generation.dir(dir);
+        create_private_dir(&gen_dir)?;
+        lock.watch(&gen_dir);
+        let storage = SledStorage::open(&gen_dir, self.cache_capacity)?;
         if storage.get(TreeName::Meta, HEADER_KEY)?.is_some() {
             return Err(Error::VaultExists);
         }
@@ -175,12 +193,21 @@ impl VaultOptions {
             seals_op(&keys, 0, 0),
         ])?;
         storage.flush()?;
+        let baseline = storage.size_on_disk()?;
+        storage.apply(&[compaction_op(&keys, baseline, false)])?;
+        storage.flush()?;
         restrict_files(dir)?;
+        generations::sync_tree(&gen_dir)?;
+        let Generation::Numbered(n) = generation else {
+            return Err(Error::corrupted("a new vault starts at generation 1"));
+        };
+        generations::switch(dir, n)?;
         Ok(Vault::assemble(
             dir,
             self.clone(),
             storage,
             lock,
+            generation,
             header,
             kek,
             keys,
@@ -206,14 +233,17 @@ impl VaultOptions {
         wrap: impl FnOnce(SledStorage) -> S,
     ) -> Result<Vault, Error> {
         self.kdf.validate()?;
-        if !dir.is_dir() || !dir.join("db").is_file() || !dir.join("conf").is_file() {
+        if !dir.is_dir() || generations::live(dir).ok() == Some(None) {
             return Err(Error::VaultNotFound);
         }
         // Every vault has had a lock file since it was created; a sled database without
         // one is not a vault of ours.
         let was_vault = dir.join(LOCK_FILE).is_file();
         let lock = lock_vault(dir)?;
-        let storage = SledStorage::open(dir, self.cache_capacity)?;
+        // Checked again under the lock: a compaction may have switched generations.
+        let generation = generations::live(dir)?.ok_or(Error::VaultNotFound)?;
+        lock.watch(&generation.dir(dir));
+        let storage = SledStorage::open(&generation.dir(dir), self.cache_capacity)?;
         let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
             drop(storage);
             drop(lock);
@@ -229,6 +259,13 @@ impl VaultOptions {
         let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
         let keys = VaultKeys::derive(data_key, header.vault_id, header.epoch);
         let seals = read_seals(&storage, &keys, header.epoch)?;
+        let compaction = read_compaction(&storage, &keys)?;
+        let mut compact = generation == Generation::Legacy || compaction.is_none_or(|c| c.pending);
+        if let Some(c) = compaction {
+            let size = storage.size_on_disk()?;
+            compact |=
+                size > c.baseline.saturating_mul(COMPACT_GROWTH) && size - c.baseline >= COMPACT_MIN_GROWTH;
+        }
         if header.kdf.is_weaker_than(&self.kdf) {
             let (upgraded, new_kek) = Header::for_passphrase(
                 header.vault_id,
@@ -237,14 +274,36 @@ impl VaultOptions {
                 passphrase.as_bytes(),
                 keys.data_key(),
             )?;
-            storage.apply(&[Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), upgraded.encode())])?;
+            // The old header stays in the files until the compaction below (or, after a
+            // crash, the one the pending flag asks for at the next open).
+            let baseline = compaction.map_or(0, |c| c.baseline);
+            storage.apply(&[
+                Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), upgraded.encode()),
+                compaction_op(&keys, baseline, true),
+            ])?;
             storage.flush()?;
             header = upgraded;
             kek = new_kek;
+            compact = true;
         }
         restrict_files(dir)?;
-        let vault = Vault::assemble(dir, self.clone(), wrap(storage), lock, header, kek, keys, seals);
+        let vault = Vault::assemble(
+            dir,
+            self.clone(),
+            wrap(storage),
+            lock,
+            generation,
+            header,
+            kek,
+            keys,
+            seals,
+        );
         vault.inner.check_records_open()?;
+        if compact {
+            vault.compact()?;
+        } else {
+            generations::remove_stale(dir, generation)?;
+        }
         Ok(vault)
     }
 }
@@ -260,7 +319,7 @@ fn seals_op(keys: &VaultKeys, epoch: u32, seals: u64) -> Op {
 }
 
 /// Reads and authenticates the seal counter of the header's epoch.
-fn read_seals(storage: &impl Storage, keys: &VaultKeys, epoch: u32) -> Result<u64, Error> {
+fn read_seals(storage: &(impl Storage + ?Sized), keys: &VaultKeys, epoch: u32) -> Result<u64, Error> {
     let bad = || Error::corrupted("seal counter");
     let value = storage.get(TreeName::Meta, SEALS_KEY)?.ok_or_else(bad)?;
     let Some((body, tag)) = value.split_at_checked(12) else {
@@ -276,6 +335,52 @@ fn read_seals(storage: &impl Storage, keys: &VaultKeys, epoch: u32) -> Result<u6
         return Err(bad());
     }
     Ok(n)
+}
+
+/// What the vault knows about its last compaction.
+#[derive(Clone, Copy, Debug)]
+struct CompactionState {
+    /// The size of the storage files right after it.
+    baseline: u64,
+    /// Whether a change that must end in a compaction (a new passphrase, a re-key, a KDF
+    /// upgrade) was written but not yet compacted: the next open compacts.
+    pending: bool,
+}
+
+/// The compaction state as stored: `baseline(8) || pending(1) || MAC(meta key,
+/// "compaction", both)`.
+fn compaction_op(keys: &VaultKeys, baseline: u64, pending: bool) -> Op {
+    let mut value = Vec::with_capacity(9 + MAC_LEN);
+    value.extend_from_slice(&baseline.to_be_bytes());
+    value.push(u8::from(pending));
+    let tag = keys.meta_mac(COMPACTION_KEY, &value);
+    value.extend_from_slice(&tag);
+    Op::Put(TreeName::Meta, COMPACTION_KEY.to_vec(), value)
+}
+
+/// Reads and authenticates the compaction state; `None` in vaults written before it.
+fn read_compaction(
+    storage: &(impl Storage + ?Sized),
+    keys: &VaultKeys,
+) -> Result<Option<CompactionState>, Error> {
+    let bad = || Error::corrupted("compaction state");
+    let Some(value) = storage.get(TreeName::Meta, COMPACTION_KEY)? else {
+        return Ok(None);
+    };
+    let Some((body, tag)) = value.split_at_checked(9) else {
+        return Err(bad());
+    };
+    if tag.len() != MAC_LEN || !keys.verify_meta_mac(COMPACTION_KEY, body, tag) {
+        return Err(bad());
+    }
+    let (baseline, pending) = body.split_at(8);
+    let baseline = u64::from_be_bytes(baseline.try_into().map_err(|_| bad())?);
+    let pending = match pending {
+        [0] => false,
+        [1] => true,
+        _ => return Err(bad()),
+    };
+    Ok(Some(CompactionState { baseline, pending }))
 }
 
 /// An encrypted token vault: a directory holding sealed records and blind indexes.
@@ -306,8 +411,18 @@ pub struct Vault {
 }
 
 /// The open vault. Field order matters: storage is dropped before the lock is released.
+///
+/// Lock order, for every path that takes more than one: `writer`, then `key_state`, then
+/// `keys`, then `commit_gate`; `storage` and `generation` are held only for the instant of
+/// a read or a swap, never across another lock. Saves, deletes, key changes, verify,
+/// repair and compaction hold `writer` throughout; lookups take only `keys` (read) and
+/// `commit_gate` (read).
 struct Inner {
-    storage: Box<dyn Storage>,
+    /// The live generation's storage. Compaction swaps it (under `writer`); readers clone
+    /// the `Arc` and never hold the lock while they read.
+    storage: RwLock<Arc<dyn Storage>>,
+    /// Which generation `storage` is.
+    generation: Mutex<Generation>,
     keys: RwLock<VaultKeys>,
     key_state: Mutex<KeyState>,
     /// Lookups that read an index entry and then its record hold this shared; commits hold
@@ -332,7 +447,14 @@ struct KeyState {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Errors cannot be reported from drop; an explicit `flush` reports them.
-        let _ = self.storage.flush();
+        let _ = self.storage().flush();
+    }
+}
+
+impl Inner {
+    /// The live storage.
+    fn storage(&self) -> Arc<dyn Storage> {
+        self.storage.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -365,6 +487,7 @@ impl Vault {
         options: VaultOptions,
         storage: impl Storage + 'static,
         lock: VaultLock,
+        generation: Generation,
         header: Header,
         kek: PassphraseKey,
         keys: VaultKeys,
@@ -372,7 +495,8 @@ impl Vault {
     ) -> Vault {
         Vault {
             inner: Arc::new(Inner {
-                storage: Box::new(storage),
+                storage: RwLock::new(Arc::new(storage)),
+                generation: Mutex::new(generation),
                 keys: RwLock::new(keys),
                 key_state: Mutex::new(KeyState {
                     header,
@@ -396,10 +520,13 @@ impl Vault {
 
     /// Replaces the passphrase: the data key is wrapped again under the new passphrase
     /// (new salt, the KDF parameters of this vault's options) in one atomic write, flushed
-    /// before this returns. Records are not touched.
+    /// before this returns. Records are not touched. The vault is then compacted (see
+    /// [`Vault::compact`]), so that when this returns no copy of the old header, which the
+    /// old passphrase unwraps, is left in the vault's files.
     ///
     /// # Errors
-    /// `InvalidKdfParams`, `Io`, `Storage`.
+    /// `InvalidKdfParams`, `Io`, `Storage`. An error from the compaction leaves the new
+    /// passphrase in force; the next open compacts.
     pub fn change_passphrase(&self, new_passphrase: &str) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
         let mut state = lock(&self.inner.key_state);
@@ -411,12 +538,16 @@ impl Vault {
             new_passphrase.as_bytes(),
             keys.data_key(),
         )?;
-        self.inner
-            .storage
-            .apply(&[Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode())])?;
+        let baseline = read_compaction(&*self.inner.storage(), &keys)?.map_or(0, |c| c.baseline);
+        self.inner.storage().apply(&[
+            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+            compaction_op(&keys, baseline, true),
+        ])?;
+        drop(keys);
         state.header = header;
         state.kek = kek;
-        self.inner.storage.flush()
+        self.inner.storage().flush()?;
+        self.inner.compact_locked()
     }
 
     /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
@@ -436,7 +567,8 @@ impl Vault {
     /// `new_passphrase`: for a suspected leak of the data key. Every record, index entry
     /// and the header are replaced in one atomic write, flushed before this returns: after
     /// a crash the vault opens with exactly one of the old and new passphrases, with every
-    /// token.
+    /// token. The vault is then compacted, so no record or header under the old keys is
+    /// left in its files.
     ///
     /// # Errors
     /// `Corrupted` if a record or index entry fails its checks (nothing is changed);
@@ -477,9 +609,10 @@ impl Vault {
                 }
             }
         }
-        seals += quarantine::relabel(&*inner.storage, &inner.keys(), &new_keys, &mut ops)?;
+        seals += quarantine::relabel(&*inner.storage(), &inner.keys(), &new_keys, &mut ops)?;
         ops.push(Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()));
         ops.push(seals_op(&new_keys, 0, seals));
+        ops.push(compaction_op(&new_keys, 0, true));
         // Readers wait while the records change keys, so none sees a half-switched vault.
         let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
         inner.apply(&ops)?;
@@ -491,7 +624,42 @@ impl Vault {
             reserved: seals,
         };
         drop(keys);
-        inner.storage.flush()
+        inner.storage().flush()?;
+        inner.compact_locked()
+    }
+
+    /// Rewrites the vault's live content into fresh storage and removes the old storage,
+    /// so that afterwards no deleted token, no earlier version of an updated token and no
+    /// earlier header can be decrypted from the vault's files, even with the current
+    /// passphrase. Crash-safe: the new storage is written and synced beside the old one,
+    /// then a pointer file is replaced by an atomic rename; killed at any instant, the
+    /// vault opens with every token, and a leftover generation is removed at the next open.
+    ///
+    /// The vault also compacts by itself at open when its files have grown to more than
+    /// twice (and at least 4 MiB more than) their size after the last compaction, and
+    /// whenever a passphrase change, re-key or KDF upgrade was written. The cost is one
+    /// read and one write of every live value (see `docs/performance.md`); lookups keep
+    /// working meanwhile, writes wait.
+    ///
+    /// Blocks freed by the old files may survive on the disk itself (SSDs, journals,
+    /// snapshots, backups): this removes them from the vault, not from the device.
+    ///
+    /// ```
+    /// # use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions};
+    /// # let tmp = tempfile::tempdir()?;
+    /// let vault = VaultOptions::new().kdf(KdfParams::FLOOR).create(tmp.path().join("v"), "pass")?;
+    /// let mut t = OAuthToken::default().with_user_name("a").with_access_token("t");
+    /// vault.save_token(&mut t)?;
+    /// vault.delete_token(t.id().unwrap())?;
+    /// vault.compact()?;   // the deleted record is gone from the files
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `Io`, `Storage`; on an error the old storage stays live and complete.
+    pub fn compact(&self) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        self.inner.compact_locked()
     }
 
     /// Writes every buffered change to disk.
@@ -502,7 +670,7 @@ impl Vault {
     /// # Errors
     /// `Io`, `Storage`.
     pub fn flush(&self) -> Result<(), Error> {
-        self.inner.storage.flush()
+        self.inner.storage().flush()
     }
 }
 
@@ -531,7 +699,7 @@ impl Inner {
 
     /// Opens and decodes the record stored at `slot`, if any.
     fn open_slot(&self, keys: &VaultKeys, slot: &[u8]) -> Result<Option<OAuthToken>, Error> {
-        let Some(sealed) = self.storage.get(TreeName::Tokens, slot)? else {
+        let Some(sealed) = self.storage().get(TreeName::Tokens, slot)? else {
             return Ok(None);
         };
         Ok(Some(open_sealed(keys, slot, &sealed)?))
@@ -545,7 +713,7 @@ impl Inner {
     fn check_records_open(&self) -> Result<(), Error> {
         let keys = self.keys();
         let mut any_record = false;
-        let one_opens = self.storage.any(TreeName::Tokens, &mut |slot, sealed| {
+        let one_opens = self.storage().any(TreeName::Tokens, &mut |slot, sealed| {
             any_record = true;
             open_sealed(&keys, slot, sealed).is_ok()
         })?;
@@ -563,7 +731,7 @@ impl Inner {
         if !matches!(err, Error::Corrupted { .. }) {
             return err;
         }
-        let id = match self.storage.get(TreeName::Ids, slot) {
+        let id = match self.storage().get(TreeName::Ids, slot) {
             Ok(Some(sealed)) => open_id(keys, TreeName::Ids, slot, &sealed),
             _ => None,
         };
@@ -596,7 +764,7 @@ impl Inner {
         state.seals = 0;
         state.reserved = 0;
         drop(keys);
-        self.storage.flush()
+        self.storage().flush()
     }
 
     /// The removal of every record and index entry (and, with `quarantined`, of every
@@ -607,7 +775,7 @@ impl Inner {
             if tree == TreeName::Meta || (tree == TreeName::Quarantine && !quarantined) {
                 continue;
             }
-            self.storage.for_each(tree, &mut |k, _| {
+            self.storage().for_each(tree, &mut |k, _| {
                 ops.push(Op::Remove(tree, k.to_vec()));
                 Ok(())
             })?;
@@ -631,7 +799,7 @@ impl Inner {
             .map_or(1, |n| n.get())
             .clamp(1, OPEN_THREADS);
         let mut out = Vec::new();
-        self.storage
+        self.storage()
             .for_each_batch(TreeName::Tokens, OPEN_BATCH, &mut |batch| {
                 if threads == 1 || batch.len() < 2 * MIN_OPEN_CHUNK {
                     out.extend(open_all(batch)?);
@@ -655,6 +823,61 @@ impl Inner {
                 })
             })?;
         Ok(out)
+    }
+
+    /// Compacts (see [`Vault::compact`]). The caller holds the writer lock, so nothing
+    /// changes the storage meanwhile.
+    fn compact_locked(&self) -> Result<(), Error> {
+        let live = *lock(&self.generation);
+        let next = live.next()?;
+        let Generation::Numbered(n) = next else {
+            return Err(Error::corrupted("a compaction writes a numbered generation"));
+        };
+        let new_dir = next.dir(&self.dir);
+        if new_dir.exists() {
+            fs::remove_dir_all(&new_dir)?;
+        }
+        create_private_dir(&new_dir)?;
+        let fresh = SledStorage::open(&new_dir, self.options.cache_capacity)?;
+        let old = self.storage();
+        for tree in TreeName::ALL {
+            old.for_each_batch(tree, COPY_BATCH, &mut |batch| {
+                if tree == TreeName::Meta {
+                    let kept: Vec<Entry> = batch
+                        .iter()
+                        .filter(|(k, _)| k.as_ref() != COMPACTION_KEY)
+                        .cloned()
+                        .collect();
+                    return fresh.load(tree, &kept);
+                }
+                fresh.load(tree, batch)
+            })?;
+        }
+        {
+            let keys = self.keys();
+            fresh.flush()?;
+            let baseline = fresh.size_on_disk()?;
+            fresh.apply(&[compaction_op(&keys, baseline, false)])?;
+        }
+        fresh.flush()?;
+        restrict_files(&new_dir)?;
+        generations::sync_tree(&new_dir)?;
+        generations::switch(&self.dir, n)?;
+        // The new generation is live: swap it in, then let the old one go.
+        *self.storage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        *lock(&self.generation) = next;
+        self._lock.watch(&new_dir);
+        // Lookups that started before the swap may still read the old storage: wait for
+        // them (briefly) before removing its files; what is left is removed at the next open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if Arc::strong_count(&old) == 1 {
+            drop(old);
+            generations::remove_stale(&self.dir, next)?;
+        }
+        Ok(())
     }
 
     /// Moves to a new key epoch first if `seals` more would exceed the current key's budget.
@@ -687,12 +910,12 @@ impl Inner {
     /// Applies one all-or-nothing batch, with no lookup in between its reads.
     fn apply(&self, ops: &[Op]) -> Result<(), Error> {
         let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
-        self.storage.apply(ops)
+        self.storage().apply(ops)
     }
 
     fn after_write(&self) -> Result<(), Error> {
         if self.options.durable {
-            self.storage.flush()?;
+            self.storage().flush()?;
         }
         Ok(())
     }
@@ -705,7 +928,7 @@ impl Records for Inner {
         }
         let keys = self.keys();
         let slot = keys.slot(id);
-        let Some(sealed) = self.storage.get(TreeName::Tokens, &slot)? else {
+        let Some(sealed) = self.storage().get(TreeName::Tokens, &slot)? else {
             return Ok(None);
         };
         // The slot is this id's, so the record must carry this id: comparing the ids is
@@ -726,7 +949,7 @@ impl Records for Inner {
         let keys = self.keys();
         let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
         let Some(slot) = self
-            .storage
+            .storage()
             .get(index_tree(index), &keys.index_key(index, value))?
         else {
             return Ok(None);
@@ -754,7 +977,7 @@ impl Records for Inner {
         let keys = self.keys();
         Ok(
             match self
-                .storage
+                .storage()
                 .get(index_tree(index), &keys.index_key(index, value))?
             {
                 None => Owner::Absent,
@@ -933,7 +1156,15 @@ impl TokenStore for Vault {
 /// The exclusive OS lock on `tokenvault.lock` that marks a vault as open.
 struct VaultLock {
     file: File,
-    dir: PathBuf,
+    /// The live generation's directory, whose database must be released before this lock.
+    db_dir: Mutex<PathBuf>,
+}
+
+impl VaultLock {
+    /// Makes `dir` the database this lock waits for on release.
+    fn watch(&self, dir: &Path) {
+        *lock(&self.db_dir) = dir.to_path_buf();
+    }
 }
 
 impl Drop for VaultLock {
@@ -942,7 +1173,8 @@ impl Drop for VaultLock {
         // lets go of the file, which can be just after the database is dropped. Wait for
         // that (briefly), so that a reopen right after the drop succeeds.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(db) = File::open(self.dir.join("db")) {
+        let db_dir = lock(&self.db_dir).clone();
+        while let Ok(db) = File::open(db_dir.join("db")) {
             match db.try_lock() {
                 Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));
@@ -964,7 +1196,7 @@ fn lock_vault(dir: &Path) -> Result<VaultLock, Error> {
     match file.try_lock() {
         Ok(()) => Ok(VaultLock {
             file,
-            dir: dir.to_path_buf(),
+            db_dir: Mutex::new(dir.to_path_buf()),
         }),
         Err(fs::TryLockError::WouldBlock) => Err(Error::VaultLocked),
         Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
@@ -1133,6 +1365,9 @@ mod faults {
                 )));
             }
             self.inner.apply(ops)
+        }
+        fn size_on_disk(&self) -> Result<u64, Error> {
+            self.inner.size_on_disk()
         }
         fn flush(&self) -> Result<(), Error> {
             if self.full.load(Ordering::SeqCst) {

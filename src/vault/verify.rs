@@ -214,7 +214,7 @@ impl Vault {
         drop(keys);
         inner.apply(&survey.fixes)?;
         counted.record(&mut state);
-        inner.storage.flush()?;
+        inner.storage().flush()?;
         let mut report = self.survey(None)?.report;
         report.set_aside = set_aside;
         Ok(report)
@@ -231,14 +231,14 @@ impl Vault {
 
         // The id index: slot -> the id it names, if it opens.
         let mut ids: BTreeMap<Vec<u8>, Option<String>> = BTreeMap::new();
-        inner.storage.for_each(TreeName::Ids, &mut |slot, sealed| {
+        inner.storage().for_each(TreeName::Ids, &mut |slot, sealed| {
             ids.insert(slot.to_vec(), open_id(&keys, TreeName::Ids, slot, sealed));
             Ok(())
         })?;
 
         // The quarantine, and the next free number for each slot in it.
         let mut next_number: HashMap<Vec<u8>, u32> = HashMap::new();
-        inner.storage.for_each(TreeName::Quarantine, &mut |k, v| {
+        inner.storage().for_each(TreeName::Quarantine, &mut |k, v| {
             let (slot, id) = match Entry::parse(k, v) {
                 Some(entry) => {
                     let next = next_number.entry(entry.slot.to_vec()).or_insert(0);
@@ -256,7 +256,7 @@ impl Vault {
 
         let mut records: HashMap<Vec<u8>, OAuthToken> = HashMap::new();
         let mut unreadable: HashSet<Vec<u8>> = HashSet::new();
-        inner.storage.for_each(TreeName::Tokens, &mut |slot, sealed| {
+        inner.storage().for_each(TreeName::Tokens, &mut |slot, sealed| {
             match open_sealed(&keys, slot, sealed) {
                 Ok(token) => {
                     records.insert(slot.to_vec(), token);
@@ -328,7 +328,7 @@ impl Vault {
             let tree = index_tree(index);
             let name = index_name(index);
             let mut valid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-            inner.storage.for_each(tree, &mut |key, slot| {
+            inner.storage().for_each(tree, &mut |key, slot| {
                 report.index_entries += 1;
                 let reason = if slot.len() != MAC_LEN {
                     Some("is malformed")

@@ -113,6 +113,9 @@ pub enum Command {
     },
     /// Open every record and check every index entry; exit 1 if anything is wrong.
     Verify,
+    /// Rewrite the vault into fresh storage so that nothing deleted, replaced or
+    /// re-keyed stays readable in its files.
+    Compact,
     /// Set aside every record that no longer opens (its bytes are kept in the vault's
     /// quarantine) and rebuild the indexes; exit 1 if a problem remains.
     Repair,

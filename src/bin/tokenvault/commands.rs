@@ -105,6 +105,7 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
         Command::Delete { yes, .. } => delete_all(&ctx, yes),
         Command::Verify => verify(&ctx),
         Command::Repair => repair(&ctx),
+        Command::Compact => compact(&ctx),
         Command::Import { file } => import(&ctx, &file),
         Command::Export { show } => export(&ctx, show),
     }
@@ -327,6 +328,23 @@ fn verify(ctx: &Context) -> Result<(), Failure> {
     spinner.finish_and_clear();
     let report = report.map_err(|e| ctx.fail(e))?;
     report_check(ctx, &report, false)
+}
+
+fn compact(ctx: &Context) -> Result<(), Failure> {
+    let vault = ctx.open()?;
+    let spinner = progress::spinner("Compacting the vault");
+    let done = vault.compact();
+    spinner.finish_and_clear();
+    done.map_err(|e| ctx.fail(e))?;
+    ctx.print(
+        || {
+            format!(
+                "Compacted the vault at {}: nothing deleted or replaced is left in its files.\n",
+                ctx.dir.display()
+            )
+        },
+        || json!({ "compacted": true }),
+    )
 }
 
 fn repair(ctx: &Context) -> Result<(), Failure> {
