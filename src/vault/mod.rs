@@ -81,6 +81,7 @@ pub struct VaultOptions {
     durable: bool,
     cache_capacity: u64,
     seals_per_key: u64,
+    auto_compact: bool,
 }
 
 impl Default for VaultOptions {
@@ -90,6 +91,7 @@ impl Default for VaultOptions {
             durable: true,
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
             seals_per_key: Self::DEFAULT_SEALS_PER_KEY,
+            auto_compact: true,
         }
     }
 }
@@ -155,6 +157,21 @@ impl VaultOptions {
     #[must_use]
     pub fn seals_per_key(mut self, seals: u64) -> Self {
         self.seals_per_key = seals.max(1);
+        self
+    }
+
+    /// `true` (the default): `open` compacts the vault when its files have grown to more
+    /// than twice (and at least 4 MiB more than) their size right after the last
+    /// compaction, so dead data never outweighs live data for long. `false`: only
+    /// [`Vault::compact`] does, for callers that schedule it themselves.
+    ///
+    /// Either way, `open` compacts a vault in the layout from before compaction existed,
+    /// and one whose last passphrase change, re-key or KDF upgrade was interrupted before
+    /// its compaction: those compactions remove secrets that an old passphrase or key
+    /// still opens.
+    #[must_use]
+    pub fn auto_compact(mut self, auto: bool) -> Self {
+        self.auto_compact = auto;
         self
     }
 
@@ -261,7 +278,7 @@ impl VaultOptions {
         let seals = read_seals(&storage, &keys, header.epoch)?;
         let compaction = read_compaction(&storage, &keys)?;
         let mut compact = generation == Generation::Legacy || compaction.is_none_or(|c| c.pending);
-        if let Some(c) = compaction {
+        if let (true, Some(c)) = (self.auto_compact, compaction) {
             let size = storage.size_on_disk()?;
             compact |=
                 size > c.baseline.saturating_mul(COMPACT_GROWTH) && size - c.baseline >= COMPACT_MIN_GROWTH;
