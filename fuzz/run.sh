@@ -20,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header record token_decode vault_files differential)
+    targets=(header record token_decode vault_files differential generation_pointer quarantine_entry)
 fi
 keep_work=${FUZZ_WORK:+yes}
 work=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/tokenvault-fuzz.XXXXXX")}

@@ -52,3 +52,37 @@ pub fn decode_token(bytes: &[u8]) -> Result<OAuthToken, Error> {
 pub fn encode_token(token: &OAuthToken) -> Result<Vec<u8>, Error> {
     Ok(seal::encode_token(token)?.to_vec())
 }
+
+/// Parses a generation pointer (`CURRENT`); a pointer that parses must be exactly the bytes
+/// written for its number.
+pub fn parse_generation_pointer(bytes: &[u8]) -> Result<u64, Error> {
+    let n = crate::vault::fuzz_hooks::parse_pointer(bytes)?;
+    assert_eq!(
+        crate::vault::fuzz_hooks::encode_pointer(n),
+        bytes,
+        "a parsed pointer must re-encode to its bytes"
+    );
+    Ok(n)
+}
+
+/// The bytes of a pointer to generation `n` (to build seed corpora).
+pub fn encode_pointer(n: u64) -> Vec<u8> {
+    crate::vault::fuzz_hooks::encode_pointer(n)
+}
+
+/// Parses a quarantine entry (as read from the `quarantine` tree) and opens its label
+/// under the fixed keys; `None` if it does not parse.
+pub fn parse_quarantine_entry(key: &[u8], value: &[u8]) -> Option<Option<String>> {
+    crate::vault::fuzz_hooks::parse_quarantine(&fixed_keys(), key, value)
+}
+
+/// A quarantine entry for `FIXED_SLOT` under the fixed keys, as the first byte (the key's
+/// length), the key and the value (the input format of the `quarantine_entry` target).
+pub fn encode_quarantine_entry(id: Option<&str>, record: &[u8]) -> Vec<u8> {
+    let (key, value) = crate::vault::fuzz_hooks::quarantine_entry(&fixed_keys(), &FIXED_SLOT, id, record)
+        .expect("sealing a label");
+    let mut out = vec![u8::try_from(key.len()).unwrap_or(u8::MAX)];
+    out.extend_from_slice(&key);
+    out.extend_from_slice(&value);
+    out
+}

@@ -8,9 +8,9 @@
 use std::fs;
 use std::path::Path;
 
-use tokenvault::fuzzing::{encode_token, seal_record};
+use tokenvault::fuzzing::{encode_pointer, encode_quarantine_entry, encode_token, seal_record};
 use tokenvault::{KdfParams, OAuthToken, VaultOptions};
-use tokenvault_fuzz::{process_root, sample_tokens, scratch_dir, PASSPHRASE};
+use tokenvault_fuzz::{process_root, sample_tokens, scratch_dir, sled_dir, PASSPHRASE};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -32,7 +32,7 @@ fn header_of(kdf: KdfParams, new_passphrase: Option<&str>) -> Vec<u8> {
         vault.change_passphrase(p).expect("change passphrase");
     }
     drop(vault);
-    let db = sled::open(&path).expect("sled open");
+    let db = sled::open(sled_dir(&path)).expect("sled open");
     let header = db
         .open_tree("meta")
         .expect("meta")
@@ -75,6 +75,19 @@ fn main() {
         let sealed = seal_record(token).expect("seal");
         write("record", &format!("record-{i}"), &sealed);
     }
+
+    // generation_pointer: valid pointers, and near misses.
+    for n in [1u64, 2, 10, 4_294_967_296, u64::MAX] {
+        write("generation_pointer", &format!("gen-{n}"), &encode_pointer(n));
+    }
+    write("generation_pointer", "leading-zero", b"tokenvault generation 01\n");
+    write("generation_pointer", "no-newline", b"tokenvault generation 7");
+
+    // quarantine_entry: an entry labelled with an id, one without, and a bare key.
+    for (i, id) in [Some("quarantined-id"), None].into_iter().enumerate() {
+        write("quarantine_entry", &format!("entry-{i}"), &encode_quarantine_entry(id, b"damaged record bytes"));
+    }
+    write("quarantine_entry", "short", &[36u8; 40]);
 
     // vault_files and differential: structured (`arbitrary`) inputs of several lengths.
     for (i, len) in [16usize, 64, 128, 256, 512, 1024].into_iter().enumerate() {

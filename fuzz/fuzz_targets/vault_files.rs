@@ -170,21 +170,11 @@ fn source_value(db: &sled::Db, key: &Key) -> Option<Vec<u8>> {
     db.open_tree(tree).ok()?.get(k).ok()?.map(|v| v.to_vec())
 }
 
-/// The live generation's database directory (the one `CURRENT` names).
-fn sled_dir(vault: &Path) -> std::path::PathBuf {
-    let pointer = std::fs::read_to_string(vault.join("CURRENT")).expect("a generation pointer");
-    let n = pointer
-        .strip_prefix("tokenvault generation ")
-        .and_then(|p| p.strip_suffix('\n'))
-        .expect("a well-formed generation pointer");
-    vault.join(format!("gen-{n}"))
-}
-
 /// Applies the edits with sled directly. Returns false if the result would make Argon2
 /// run with parameters far above the floor (seconds per execution: not what this target
 /// is for; the header target covers the parameter checks).
 fn mutate(dir: &Path, mutations: &[Mutation]) -> bool {
-    let db = sled::open(sled_dir(dir)).expect("sled opens the template copy");
+    let db = sled::open(tokenvault_fuzz::sled_dir(dir)).expect("sled opens the template copy");
     for m in mutations.iter().take(16) {
         let tree = db.open_tree(m.tree.name()).expect("tree");
         let Some(key) = resolve(&db, &m.key) else { continue };

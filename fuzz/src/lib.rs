@@ -133,3 +133,13 @@ pub fn variant(e: &tokenvault::Error) -> &'static str {
         _ => "(another variant)",
     }
 }
+
+/// The live generation's database directory of a vault (the one `CURRENT` names).
+pub fn sled_dir(vault: &Path) -> PathBuf {
+    let pointer = std::fs::read_to_string(vault.join("CURRENT")).expect("a generation pointer");
+    let n = pointer
+        .strip_prefix("tokenvault generation ")
+        .and_then(|p| p.strip_suffix('\n'))
+        .expect("a well-formed generation pointer");
+    vault.join(format!("gen-{n}"))
+}

@@ -354,6 +354,34 @@ fn read_seals(storage: &(impl Storage + ?Sized), keys: &VaultKeys, epoch: u32) -
     Ok(n)
 }
 
+/// Entry points for `crate::fuzzing` (compiled only under `cfg(fuzzing)`): the parsers
+/// of the pointer file and of quarantine entries.
+#[cfg(fuzzing)]
+pub(crate) mod fuzz_hooks {
+    use super::{generations, quarantine, Error, VaultKeys, MAC_LEN};
+
+    pub(crate) fn parse_pointer(bytes: &[u8]) -> Result<u64, Error> {
+        generations::parse_pointer(bytes)
+    }
+
+    pub(crate) fn encode_pointer(n: u64) -> Vec<u8> {
+        generations::encode_pointer(n)
+    }
+
+    /// Parses an entry and opens its label; an entry that parses must re-encode to its
+    /// bytes.
+    pub(crate) fn parse_quarantine(keys: &VaultKeys, key: &[u8], value: &[u8]) -> Option<Option<String>> {
+        let entry = quarantine::Entry::parse(key, value)?;
+        assert_eq!(quarantine::key(entry.slot, entry.number), key, "a parsed key re-encodes");
+        assert_eq!(4 + entry.label.len() + entry.record.len(), value.len(), "a parsed value is all used");
+        Some(entry.id(keys))
+    }
+
+    pub(crate) fn quarantine_entry(keys: &VaultKeys, slot: &[u8; MAC_LEN], id: Option<&str>, record: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        Ok((quarantine::key(slot, 0), quarantine::value(keys, 1, slot, id, record)?))
+    }
+}
+
 /// What the vault knows about its last compaction.
 #[derive(Clone, Copy, Debug)]
 struct CompactionState {
