@@ -4,7 +4,8 @@
 //!
 //! Protects against: a secret printed without `--reveal`; a wrong exit code that a script
 //! would trust; a malformed source that imports half of itself; an import that modifies
-//! its source or loses a field on the way; a vault left changed by a refused command.
+//! its source or loses a field on the way; a vault left changed by a refused command; a
+//! copy of a secret left in memory by a growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
 use std::io::Write;
@@ -1048,4 +1049,81 @@ fn a_corrupted_vault_exits_1_naming_the_damage() {
     let prefix = format!("error: the vault at {} is corrupted: ", s.vault.display());
     assert!(run.stderr.starts_with(&prefix), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
+
+/// How many times `needle` occurs in the readable memory of process `pid`.
+#[cfg(target_os = "linux")]
+fn copies_in_memory(pid: u32, needle: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut copies = 0;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        if !perms.starts_with('r') || end - start > 1 << 30 {
+            continue;
+        }
+        let mut bytes = vec![0; (end - start) as usize];
+        // Some mappings ([vvar], guard pages) cannot be read: they hold no heap data.
+        if mem.read_exact_at(&mut bytes, start).is_ok() {
+            copies += memchr::memmem::find_iter(&bytes, needle).count();
+        }
+    }
+    copies
+}
+
+/// Bytes process `pid` has read so far (`rchar` of `/proc/PID/io`).
+#[cfg(target_os = "linux")]
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_secret_read_from_stdin_is_held_in_one_copy() {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let s = Scratch::with_vault();
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let marker = format!("SECRET-residue-{nonce:x}-{}", std::process::id());
+    // The secret early, then blanks: the buffer grows several times with it inside.
+    let mut input = format!(
+        r#"[{{"user_name":"{}","access_token":"{marker}"}}"#,
+        "u".repeat(100)
+    )
+    .into_bytes();
+    input.resize(3 << 19, b' ');
+    let mut child = s
+        .command(&["save"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input).unwrap();
+    // Stdin stays open: the binary waits for the rest with all of this in its buffer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bytes_read_by(child.id()) < input.len() as u64 {
+        assert!(Instant::now() < deadline, "the binary did not read its input");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let copies = copies_in_memory(child.id(), marker.as_bytes());
+    stdin.write_all(b"]").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        copies, 1,
+        "the stdin buffer left copies of the secret behind as it grew"
+    );
 }

@@ -15,9 +15,9 @@ use tokenvault::{Error, OAuthToken, TokenStore, Vault, VaultOptions};
 use crate::args::{Cli, Command, FindArgs, KdfChoice, Show};
 use crate::failure::{quoted, Failure, EXIT_FAILURE};
 use crate::import::{self, Location};
-use crate::output::{self, Text};
+use crate::output::{self, Escaped, Text};
 use crate::passphrase::{self, Source, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE};
-use crate::{input, progress};
+use crate::{input, progress, secret_buf};
 
 /// What every command knows.
 struct Context {
@@ -71,16 +71,14 @@ impl Context {
     }
 }
 
-/// Writes command output to stdout.
+/// Writes command output to stdout, unbuffered (std's buffer would keep a copy of the
+/// last revealed secret).
 fn print(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| match e.kind() {
-            // The reader went away (`| head`): nothing to tell it.
-            std::io::ErrorKind::BrokenPipe => Failure::with_code(EXIT_FAILURE, ""),
-            _ => Failure::error(format!("cannot write to stdout: {e}")),
-        })
+    secret_buf::write_stdout(text.as_bytes()).map_err(|e| match e.kind() {
+        // The reader went away (`| head`): nothing to tell it.
+        std::io::ErrorKind::BrokenPipe => Failure::with_code(EXIT_FAILURE, ""),
+        _ => Failure::error(format!("cannot write to stdout: {e}")),
+    })
 }
 
 /// Runs the command `cli` asks for on the vault at `dir`.
@@ -181,7 +179,7 @@ fn save(ctx: &Context) -> Result<(), Failure> {
     ctx.flush(&vault)?;
     if !ids.is_empty() {
         ctx.print(
-            || ids.iter().map(|id| output::clean(id) + "\n").collect(),
+            || ids.iter().map(|id| format!("{}\n", Escaped(id))).collect(),
             || {
                 let objects: Vec<_> = ids.iter().map(|id| json!({ "id": id })).collect();
                 match (array, objects.first()) {
@@ -273,7 +271,7 @@ fn delete(ctx: &Context, id: &str) -> Result<(), Failure> {
     vault.delete_token(id).map_err(|e| ctx.fail(e))?;
     ctx.flush(&vault)?;
     ctx.print(
-        || format!("Deleted the token {}.\n", output::clean(id)),
+        || format!("Deleted the token {}.\n", Escaped(id)),
         || json!({ "deleted": [id] }),
     )
 }
@@ -339,7 +337,7 @@ fn verify(ctx: &Context) -> Result<(), Failure> {
                 n => text.push_str(&format!("{n} problems:\n")),
             }
             for p in &problems {
-                text.push_str(&format!("  {}\n", output::clean(p)));
+                text.push_str(&format!("  {}\n", Escaped(p)));
             }
             text
         },

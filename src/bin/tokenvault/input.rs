@@ -1,25 +1,25 @@
 //! Tokens read as JSON for `save`: one object, or an array of them.
 //!
-//! Invariants: the input is bounded in size and held in a zeroized buffer; it is parsed
+//! Invariants: the input is bounded in size and held in a [`SecretBuf`] (no copy left
+//! behind as it grows); it is parsed
 //! straight into tokens (no intermediate JSON tree holding copies of secrets); an error
 //! message never repeats a value from the input (serde's "invalid type" messages would);
 //! a token carrying the `[REDACTED]` placeholder as a secret, or with nothing to store, is
 //! refused before anything is written.
 
 use std::fmt;
-use std::io::Read;
 
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use tokenvault::OAuthToken;
-use zeroize::Zeroizing;
 
 use crate::failure::Failure;
 use crate::output::REDACTED;
+use crate::secret_buf::{self, ReadError};
 
 /// More than this on stdin is not a batch of tokens.
-const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_INPUT_BYTES: usize = 256 * 1024 * 1024;
 
 /// What `save` read: the tokens, and whether they came as an array.
 pub struct Tokens {
@@ -34,18 +34,13 @@ pub struct Tokens {
 /// # Errors
 /// Unreadable, oversized or malformed input, or a token that cannot be saved.
 pub fn read_stdin() -> Result<Tokens, Failure> {
-    let mut bytes = Zeroizing::new(Vec::new());
-    std::io::stdin()
-        .lock()
-        .take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Failure::error(format!("cannot read stdin: {e}")))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(Failure::error(
-            "stdin holds more than 256 MiB; save fewer tokens at a time",
-        ));
-    }
-    parse(&bytes)
+    let unreadable = |e: std::io::Error| Failure::error(format!("cannot read stdin: {e}"));
+    let (mut stdin, hint) = secret_buf::stdin().map_err(unreadable)?;
+    let bytes = secret_buf::read_bounded(&mut stdin, MAX_INPUT_BYTES, hint).map_err(|e| match e {
+        ReadError::Io(e) => unreadable(e),
+        ReadError::TooLarge => Failure::error("stdin holds more than 256 MiB; save fewer tokens at a time"),
+    })?;
+    parse(bytes.as_bytes())
 }
 
 /// Parses and checks tokens.
