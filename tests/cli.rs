@@ -5,7 +5,9 @@
 //! Protects against: a secret printed without `--reveal`; a wrong exit code that a script
 //! would trust; a malformed source that imports half of itself; an import that modifies
 //! its source or loses a field on the way; a vault left changed by a refused command; a
-//! copy of a secret left in memory by a growing buffer.
+//! hostile input (too many rows, an oversized value, a SQLite schema that computes values)
+//! that exhausts memory before it is refused; a copy of a secret left in memory by a
+//! growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
 use std::io::Write;
@@ -18,6 +20,13 @@ use tokenvault::{KdfParams, VaultOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
 const PASS: &str = "correct horse battery staple";
+/// The longest value an import or `find` takes.
+const MIB4: usize = 4 * 1024 * 1024;
+/// The most rows one import reads, and the most tokens one `save` takes.
+const MAX_ROWS: usize = 1_000_000;
+/// The address space (MiB) the memory tests allow: several times what the binary needs to
+/// refuse their inputs, a fraction of what building every row of them would take.
+const CAPPED_MIB: u64 = 96;
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -92,13 +101,29 @@ impl Scratch {
     /// The binary on this vault, with the fast KDF and the passphrase in the environment.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        self.configure(&mut cmd, args);
+        cmd
+    }
+
+    /// As [`Scratch::command`], with the process's address space capped at `mib` MiB
+    /// (`ulimit -v`): an input that makes the binary allocate without bound then aborts it
+    /// ("memory allocation failed") instead of passing unseen.
+    fn command_capped(&self, mib: u64, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -v {} && exec \"$0\" \"$@\"", mib * 1024))
+            .arg(BIN);
+        self.configure(&mut cmd, args);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Command, args: &[&str]) {
         cmd.arg("--vault")
             .arg(&self.vault)
             .args(args)
             .env("TOKENVAULT_KDF", "floor")
             .env("TOKENVAULT_PASSPHRASE", PASS)
             .env_remove("TOKENVAULT_NEW_PASSPHRASE");
-        cmd
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -822,14 +847,26 @@ fn a_malformed_csv_imports_nothing() {
         s.run(&["import", &shown]).fails(1, &message);
         assert_eq!(s.ids(), Vec::<String>::new(), "{content}");
     }
-    // An oversized line is refused without reading past the limit's worth of it.
+    // An oversized field or line is refused without reading past the limit's worth of it.
     let mut long = format!("{SDK_HEADER}\n1,").into_bytes();
-    long.resize(long.len() + 16 * 1024 * 1024 + 1, b'x');
+    long.resize(long.len() + MIB4 + 1, b'x');
+    std::fs::write(&csv, &long).unwrap();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: line 2: a field is longer than 4 MiB; nothing was imported"),
+    );
+    let mut long = format!("{SDK_HEADER}\n1").into_bytes();
+    for _ in 0..4 {
+        long.push(b',');
+        long.resize(long.len() + MIB4, b'x');
+    }
+    long.extend_from_slice(b",x,,,,\n");
     std::fs::write(&csv, &long).unwrap();
     s.run(&["import", &shown]).fails(
         1,
         &format!("cannot import {shown}: line 2: the record is longer than 16 MiB; nothing was imported"),
     );
+    assert_eq!(s.ids(), Vec::<String>::new());
 }
 
 /// The seed schema of the SDK's SQL stores, with the rows of [`sdk_csv`] and the kinds of
@@ -1049,6 +1086,229 @@ fn a_corrupted_vault_exits_1_naming_the_damage() {
     let prefix = format!("error: the vault at {} is corrupted: ", s.vault.display());
     assert!(run.stderr.starts_with(&prefix), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
+
+/// Asserts a refusal (exit 1, this message), not an abort from exhausted memory.
+#[track_caller]
+fn refused_within_the_cap(run: &Run, message: &str) {
+    assert!(
+        !run.stderr.contains("memory allocation"),
+        "the binary ran out of its {CAPPED_MIB} MiB: {run:?}"
+    );
+    run.fails(1, message);
+}
+
+#[test]
+fn save_refuses_more_than_a_million_tokens_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    // 3 MB of JSON, a million small objects: every one built at once would take hundreds
+    // of MiB before any check.
+    let over = format!("[{}{{}}]", "{},".repeat(MAX_ROWS));
+    let run = run(
+        &mut s.command_capped(CAPPED_MIB, &["save"]),
+        Some(over.as_bytes()),
+    );
+    refused_within_the_cap(
+        &run,
+        "stdin holds more than 1,000,000 tokens; save at most 1,000,000 at a time; nothing was saved",
+    );
+    assert!(run.stdout.is_empty());
+    // At the cap, the count passes and the tokens are checked one by one, still capped.
+    let at_cap = format!("[{}{{}}]", "{},".repeat(MAX_ROWS - 1));
+    let run = run_capped_stdin(&s, &["save"], at_cap.as_bytes());
+    refused_within_the_cap(
+        &run,
+        "token 1 of 1000000 has no grant, refresh or access token; nothing was saved",
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+fn run_capped_stdin(s: &Scratch, args: &[&str], input: &[u8]) -> Run {
+    run(&mut s.command_capped(CAPPED_MIB, args), Some(input))
+}
+
+#[test]
+fn a_csv_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    let csv = s.path("sdk_tokens.txt");
+    let shown = csv.display().to_string();
+    // 11 MB: a million empty rows (each would be a token to reject) and one more.
+    let mut content = format!("{SDK_HEADER}\r\n").into_bytes();
+    for _ in 0..=MAX_ROWS {
+        content.extend_from_slice(b",,,,,,,,,\r\n");
+    }
+    std::fs::write(&csv, &content).unwrap();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: line 1000002 holds row 1,000,001, past the 1,000,000 rows one \
+             import takes; split the file; nothing was imported"
+        ),
+    );
+    assert!(run.stdout.is_empty());
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_value_of_4_mib_imports_and_one_byte_more_is_refused() {
+    let s = Scratch::with_vault();
+    let big = "A".repeat(MIB4 - 6) + "SECRET";
+    // CSV: one 4 MiB access token, stored whole.
+    let csv = s.path("sdk_tokens.txt");
+    std::fs::write(
+        &csv,
+        format!("{SDK_HEADER}\r\n1,big@example.com,,,,{big},,,,\r\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.run(&["import", csv.to_str().unwrap()]).ok(),
+        "1 imported, 0 updated, 0 rejected.\n"
+    );
+    let found = s.run(&["get", "1", "--json", "--reveal"]).json();
+    assert_eq!(found["user_name"], "big@example.com");
+    assert_eq!(found["access_token"].as_str(), Some(big.as_str()));
+
+    // SQLite: the same, and a value one byte longer refuses the whole file.
+    let s = Scratch::with_vault();
+    let db = s.path("zohooauth.db");
+    sdk_sqlite(&db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "insert into oauthtoken (id, user_name, refresh_token) values ('4', 'big', ?1)",
+            [&big],
+        )
+        .unwrap();
+    assert_eq!(
+        s.run(&["import", db.to_str().unwrap()]).ok(),
+        "4 imported, 0 updated, 0 rejected.\n"
+    );
+    let s = Scratch::with_vault();
+    let db = s.path("over.db");
+    sdk_sqlite(&db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "update oauthtoken set refresh_token = ?1 where id = '2'",
+            [format!("{big}x")],
+        )
+        .unwrap();
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!("cannot import {shown}: row 2 has a value longer than 4 MiB; nothing was imported"),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+/// A SQLite file whose `oauthtoken` is created by `schema` and holds one row.
+fn hostile_sqlite(path: &Path, schema: &str) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(schema).unwrap();
+}
+
+const SDK_COLUMNS: &str =
+    "id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, expiry_time, redirect_url, api_domain";
+
+#[test]
+fn a_sqlite_column_that_computes_its_value_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    // Each read of this column would build a 1 GB blob.
+    let db = s.path("virtual.db");
+    hostile_sqlite(
+        &db,
+        "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, access_token, \
+         grant_token, expiry_time, redirect_url, api_domain as (zeroblob(1000000000)));
+         insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');",
+    );
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has a generated column \"api_domain\"; only \
+             stored values are read; nothing was imported"
+        ),
+    );
+    let db = s.path("stored.db");
+    hostile_sqlite(
+        &db,
+        "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, access_token, \
+         grant_token, expiry_time, redirect_url, api_domain as (upper(user_name)) stored);
+         insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');",
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has a generated column \"api_domain\"; only \
+             stored values are read; nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_sqlite_view_or_virtual_table_named_oauthtoken_is_refused() {
+    let s = Scratch::with_vault();
+    let db = s.path("view.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create table t({SDK_COLUMNS});
+             insert into t (id, access_token) values ('1', 'SECRET-a');
+             create view oauthtoken as select * from t;"
+        ),
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: its oauthtoken is a view, not a table; nothing was imported"),
+    );
+    let db = s.path("fts.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create virtual table oauthtoken using fts5({SDK_COLUMNS});
+             insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');"
+        ),
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!(
+            "cannot import {shown}: its oauthtoken is a virtual table; only a plain table is read; \
+             nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_sqlite_table_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    let db = s.path("many.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create table oauthtoken({SDK_COLUMNS});
+             with recursive n(i) as (select 1 union all select i + 1 from n limit {})
+             insert into oauthtoken (id) select i from n;",
+            MAX_ROWS + 1
+        ),
+    );
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has more than 1,000,000 rows, the most one \
+             import takes; nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
 }
 
 /// How many times `needle` occurs in the readable memory of process `pid`.

@@ -1,12 +1,14 @@
 //! The commands of DESIGN.md section 5, each on an open vault.
 //!
 //! Invariants: input is read and checked before the vault is opened or anything is
-//! written (a malformed file or JSON writes nothing); the vault is opened with buffered
+//! written (a malformed file or JSON writes nothing), then handed on one token at a time,
+//! so memory does not grow with the input's number of tokens; the vault is opened with buffered
 //! writes and flushed, with any error reported, before a writing command reports
 //! success; stdout carries only the command's output, stderr only the error.
 
 use std::cmp::Ordering;
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -150,32 +152,33 @@ fn passwd(ctx: &Context, new_file: Option<&Path>) -> Result<(), Failure> {
 }
 
 fn save(ctx: &Context) -> Result<(), Failure> {
-    let input::Tokens { mut tokens, array } = input::read_stdin()?;
+    let tokens = input::read_stdin()?;
     let vault = ctx.open()?;
-    let total = tokens.len();
+    let (total, array) = (tokens.count(), tokens.array());
     let mut ids = Vec::with_capacity(total);
-    let mut failure = None;
-    for (i, token) in tokens.iter_mut().enumerate() {
-        if let Err(e) = vault.save_token(token) {
+    let saved = tokens.for_each(|i, mut token| match vault.save_token(&mut token) {
+        Ok(()) => {
+            ids.push(token.id().unwrap_or_default().to_owned());
+            Ok(())
+        }
+        Err(e) => {
             let f = ctx.fail(e);
             let which = if array {
-                format!("token {} of {total}", i + 1)
+                format!("token {i} of {total}")
             } else {
                 "the token".to_owned()
             };
-            let before = match i {
+            let before = match i - 1 {
                 0 => String::new(),
                 1 => "; the one before it was saved".to_owned(),
                 n => format!("; the {n} before it were saved"),
             };
-            failure = Some(Failure::with_code(
+            Err(Failure::with_code(
                 f.code,
                 format!("{which} was not saved: {f}{before}"),
-            ));
-            break;
+            ))
         }
-        ids.push(token.id().unwrap_or_default().to_owned());
-    }
+    });
     ctx.flush(&vault)?;
     if !ids.is_empty() {
         ctx.print(
@@ -189,7 +192,7 @@ fn save(ctx: &Context) -> Result<(), Failure> {
             },
         )?;
     }
-    failure.map_or(Ok(()), Err)
+    saved
 }
 
 fn find(ctx: &Context, args: &FindArgs) -> Result<(), Failure> {
@@ -406,19 +409,20 @@ impl ImportReport {
 }
 
 fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
-    let rows = import::read(file)?;
+    let source = import::check(file)?;
     let vault = ctx.open()?;
-    let total = rows.len();
+    let total = source.rows();
     let bar = progress::bar(total, "Importing");
     let mut report = ImportReport::default();
-    for row in rows {
+    let mut stopped = None;
+    let read = source.for_each_row(|row| {
         let at = row.at;
         let mut token = match row.token {
             Ok(token) => token,
             Err(why) => {
                 report.rejected.push((at, why));
                 bar.inc(1);
-                continue;
+                return ControlFlow::Continue(());
             }
         };
         match replaces_a_token(&vault, &token).and_then(|existed| {
@@ -429,24 +433,28 @@ fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
             Ok(false) => report.imported += 1,
             Err(Error::InvalidToken { reason }) => report.rejected.push((at, reason.to_owned())),
             Err(e) => {
-                bar.finish_and_clear();
-                ctx.flush(&vault)?;
-                report.print(ctx)?;
-                let f = ctx.fail(e);
-                let stored = report.imported + report.updated;
-                return Err(Failure::with_code(
-                    f.code,
-                    format!(
-                        "the import stopped at {at}: {f}; the {stored} tokens saved before it are stored"
-                    ),
-                ));
+                stopped = Some((at, ctx.fail(e)));
+                return ControlFlow::Break(());
             }
         }
         bar.inc(1);
-    }
+        ControlFlow::Continue(())
+    });
     bar.finish_and_clear();
+    let stop = match (stopped, read) {
+        (Some((at, f)), _) => Some((format!("the import stopped at {at}: {f}"), f.code)),
+        (None, Err(f)) => Some((format!("the import stopped: {f}"), f.code)),
+        (None, Ok(())) => None,
+    };
     ctx.flush(&vault)?;
     report.print(ctx)?;
+    if let Some((message, code)) = stop {
+        let stored = report.imported + report.updated;
+        return Err(Failure::with_code(
+            code,
+            format!("{message}; the {stored} tokens saved before it are stored"),
+        ));
+    }
     match report.rejected.len() {
         0 => Ok(()),
         n => Err(Failure::error(format!(
