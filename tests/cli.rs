@@ -6,8 +6,8 @@
 //! would trust; a malformed source that imports half of itself; an import that modifies
 //! its source or loses a field on the way; a vault left changed by a refused command; a
 //! hostile input (too many rows, an oversized value, a SQLite schema that computes values)
-//! that exhausts memory before it is refused; a copy of a secret left in memory by a
-//! growing buffer.
+//! that exhausts memory before it is refused; a secret `find` key that can only be given
+//! where other users see it; a copy of a secret left in memory by a growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
 use std::io::Write;
@@ -1154,7 +1154,7 @@ fn a_csv_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
 fn a_value_of_4_mib_imports_and_one_byte_more_is_refused() {
     let s = Scratch::with_vault();
     let big = "A".repeat(MIB4 - 6) + "SECRET";
-    // CSV: one 4 MiB access token, stored whole.
+    // CSV: one 4 MiB access token, found again by the whole of it (from a file).
     let csv = s.path("sdk_tokens.txt");
     std::fs::write(
         &csv,
@@ -1165,9 +1165,11 @@ fn a_value_of_4_mib_imports_and_one_byte_more_is_refused() {
         s.run(&["import", csv.to_str().unwrap()]).ok(),
         "1 imported, 0 updated, 0 rejected.\n"
     );
-    let found = s.run(&["get", "1", "--json", "--reveal"]).json();
+    let file = s.path("access.txt");
+    std::fs::write(&file, format!("{big}\n")).unwrap();
+    let found = s.find(&["--access-token-file", file.to_str().unwrap()]);
     assert_eq!(found["user_name"], "big@example.com");
-    assert_eq!(found["access_token"].as_str(), Some(big.as_str()));
+    assert_eq!(found["access_token"].as_str().map(str::len), Some(MIB4));
 
     // SQLite: the same, and a value one byte longer refuses the whole file.
     let s = Scratch::with_vault();
@@ -1309,6 +1311,138 @@ fn a_sqlite_table_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
         ),
     );
     assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn find_reads_each_secret_key_from_stdin_or_a_file() {
+    let s = Scratch::with_vault();
+    let bob_id = s.run_stdin(&["save"], &bob().to_string()).ok();
+    let carol_id = s.run_stdin(&["save"], &carol().to_string()).ok();
+    let multi = json!({ "user_name": "multi", "access_token": "SECRET-multi\r\nline" });
+    let multi_id = s.run_stdin(&["save"], &multi.to_string()).ok();
+    let id_of = |run: Run| {
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json()["id"].as_str().unwrap().to_owned() + "\n"
+    };
+    let find_stdin = |keys: &[&str], input: &str| {
+        let mut args = vec!["find", "--json"];
+        args.extend_from_slice(keys);
+        s.run_stdin(&args, input)
+    };
+    let file = |name: &str, content: &str| {
+        let path = s.path(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // The argument form still works.
+    assert_eq!(
+        id_of(s.run(&["find", "--json", "--access-token", "SECRET-bob-access"])),
+        bob_id
+    );
+    // `-`: the value is stdin less one trailing newline (LF or CRLF).
+    for input in [
+        "SECRET-bob-access",
+        "SECRET-bob-access\n",
+        "SECRET-bob-access\r\n",
+    ] {
+        assert_eq!(id_of(find_stdin(&["--access-token", "-"], input)), bob_id);
+    }
+    // A file: the same rule; a line break inside the value is kept.
+    let multi_file = file("multi.txt", "SECRET-multi\r\nline\n");
+    assert_eq!(
+        id_of(s.run(&["find", "--json", "--access-token-file", &multi_file])),
+        multi_id
+    );
+    // Every secret of a grant or refresh lookup, none of them an argument.
+    let secret_file = file("secret.txt", "rotated\n");
+    let refresh_file = file("refresh.txt", "SECRET-carol-refresh\n");
+    let by_client = ["--client-id", "1000.CAROL"];
+    let keys = [
+        &[
+            "--refresh-token-file",
+            &refresh_file,
+            "--client-secret-file",
+            &secret_file,
+        ][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(s.run(&[&["find", "--json"][..], &keys].concat())), carol_id);
+    let keys = [
+        &["--grant-token", "-", "--client-secret-file", &secret_file][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(find_stdin(&keys, "SECRET-carol-grant\n")), carol_id);
+    let keys = [
+        &["--refresh-token-file", &refresh_file, "--client-secret", "-"][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(find_stdin(&keys, "rotated")), carol_id);
+    // A wrong value read from stdin is a miss like any other.
+    find_stdin(&["--access-token", "-"], "SECRET-nobody\n").fails(1, "no token has this access token");
+
+    // Stdin holds one value: two keys cannot both read it (a usage error, before the vault
+    // is opened).
+    let keys = [&["--grant-token", "-", "--client-secret", "-"][..], &by_client].concat();
+    let run = find_stdin(&keys, "SECRET-carol-grant\n");
+    run.fails(
+        2,
+        "--grant-token and --client-secret both read stdin (-), which holds one value; give all but \
+         one of them with --grant-token-file or --client-secret-file",
+    );
+    assert!(run.stdout.is_empty());
+    let keys = [
+        &[
+            "--grant-token",
+            "-",
+            "--refresh-token",
+            "-",
+            "--client-secret",
+            "-",
+        ][..],
+        &by_client,
+    ]
+    .concat();
+    find_stdin(&keys, "x").fails(
+        2,
+        "--grant-token, --refresh-token and --client-secret all read stdin (-), which holds one value; \
+         give all but one of them with --grant-token-file, --refresh-token-file or --client-secret-file",
+    );
+    // An empty value is a usage error, as an empty argument is.
+    find_stdin(&["--access-token", "-"], "\n").fails(2, "the access token read from stdin is empty");
+    let empty = file("empty.txt", "");
+    s.run(&["find", "--access-token-file", &empty]).fails(
+        2,
+        &format!("the access token read from the file \"{empty}\" is empty"),
+    );
+    // A missing, oversized or non-UTF-8 file is an error naming it.
+    let missing = s.path("missing.txt").display().to_string();
+    s.run(&["find", "--access-token-file", &missing]).fails(
+        1,
+        &format!(
+            "cannot read the access token from the file \"{missing}\": No such file or directory (os error 2)"
+        ),
+    );
+    let huge = file("huge.txt", &"x".repeat(MIB4 + 1));
+    s.run(&["find", "--access-token-file", &huge]).fails(
+        1,
+        &format!("the access token read from the file \"{huge}\" is longer than 4 MiB"),
+    );
+    let latin1 = s.path("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9\n").unwrap();
+    let latin1 = latin1.display().to_string();
+    s.run(&["find", "--access-token-file", &latin1]).fails(
+        1,
+        &format!("the access token read from the file \"{latin1}\" is not valid UTF-8"),
+    );
+    // One form per key.
+    s.run(&["find", "--access-token", "a", "--access-token-file", &empty])
+        .usage_error("cannot be used with");
+    s.run(&["find", "--refresh-token-file", &refresh_file, "--client-id", "c"])
+        .usage_error("--client-secret");
 }
 
 /// How many times `needle` occurs in the readable memory of process `pid`.

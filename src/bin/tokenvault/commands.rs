@@ -19,7 +19,7 @@ use crate::failure::{quoted, Failure, EXIT_FAILURE};
 use crate::import::{self, Location};
 use crate::output::{self, Escaped, Text};
 use crate::passphrase::{self, Source, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE};
-use crate::{input, progress, secret_buf};
+use crate::{find_keys, input, progress, secret_buf};
 
 /// What every command knows.
 struct Context {
@@ -196,18 +196,20 @@ fn save(ctx: &Context) -> Result<(), Failure> {
 }
 
 fn find(ctx: &Context, args: &FindArgs) -> Result<(), Failure> {
+    // Read before the vault is opened: a refused key costs no passphrase.
+    let keys = find_keys::read(args)?;
     let mut query = OAuthToken::default();
     query.set_user_name(args.user.as_deref());
-    query.set_access_token(args.access_token.as_deref());
-    query.set_grant_token(args.grant_token.as_deref());
-    query.set_refresh_token(args.refresh_token.as_deref());
+    query.set_access_token(keys.access_token.as_deref().map(String::as_str));
+    query.set_grant_token(keys.grant_token.as_deref().map(String::as_str));
+    query.set_refresh_token(keys.refresh_token.as_deref().map(String::as_str));
     query.set_client_id(args.client_id.as_deref());
-    query.set_client_secret(args.client_secret.as_deref());
+    query.set_client_secret(keys.client_secret.as_deref().map(String::as_str));
     let vault = ctx.open()?;
     let found = vault.find_token(&query).map_err(|e| ctx.fail(e))?;
     let Some(token) = found else {
         return Err(Failure::error(
-            match (&args.user, &args.access_token, &args.client_id) {
+            match (&args.user, &keys.access_token, &args.client_id) {
                 (Some(user), _, _) => format!("no token is stored for the user {}", quoted(user)),
                 (_, Some(_), _) => "no token has this access token".to_owned(),
                 (_, _, Some(client)) => format!(

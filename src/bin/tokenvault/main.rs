@@ -2,7 +2,7 @@
 //! from the Zoho CRM SDK's file and SQL stores (DESIGN.md section 5).
 //!
 //! Built only with the `cli` feature. Invariants kept across the modules: a passphrase
-//! never comes from an argument; every input is bounded by
+//! never comes from an argument, and no other secret has to; every input is bounded by
 //! the caps of `limits` as it is read; buffers that hold secrets never leave copies
 //! behind (`secret_buf`); secrets print as `[REDACTED]` unless `--reveal`; errors
 //! are one line on stderr with the documented exit code (0 success, 1 error, 2 usage,
@@ -19,6 +19,7 @@
 mod args;
 mod commands;
 mod failure;
+mod find_keys;
 mod import;
 mod input;
 mod limits;
