@@ -106,13 +106,17 @@ impl Scratch {
     }
 
     /// As [`Scratch::command`], with the process's address space capped at `mib` MiB
-    /// (`ulimit -v`): an input that makes the binary allocate without bound then aborts it
-    /// ("memory allocation failed") instead of passing unseen.
+    /// (`ulimit -v`, on Linux; elsewhere its meaning varies, and the cap is left out): an
+    /// input that makes the binary allocate without bound then aborts it ("memory
+    /// allocation failed") instead of passing unseen.
     fn command_capped(&self, mib: u64, args: &[&str]) -> Command {
+        let cap = if cfg!(target_os = "linux") {
+            format!("ulimit -v {} && ", mib * 1024)
+        } else {
+            String::new()
+        };
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("ulimit -v {} && exec \"$0\" \"$@\"", mib * 1024))
-            .arg(BIN);
+        cmd.arg("-c").arg(format!("{cap}exec \"$0\" \"$@\"")).arg(BIN);
         self.configure(&mut cmd, args);
         cmd
     }
