@@ -5,7 +5,6 @@
 //! `cargo bench --bench compaction` (N = 10,000 and 100,000); `-- N...` for other sizes.
 
 #[path = "common/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::time::{Duration, Instant};

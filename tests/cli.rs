@@ -4,7 +4,10 @@
 //!
 //! Protects against: a secret printed without `--reveal`; a wrong exit code that a script
 //! would trust; a malformed source that imports half of itself; an import that modifies
-//! its source or loses a field on the way; a vault left changed by a refused command.
+//! its source or loses a field on the way; a vault left changed by a refused command; a
+//! hostile input (too many rows, an oversized value, a SQLite schema that computes values)
+//! that exhausts memory before it is refused; a secret `find` key that can only be given
+//! where other users see it; a copy of a secret left in memory by a growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
 mod common;
@@ -19,6 +22,13 @@ use tokenvault::{KdfParams, VaultOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
 const PASS: &str = "correct horse battery staple";
+/// The longest value an import or `find` takes.
+const MIB4: usize = 4 * 1024 * 1024;
+/// The most rows one import reads, and the most tokens one `save` takes.
+const MAX_ROWS: usize = 1_000_000;
+/// The address space (MiB) the memory tests allow: several times what the binary needs to
+/// refuse their inputs, a fraction of what building every row of them would take.
+const CAPPED_MIB: u64 = 96;
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -93,13 +103,33 @@ impl Scratch {
     /// The binary on this vault, with the fast KDF and the passphrase in the environment.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        self.configure(&mut cmd, args);
+        cmd
+    }
+
+    /// As [`Scratch::command`], with the process's address space capped at `mib` MiB
+    /// (`ulimit -v`, on Linux; elsewhere its meaning varies, and the cap is left out): an
+    /// input that makes the binary allocate without bound then aborts it ("memory
+    /// allocation failed") instead of passing unseen.
+    fn command_capped(&self, mib: u64, args: &[&str]) -> Command {
+        let cap = if cfg!(target_os = "linux") {
+            format!("ulimit -v {} && ", mib * 1024)
+        } else {
+            String::new()
+        };
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("{cap}exec \"$0\" \"$@\"")).arg(BIN);
+        self.configure(&mut cmd, args);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Command, args: &[&str]) {
         cmd.arg("--vault")
             .arg(&self.vault)
             .args(args)
             .env("TOKENVAULT_KDF", "floor")
             .env("TOKENVAULT_PASSPHRASE", PASS)
             .env_remove("TOKENVAULT_NEW_PASSPHRASE");
-        cmd
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -823,14 +853,26 @@ fn a_malformed_csv_imports_nothing() {
         s.run(&["import", &shown]).fails(1, &message);
         assert_eq!(s.ids(), Vec::<String>::new(), "{content}");
     }
-    // An oversized line is refused without reading past the limit's worth of it.
+    // An oversized field or line is refused without reading past the limit's worth of it.
     let mut long = format!("{SDK_HEADER}\n1,").into_bytes();
-    long.resize(long.len() + 16 * 1024 * 1024 + 1, b'x');
+    long.resize(long.len() + MIB4 + 1, b'x');
+    std::fs::write(&csv, &long).unwrap();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: line 2: a field is longer than 4 MiB; nothing was imported"),
+    );
+    let mut long = format!("{SDK_HEADER}\n1").into_bytes();
+    for _ in 0..4 {
+        long.push(b',');
+        long.resize(long.len() + MIB4, b'x');
+    }
+    long.extend_from_slice(b",x,,,,\n");
     std::fs::write(&csv, &long).unwrap();
     s.run(&["import", &shown]).fails(
         1,
         &format!("cannot import {shown}: line 2: the record is longer than 16 MiB; nothing was imported"),
     );
+    assert_eq!(s.ids(), Vec::<String>::new());
 }
 
 /// The seed schema of the SDK's SQL stores, with the rows of [`sdk_csv`] and the kinds of
@@ -1223,4 +1265,438 @@ fn after_passwd_and_compact_no_old_header_or_deleted_record_is_left_in_the_files
     for record in &records_after {
         assert!(files_contain(&s.vault, record));
     }
+}
+
+/// Asserts a refusal (exit 1, this message), not an abort from exhausted memory.
+#[track_caller]
+fn refused_within_the_cap(run: &Run, message: &str) {
+    assert!(
+        !run.stderr.contains("memory allocation"),
+        "the binary ran out of its {CAPPED_MIB} MiB: {run:?}"
+    );
+    run.fails(1, message);
+}
+
+#[test]
+fn save_refuses_more_than_a_million_tokens_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    // 3 MB of JSON, a million small objects: every one built at once would take hundreds
+    // of MiB before any check.
+    let over = format!("[{}{{}}]", "{},".repeat(MAX_ROWS));
+    let run = run(
+        &mut s.command_capped(CAPPED_MIB, &["save"]),
+        Some(over.as_bytes()),
+    );
+    refused_within_the_cap(
+        &run,
+        "stdin holds more than 1,000,000 tokens; save at most 1,000,000 at a time; nothing was saved",
+    );
+    assert!(run.stdout.is_empty());
+    // At the cap, the count passes and the tokens are checked one by one, still capped.
+    let at_cap = format!("[{}{{}}]", "{},".repeat(MAX_ROWS - 1));
+    let run = run_capped_stdin(&s, &["save"], at_cap.as_bytes());
+    refused_within_the_cap(
+        &run,
+        "token 1 of 1000000 has no grant, refresh or access token; nothing was saved",
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+fn run_capped_stdin(s: &Scratch, args: &[&str], input: &[u8]) -> Run {
+    run(&mut s.command_capped(CAPPED_MIB, args), Some(input))
+}
+
+#[test]
+fn a_csv_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    let csv = s.path("sdk_tokens.txt");
+    let shown = csv.display().to_string();
+    // 11 MB: a million empty rows (each would be a token to reject) and one more.
+    let mut content = format!("{SDK_HEADER}\r\n").into_bytes();
+    for _ in 0..=MAX_ROWS {
+        content.extend_from_slice(b",,,,,,,,,\r\n");
+    }
+    std::fs::write(&csv, &content).unwrap();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: line 1000002 holds row 1,000,001, past the 1,000,000 rows one \
+             import takes; split the file; nothing was imported"
+        ),
+    );
+    assert!(run.stdout.is_empty());
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_value_of_4_mib_imports_and_one_byte_more_is_refused() {
+    let s = Scratch::with_vault();
+    let big = "A".repeat(MIB4 - 6) + "SECRET";
+    // CSV: one 4 MiB access token, found again by the whole of it (from a file).
+    let csv = s.path("sdk_tokens.txt");
+    std::fs::write(
+        &csv,
+        format!("{SDK_HEADER}\r\n1,big@example.com,,,,{big},,,,\r\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.run(&["import", csv.to_str().unwrap()]).ok(),
+        "1 imported, 0 updated, 0 rejected.\n"
+    );
+    let file = s.path("access.txt");
+    std::fs::write(&file, format!("{big}\n")).unwrap();
+    let found = s.find(&["--access-token-file", file.to_str().unwrap()]);
+    assert_eq!(found["user_name"], "big@example.com");
+    assert_eq!(found["access_token"].as_str().map(str::len), Some(MIB4));
+
+    // SQLite: the same, and a value one byte longer refuses the whole file.
+    let s = Scratch::with_vault();
+    let db = s.path("zohooauth.db");
+    sdk_sqlite(&db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "insert into oauthtoken (id, user_name, refresh_token) values ('4', 'big', ?1)",
+            [&big],
+        )
+        .unwrap();
+    assert_eq!(
+        s.run(&["import", db.to_str().unwrap()]).ok(),
+        "4 imported, 0 updated, 0 rejected.\n"
+    );
+    let s = Scratch::with_vault();
+    let db = s.path("over.db");
+    sdk_sqlite(&db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "update oauthtoken set refresh_token = ?1 where id = '2'",
+            [format!("{big}x")],
+        )
+        .unwrap();
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!("cannot import {shown}: row 2 has a value longer than 4 MiB; nothing was imported"),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+/// A SQLite file whose `oauthtoken` is created by `schema` and holds one row.
+fn hostile_sqlite(path: &Path, schema: &str) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(schema).unwrap();
+}
+
+const SDK_COLUMNS: &str =
+    "id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, expiry_time, redirect_url, api_domain";
+
+#[test]
+fn a_sqlite_column_that_computes_its_value_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    // Each read of this column would build a 1 GB blob.
+    let db = s.path("virtual.db");
+    hostile_sqlite(
+        &db,
+        "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, access_token, \
+         grant_token, expiry_time, redirect_url, api_domain as (zeroblob(1000000000)));
+         insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');",
+    );
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has a generated column \"api_domain\"; only \
+             stored values are read; nothing was imported"
+        ),
+    );
+    let db = s.path("stored.db");
+    hostile_sqlite(
+        &db,
+        "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, access_token, \
+         grant_token, expiry_time, redirect_url, api_domain as (upper(user_name)) stored);
+         insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');",
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has a generated column \"api_domain\"; only \
+             stored values are read; nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_sqlite_view_or_virtual_table_named_oauthtoken_is_refused() {
+    let s = Scratch::with_vault();
+    let db = s.path("view.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create table t({SDK_COLUMNS});
+             insert into t (id, access_token) values ('1', 'SECRET-a');
+             create view oauthtoken as select * from t;"
+        ),
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!("cannot import {shown}: its oauthtoken is a view, not a table; nothing was imported"),
+    );
+    let db = s.path("fts.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create virtual table oauthtoken using fts5({SDK_COLUMNS});
+             insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');"
+        ),
+    );
+    let shown = db.display().to_string();
+    s.run(&["import", &shown]).fails(
+        1,
+        &format!(
+            "cannot import {shown}: its oauthtoken is a virtual table; only a plain table is read; \
+             nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_sqlite_table_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
+    let s = Scratch::with_vault();
+    let db = s.path("many.db");
+    hostile_sqlite(
+        &db,
+        &format!(
+            "create table oauthtoken({SDK_COLUMNS});
+             with recursive n(i) as (select 1 union all select i + 1 from n limit {})
+             insert into oauthtoken (id) select i from n;",
+            MAX_ROWS + 1
+        ),
+    );
+    let shown = db.display().to_string();
+    let run = run(&mut s.command_capped(CAPPED_MIB, &["import", &shown]), None);
+    refused_within_the_cap(
+        &run,
+        &format!(
+            "cannot import {shown}: the oauthtoken table has more than 1,000,000 rows, the most one \
+             import takes; nothing was imported"
+        ),
+    );
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
+fn find_reads_each_secret_key_from_stdin_or_a_file() {
+    let s = Scratch::with_vault();
+    let bob_id = s.run_stdin(&["save"], &bob().to_string()).ok();
+    let carol_id = s.run_stdin(&["save"], &carol().to_string()).ok();
+    let multi = json!({ "user_name": "multi", "access_token": "SECRET-multi\r\nline" });
+    let multi_id = s.run_stdin(&["save"], &multi.to_string()).ok();
+    let id_of = |run: Run| {
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json()["id"].as_str().unwrap().to_owned() + "\n"
+    };
+    let find_stdin = |keys: &[&str], input: &str| {
+        let mut args = vec!["find", "--json"];
+        args.extend_from_slice(keys);
+        s.run_stdin(&args, input)
+    };
+    let file = |name: &str, content: &str| {
+        let path = s.path(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // The argument form still works.
+    assert_eq!(
+        id_of(s.run(&["find", "--json", "--access-token", "SECRET-bob-access"])),
+        bob_id
+    );
+    // `-`: the value is stdin less one trailing newline (LF or CRLF).
+    for input in [
+        "SECRET-bob-access",
+        "SECRET-bob-access\n",
+        "SECRET-bob-access\r\n",
+    ] {
+        assert_eq!(id_of(find_stdin(&["--access-token", "-"], input)), bob_id);
+    }
+    // A file: the same rule; a line break inside the value is kept.
+    let multi_file = file("multi.txt", "SECRET-multi\r\nline\n");
+    assert_eq!(
+        id_of(s.run(&["find", "--json", "--access-token-file", &multi_file])),
+        multi_id
+    );
+    // Every secret of a grant or refresh lookup, none of them an argument.
+    let secret_file = file("secret.txt", "rotated\n");
+    let refresh_file = file("refresh.txt", "SECRET-carol-refresh\n");
+    let by_client = ["--client-id", "1000.CAROL"];
+    let keys = [
+        &[
+            "--refresh-token-file",
+            &refresh_file,
+            "--client-secret-file",
+            &secret_file,
+        ][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(s.run(&[&["find", "--json"][..], &keys].concat())), carol_id);
+    let keys = [
+        &["--grant-token", "-", "--client-secret-file", &secret_file][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(find_stdin(&keys, "SECRET-carol-grant\n")), carol_id);
+    let keys = [
+        &["--refresh-token-file", &refresh_file, "--client-secret", "-"][..],
+        &by_client,
+    ]
+    .concat();
+    assert_eq!(id_of(find_stdin(&keys, "rotated")), carol_id);
+    // A wrong value read from stdin is a miss like any other.
+    find_stdin(&["--access-token", "-"], "SECRET-nobody\n").fails(1, "no token has this access token");
+
+    // Stdin holds one value: two keys cannot both read it (a usage error, before the vault
+    // is opened).
+    let keys = [&["--grant-token", "-", "--client-secret", "-"][..], &by_client].concat();
+    let run = find_stdin(&keys, "SECRET-carol-grant\n");
+    run.fails(
+        2,
+        "--grant-token and --client-secret both read stdin (-), which holds one value; give all but \
+         one of them with --grant-token-file or --client-secret-file",
+    );
+    assert!(run.stdout.is_empty());
+    let keys = [
+        &[
+            "--grant-token",
+            "-",
+            "--refresh-token",
+            "-",
+            "--client-secret",
+            "-",
+        ][..],
+        &by_client,
+    ]
+    .concat();
+    find_stdin(&keys, "x").fails(
+        2,
+        "--grant-token, --refresh-token and --client-secret all read stdin (-), which holds one value; \
+         give all but one of them with --grant-token-file, --refresh-token-file or --client-secret-file",
+    );
+    // An empty value is a usage error, as an empty argument is.
+    find_stdin(&["--access-token", "-"], "\n").fails(2, "the access token read from stdin is empty");
+    let empty = file("empty.txt", "");
+    s.run(&["find", "--access-token-file", &empty]).fails(
+        2,
+        &format!("the access token read from the file \"{empty}\" is empty"),
+    );
+    // A missing, oversized or non-UTF-8 file is an error naming it.
+    let missing = s.path("missing.txt").display().to_string();
+    s.run(&["find", "--access-token-file", &missing]).fails(
+        1,
+        &format!(
+            "cannot read the access token from the file \"{missing}\": No such file or directory (os error 2)"
+        ),
+    );
+    let huge = file("huge.txt", &"x".repeat(MIB4 + 1));
+    s.run(&["find", "--access-token-file", &huge]).fails(
+        1,
+        &format!("the access token read from the file \"{huge}\" is longer than 4 MiB"),
+    );
+    let latin1 = s.path("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9\n").unwrap();
+    let latin1 = latin1.display().to_string();
+    s.run(&["find", "--access-token-file", &latin1]).fails(
+        1,
+        &format!("the access token read from the file \"{latin1}\" is not valid UTF-8"),
+    );
+    // One form per key.
+    s.run(&["find", "--access-token", "a", "--access-token-file", &empty])
+        .usage_error("cannot be used with");
+    s.run(&["find", "--refresh-token-file", &refresh_file, "--client-id", "c"])
+        .usage_error("--client-secret");
+}
+
+/// How many times `needle` occurs in the readable memory of process `pid`.
+#[cfg(target_os = "linux")]
+fn copies_in_memory(pid: u32, needle: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut copies = 0;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        if !perms.starts_with('r') || end - start > 1 << 30 {
+            continue;
+        }
+        let mut bytes = vec![0; (end - start) as usize];
+        // Some mappings ([vvar], guard pages) cannot be read: they hold no heap data.
+        if mem.read_exact_at(&mut bytes, start).is_ok() {
+            copies += memchr::memmem::find_iter(&bytes, needle).count();
+        }
+    }
+    copies
+}
+
+/// Bytes process `pid` has read so far (`rchar` of `/proc/PID/io`).
+#[cfg(target_os = "linux")]
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_secret_read_from_stdin_is_held_in_one_copy() {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let s = Scratch::with_vault();
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let marker = format!("SECRET-residue-{nonce:x}-{}", std::process::id());
+    // The secret early, then blanks: the buffer grows several times with it inside.
+    let mut input = format!(
+        r#"[{{"user_name":"{}","access_token":"{marker}"}}"#,
+        "u".repeat(100)
+    )
+    .into_bytes();
+    input.resize(3 << 19, b' ');
+    let mut child = s
+        .command(&["save"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input).unwrap();
+    // Stdin stays open: the binary waits for the rest with all of this in its buffer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bytes_read_by(child.id()) < input.len() as u64 {
+        assert!(Instant::now() < deadline, "the binary did not read its input");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let copies = copies_in_memory(child.id(), marker.as_bytes());
+    stdin.write_all(b"]").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        copies, 1,
+        "the stdin buffer left copies of the secret behind as it grew"
+    );
 }

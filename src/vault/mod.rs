@@ -372,13 +372,29 @@ pub(crate) mod fuzz_hooks {
     /// bytes.
     pub(crate) fn parse_quarantine(keys: &VaultKeys, key: &[u8], value: &[u8]) -> Option<Option<String>> {
         let entry = quarantine::Entry::parse(key, value)?;
-        assert_eq!(quarantine::key(entry.slot, entry.number), key, "a parsed key re-encodes");
-        assert_eq!(4 + entry.label.len() + entry.record.len(), value.len(), "a parsed value is all used");
+        assert_eq!(
+            quarantine::key(entry.slot, entry.number),
+            key,
+            "a parsed key re-encodes"
+        );
+        assert_eq!(
+            4 + entry.label.len() + entry.record.len(),
+            value.len(),
+            "a parsed value is all used"
+        );
         Some(entry.id(keys))
     }
 
-    pub(crate) fn quarantine_entry(keys: &VaultKeys, slot: &[u8; MAC_LEN], id: Option<&str>, record: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
-        Ok((quarantine::key(slot, 0), quarantine::value(keys, 1, slot, id, record)?))
+    pub(crate) fn quarantine_entry(
+        keys: &VaultKeys,
+        slot: &[u8; MAC_LEN],
+        id: Option<&str>,
+        record: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        Ok((
+            quarantine::key(slot, 0),
+            quarantine::value(keys, 1, slot, id, record)?,
+        ))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The command line's grammar (DESIGN.md section 5), as clap derive types.
 //!
 //! Invariants: no argument carries the passphrase (it comes from a prompt, a file or the
-//! environment); `find` accepts exactly the key combinations of the section 3 rules, so a
+//! environment); every secret `find` takes can come from stdin or a file instead of an
+//! argument; `find` accepts exactly the key combinations of the section 3 rules, so a
 //! query that no rule could answer is a usage error (exit 2), not an empty result.
 
 use std::path::PathBuf;
@@ -83,8 +84,9 @@ pub enum Command {
     /// Save one token (a JSON object on stdin) or several (a JSON array); prints the ids.
     Save,
     /// Find a token: by --user, by --access-token, or by --grant-token and/or
-    /// --refresh-token with --client-id and --client-secret.
-    Find(FindArgs),
+    /// --refresh-token with --client-id and --client-secret. A secret given as - is read
+    /// from stdin; each also has a --…-file form.
+    Find(Box<FindArgs>),
     /// Show the token with this id.
     Get {
         /// The token's id.
@@ -141,53 +143,71 @@ pub struct Show {
     pub reveal: bool,
 }
 
-/// `find`'s keys: exactly the combinations a section 3 rule answers.
+/// `find`'s keys: exactly the combinations a section 3 rule answers. Each secret (access,
+/// grant and refresh token, client secret) is given as an argument, as `-` to read it
+/// from stdin, or with its `--…-file` option; an argument is visible to other local users
+/// (`ps`) while the command runs, stdin and files are not.
 #[derive(Debug, Args)]
 #[command(group(
     ArgGroup::new("key")
         .required(true)
         .multiple(true)
-        .args(["user", "access_token", "grant_token", "refresh_token"])
+        .args(["user", "access_token", "access_token_file", "grant_token", "grant_token_file",
+               "refresh_token", "refresh_token_file"])
 ))]
+#[command(group(
+    ArgGroup::new("access")
+        .args(["access_token", "access_token_file"])
+        .conflicts_with_all(["user", "grant", "refresh", "client_id", "secret"])
+))]
+#[command(group(
+    ArgGroup::new("grant")
+        .args(["grant_token", "grant_token_file"])
+        .requires_all(["client_id", "secret"])
+))]
+#[command(group(
+    ArgGroup::new("refresh")
+        .args(["refresh_token", "refresh_token_file"])
+        .requires_all(["client_id", "secret"])
+))]
+#[command(group(ArgGroup::new("secret").args(["client_secret", "client_secret_file"])))]
 pub struct FindArgs {
     /// The user name (the SDK's user signature).
     #[arg(
         long,
         value_name = "U",
         value_parser = NonEmptyStringValueParser::new(),
-        conflicts_with_all = ["access_token", "grant_token", "refresh_token", "client_id", "client_secret"]
+        conflicts_with_all = ["access", "grant", "refresh", "client_id", "secret"]
     )]
     pub user: Option<String>,
-    /// The access token.
-    #[arg(
-        long,
-        value_name = "A",
-        value_parser = NonEmptyStringValueParser::new(),
-        conflicts_with_all = ["grant_token", "refresh_token", "client_id", "client_secret"]
-    )]
+    /// The access token, or - to read it from stdin.
+    #[arg(long, value_name = "A", value_parser = NonEmptyStringValueParser::new())]
     pub access_token: Option<String>,
-    /// The grant token (needs --client-id and --client-secret).
-    #[arg(
-        long,
-        value_name = "G",
-        value_parser = NonEmptyStringValueParser::new(),
-        requires_all = ["client_id", "client_secret"]
-    )]
+    /// Read the access token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
+    /// The grant token, or - to read it from stdin (needs --client-id and a client secret).
+    #[arg(long, value_name = "G", value_parser = NonEmptyStringValueParser::new())]
     pub grant_token: Option<String>,
-    /// The refresh token (needs --client-id and --client-secret).
-    #[arg(
-        long,
-        value_name = "R",
-        value_parser = NonEmptyStringValueParser::new(),
-        requires_all = ["client_id", "client_secret"]
-    )]
+    /// Read the grant token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub grant_token_file: Option<PathBuf>,
+    /// The refresh token, or - to read it from stdin (needs --client-id and a client secret).
+    #[arg(long, value_name = "R", value_parser = NonEmptyStringValueParser::new())]
     pub refresh_token: Option<String>,
+    /// Read the refresh token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub refresh_token_file: Option<PathBuf>,
     /// The OAuth client id the token must belong to.
     #[arg(long, value_name = "C", value_parser = NonEmptyStringValueParser::new())]
     pub client_id: Option<String>,
-    /// The OAuth client secret (required by the rule, not compared).
+    /// The OAuth client secret, or - to read it from stdin (required by the rule, not
+    /// compared).
     #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
     pub client_secret: Option<String>,
+    /// Read the client secret from this file.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub show: Show,
 }
@@ -225,6 +245,44 @@ mod tests {
         assert!(parse(&["--refresh-token", "r", "--client-id", "c"]).is_err());
         assert!(parse(&["--client-id", "c", "--client-secret", "s"]).is_err());
         assert!(parse(&["--user", ""]).is_err());
+        // The file forms take the place of the arguments, one form per key.
+        assert!(parse(&["--access-token-file", "f"]).is_ok());
+        assert!(parse(&["--access-token", "-"]).is_ok());
+        assert!(parse(&["--access-token", "a", "--access-token-file", "f"]).is_err());
+        assert!(parse(&["--access-token-file", "f", "--client-secret-file", "s"]).is_err());
+        assert!(parse(&["--user", "u", "--access-token-file", "f"]).is_err());
+        assert!(parse(&[
+            "--grant-token-file",
+            "g",
+            "--client-id",
+            "c",
+            "--client-secret-file",
+            "s"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "--refresh-token",
+            "-",
+            "--client-id",
+            "c",
+            "--client-secret-file",
+            "s"
+        ])
+        .is_ok());
+        assert!(parse(&["--refresh-token-file", "r", "--client-id", "c"]).is_err());
+        assert!(parse(&["--refresh-token-file", "r", "--client-secret", "s"]).is_err());
+        assert!(parse(&[
+            "--grant-token",
+            "g",
+            "--client-id",
+            "c",
+            "--client-secret",
+            "s",
+            "--client-secret-file",
+            "f"
+        ])
+        .is_err());
+        assert!(parse(&["--client-secret-file", "f", "--client-id", "c"]).is_err());
     }
 
     #[test]

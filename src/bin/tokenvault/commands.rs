@@ -1,12 +1,14 @@
 //! The commands of DESIGN.md section 5, each on an open vault.
 //!
 //! Invariants: input is read and checked before the vault is opened or anything is
-//! written (a malformed file or JSON writes nothing); the vault is opened with buffered
+//! written (a malformed file or JSON writes nothing), then handed on one token at a time,
+//! so memory does not grow with the input's number of tokens; the vault is opened with buffered
 //! writes and flushed, with any error reported, before a writing command reports
 //! success; stdout carries only the command's output, stderr only the error.
 
 use std::cmp::Ordering;
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -15,9 +17,9 @@ use tokenvault::{Error, OAuthToken, TokenStore, Vault, VaultOptions};
 use crate::args::{Cli, Command, FindArgs, KdfChoice, Show};
 use crate::failure::{quoted, Failure, EXIT_FAILURE};
 use crate::import::{self, Location};
-use crate::output::{self, Text};
+use crate::output::{self, Escaped, Text};
 use crate::passphrase::{self, Source, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE};
-use crate::{input, progress};
+use crate::{find_keys, input, progress, secret_buf};
 
 /// What every command knows.
 struct Context {
@@ -71,16 +73,14 @@ impl Context {
     }
 }
 
-/// Writes command output to stdout.
+/// Writes command output to stdout, unbuffered (std's buffer would keep a copy of the
+/// last revealed secret).
 fn print(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| match e.kind() {
-            // The reader went away (`| head`): nothing to tell it.
-            std::io::ErrorKind::BrokenPipe => Failure::with_code(EXIT_FAILURE, ""),
-            _ => Failure::error(format!("cannot write to stdout: {e}")),
-        })
+    secret_buf::write_stdout(text.as_bytes()).map_err(|e| match e.kind() {
+        // The reader went away (`| head`): nothing to tell it.
+        std::io::ErrorKind::BrokenPipe => Failure::with_code(EXIT_FAILURE, ""),
+        _ => Failure::error(format!("cannot write to stdout: {e}")),
+    })
 }
 
 /// Runs the command `cli` asks for on the vault at `dir`.
@@ -154,36 +154,37 @@ fn passwd(ctx: &Context, new_file: Option<&Path>) -> Result<(), Failure> {
 }
 
 fn save(ctx: &Context) -> Result<(), Failure> {
-    let input::Tokens { mut tokens, array } = input::read_stdin()?;
+    let tokens = input::read_stdin()?;
     let vault = ctx.open()?;
-    let total = tokens.len();
+    let (total, array) = (tokens.count(), tokens.array());
     let mut ids = Vec::with_capacity(total);
-    let mut failure = None;
-    for (i, token) in tokens.iter_mut().enumerate() {
-        if let Err(e) = vault.save_token(token) {
+    let saved = tokens.for_each(|i, mut token| match vault.save_token(&mut token) {
+        Ok(()) => {
+            ids.push(token.id().unwrap_or_default().to_owned());
+            Ok(())
+        }
+        Err(e) => {
             let f = ctx.fail(e);
             let which = if array {
-                format!("token {} of {total}", i + 1)
+                format!("token {i} of {total}")
             } else {
                 "the token".to_owned()
             };
-            let before = match i {
+            let before = match i - 1 {
                 0 => String::new(),
                 1 => "; the one before it was saved".to_owned(),
                 n => format!("; the {n} before it were saved"),
             };
-            failure = Some(Failure::with_code(
+            Err(Failure::with_code(
                 f.code,
                 format!("{which} was not saved: {f}{before}"),
-            ));
-            break;
+            ))
         }
-        ids.push(token.id().unwrap_or_default().to_owned());
-    }
+    });
     ctx.flush(&vault)?;
     if !ids.is_empty() {
         ctx.print(
-            || ids.iter().map(|id| output::clean(id) + "\n").collect(),
+            || ids.iter().map(|id| format!("{}\n", Escaped(id))).collect(),
             || {
                 let objects: Vec<_> = ids.iter().map(|id| json!({ "id": id })).collect();
                 match (array, objects.first()) {
@@ -193,22 +194,24 @@ fn save(ctx: &Context) -> Result<(), Failure> {
             },
         )?;
     }
-    failure.map_or(Ok(()), Err)
+    saved
 }
 
 fn find(ctx: &Context, args: &FindArgs) -> Result<(), Failure> {
+    // Read before the vault is opened: a refused key costs no passphrase.
+    let keys = find_keys::read(args)?;
     let mut query = OAuthToken::default();
     query.set_user_name(args.user.as_deref());
-    query.set_access_token(args.access_token.as_deref());
-    query.set_grant_token(args.grant_token.as_deref());
-    query.set_refresh_token(args.refresh_token.as_deref());
+    query.set_access_token(keys.access_token.as_deref().map(String::as_str));
+    query.set_grant_token(keys.grant_token.as_deref().map(String::as_str));
+    query.set_refresh_token(keys.refresh_token.as_deref().map(String::as_str));
     query.set_client_id(args.client_id.as_deref());
-    query.set_client_secret(args.client_secret.as_deref());
+    query.set_client_secret(keys.client_secret.as_deref().map(String::as_str));
     let vault = ctx.open()?;
     let found = vault.find_token(&query).map_err(|e| ctx.fail(e))?;
     let Some(token) = found else {
         return Err(Failure::error(
-            match (&args.user, &args.access_token, &args.client_id) {
+            match (&args.user, &keys.access_token, &args.client_id) {
                 (Some(user), _, _) => format!("no token is stored for the user {}", quoted(user)),
                 (_, Some(_), _) => "no token has this access token".to_owned(),
                 (_, _, Some(client)) => format!(
@@ -275,7 +278,7 @@ fn delete(ctx: &Context, id: &str) -> Result<(), Failure> {
     vault.delete_token(id).map_err(|e| ctx.fail(e))?;
     ctx.flush(&vault)?;
     ctx.print(
-        || format!("Deleted the token {}.\n", output::clean(id)),
+        || format!("Deleted the token {}.\n", Escaped(id)),
         || json!({ "deleted": [id] }),
     )
 }
@@ -377,7 +380,7 @@ fn report_check(ctx: &Context, report: &tokenvault::VerifyReport, repaired: bool
                 )),
             }
             for r in &set_aside {
-                text.push_str(&format!("  {}\n", output::clean(r)));
+                text.push_str(&format!("  {}\n", Escaped(r)));
             }
             text.push_str(&format!(
                 "{checked} {} and {}: ",
@@ -390,7 +393,7 @@ fn report_check(ctx: &Context, report: &tokenvault::VerifyReport, repaired: bool
                 n => text.push_str(&format!("{n} problems:\n")),
             }
             for p in &problems {
-                text.push_str(&format!("  {}\n", output::clean(p)));
+                text.push_str(&format!("  {}\n", Escaped(p)));
             }
             if !quarantined.is_empty() && set_aside.len() != quarantined.len() {
                 text.push_str(&format!(
@@ -398,7 +401,7 @@ fn report_check(ctx: &Context, report: &tokenvault::VerifyReport, repaired: bool
                     plural(quarantined.len(), "record", "records")
                 ));
                 for r in &quarantined {
-                    text.push_str(&format!("  {}\n", output::clean(r)));
+                    text.push_str(&format!("  {}\n", Escaped(r)));
                 }
             }
             text
@@ -479,19 +482,20 @@ impl ImportReport {
 }
 
 fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
-    let rows = import::read(file)?;
+    let source = import::check(file)?;
     let vault = ctx.open()?;
-    let total = rows.len();
+    let total = source.rows();
     let bar = progress::bar(total, "Importing");
     let mut report = ImportReport::default();
-    for row in rows {
+    let mut stopped = None;
+    let read = source.for_each_row(|row| {
         let at = row.at;
         let mut token = match row.token {
             Ok(token) => token,
             Err(why) => {
                 report.rejected.push((at, why));
                 bar.inc(1);
-                continue;
+                return ControlFlow::Continue(());
             }
         };
         match replaces_a_token(&vault, &token).and_then(|existed| {
@@ -502,24 +506,28 @@ fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
             Ok(false) => report.imported += 1,
             Err(Error::InvalidToken { reason }) => report.rejected.push((at, reason.to_owned())),
             Err(e) => {
-                bar.finish_and_clear();
-                ctx.flush(&vault)?;
-                report.print(ctx)?;
-                let f = ctx.fail(e);
-                let stored = report.imported + report.updated;
-                return Err(Failure::with_code(
-                    f.code,
-                    format!(
-                        "the import stopped at {at}: {f}; the {stored} tokens saved before it are stored"
-                    ),
-                ));
+                stopped = Some((at, ctx.fail(e)));
+                return ControlFlow::Break(());
             }
         }
         bar.inc(1);
-    }
+        ControlFlow::Continue(())
+    });
     bar.finish_and_clear();
+    let stop = match (stopped, read) {
+        (Some((at, f)), _) => Some((format!("the import stopped at {at}: {f}"), f.code)),
+        (None, Err(f)) => Some((format!("the import stopped: {f}"), f.code)),
+        (None, Ok(())) => None,
+    };
     ctx.flush(&vault)?;
     report.print(ctx)?;
+    if let Some((message, code)) = stop {
+        let stored = report.imported + report.updated;
+        return Err(Failure::with_code(
+            code,
+            format!("{message}; the {stored} tokens saved before it are stored"),
+        ));
+    }
     match report.rejected.len() {
         0 => Ok(()),
         n => Err(Failure::error(format!(

@@ -68,7 +68,7 @@ impl Failure {
             // `what` may name a token by its id, which may hold control characters.
             Error::Corrupted { what } => Failure::error(format!(
                 "the vault at {dir} is corrupted: {}",
-                crate::output::clean(&what)
+                crate::output::Escaped(&what)
             )),
             other => Failure::error(other.to_string()),
         }

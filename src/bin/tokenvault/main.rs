@@ -2,7 +2,9 @@
 //! from the Zoho CRM SDK's file and SQL stores (DESIGN.md section 5).
 //!
 //! Built only with the `cli` feature. Invariants kept across the modules: a passphrase
-//! never comes from an argument; secrets print as `[REDACTED]` unless `--reveal`; errors
+//! never comes from an argument, and no other secret has to; every input is bounded by
+//! the caps of `limits` as it is read; buffers that hold secrets never leave copies
+//! behind (`secret_buf`); secrets print as `[REDACTED]` unless `--reveal`; errors
 //! are one line on stderr with the documented exit code (0 success, 1 error, 2 usage,
 //! 3 wrong passphrase, 4 vault locked); input is checked before anything is written.
 #![forbid(unsafe_code)]
@@ -17,11 +19,14 @@
 mod args;
 mod commands;
 mod failure;
+mod find_keys;
 mod import;
 mod input;
+mod limits;
 mod output;
 mod passphrase;
 mod progress;
+mod secret_buf;
 
 use std::io::Write;
 use std::process::ExitCode;

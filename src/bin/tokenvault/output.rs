@@ -3,13 +3,17 @@
 //! Invariants: a secret field (client secret, grant, refresh and access tokens) is shown
 //! as `[REDACTED]` unless the caller asked to reveal it; human output escapes control
 //! characters, so a stored value cannot drive the terminal; JSON uses the token field
-//! names of DESIGN.md section 2 and omits absent fields; output buffers are zeroized.
+//! names of DESIGN.md section 2 and omits absent fields; output is built in a
+//! [`SecretBuf`] (wiped, and never left behind by growth), and values are escaped as they
+//! are written, never through a copy.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 use tokenvault::OAuthToken;
 use zeroize::Zeroizing;
+
+use crate::secret_buf::SecretBuf;
 
 /// What a secret is shown as unless revealed.
 pub const REDACTED: &str = "[REDACTED]";
@@ -63,15 +67,19 @@ impl<'a> TokenJson<'a> {
 
 /// Pretty JSON, ending in a newline.
 pub fn json(value: &impl Serialize) -> Text {
-    let mut bytes = Zeroizing::new(Vec::new());
-    let text = match serde_json::to_writer_pretty(&mut *bytes, value) {
-        Ok(()) => String::from_utf8_lossy(&bytes).into_owned(),
-        // Serializing strings and numbers into memory cannot fail.
-        Err(_) => String::from("null"),
-    };
-    let mut text = Zeroizing::new(text);
-    text.push('\n');
-    text
+    let mut out = SecretBuf::with_capacity(4096);
+    // Serializing strings and numbers into memory cannot fail.
+    if serde_json::to_writer_pretty(&mut out, value).is_err() {
+        out.truncate(0);
+        out.push(b"null");
+    }
+    out.push(b"\n");
+    into_text(out)
+}
+
+/// The text written into `out` (always UTF-8: only `str`s are written to it).
+fn into_text(out: SecretBuf) -> Text {
+    out.into_text().unwrap_or_default()
 }
 
 /// Every token, as a JSON array.
@@ -96,11 +104,11 @@ pub fn token_text(token: &OAuthToken, reveal: bool) -> Text {
         ("redirect_url", j.redirect_url),
         ("api_domain", j.api_domain),
     ];
-    let mut out = Zeroizing::new(String::new());
+    let mut out = SecretBuf::with_capacity(1024);
     for (name, value) in fields {
-        let _ = writeln!(out, "{name:<14} {}", clean(value.unwrap_or("-")));
+        let _ = writeln!(out, "{name:<14} {}", Escaped(value.unwrap_or("-")));
     }
-    out
+    into_text(out)
 }
 
 /// Every token as a table, one row each.
@@ -118,16 +126,15 @@ pub fn tokens_table(tokens: &[OAuthToken], reveal: bool) -> Text {
         "ACCESS TOKEN",
         "GRANT TOKEN",
     ];
-    let rows: Vec<[Zeroizing<String>; 8]> = tokens
+    let rows: Vec<[Cell<'_>; 8]> = tokens
         .iter()
         .map(|t| {
             let j = TokenJson::new(t, reveal);
-            let cell = |v: Option<&str>| Zeroizing::new(clean(v.unwrap_or("-")));
             [
                 cell(j.id),
                 cell(j.user_name),
                 cell(j.client_id),
-                Zeroizing::new(j.expiry_time.map_or_else(|| "-".to_owned(), utc)),
+                Cell::Time(j.expiry_time.map_or_else(|| "-".to_owned(), utc)),
                 cell(j.client_secret),
                 cell(j.refresh_token),
                 cell(j.access_token),
@@ -138,42 +145,87 @@ pub fn tokens_table(tokens: &[OAuthToken], reveal: bool) -> Text {
     let mut widths = header.map(|h| h.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row.iter()) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
-    let mut out = Zeroizing::new(String::new());
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
+    let mut out = SecretBuf::with_capacity(4096);
+    let mut line = |cells: &mut dyn Iterator<Item = Escaped<'_>>| {
+        let start = out.len();
         for (cell, width) in cells.zip(widths) {
-            let _ = write!(text, "{cell:<width$}  ");
+            let _ = write!(out, "{cell}");
+            for _ in cell.width()..width + 2 {
+                out.push(b" ");
+            }
         }
-        out.push_str(text.trim_end());
-        out.push('\n');
-        zeroize::Zeroize::zeroize(&mut text);
+        // Trailing blanks go, as `str::trim_end` would take them.
+        let kept = std::str::from_utf8(out.as_bytes().get(start..).unwrap_or_default())
+            .map_or(0, |line| line.trim_end().len());
+        out.truncate(start + kept);
+        out.push(b"\n");
     };
-    line(&mut header.iter().copied());
+    line(&mut header.iter().map(|h| Escaped(h)));
     for row in &rows {
-        line(&mut row.iter().map(|c| c.as_str()));
+        line(&mut row.iter().map(Cell::shown));
     }
-    out
+    into_text(out)
 }
 
-/// A value made safe for a terminal: control characters escaped.
-pub fn clean(value: &str) -> String {
-    if !value.chars().any(char::is_control) {
-        return value.to_owned();
+/// A table cell: a value from the token (borrowed, never copied) or a formatted time.
+enum Cell<'a> {
+    Value(&'a str),
+    Time(String),
+}
+
+fn cell(value: Option<&str>) -> Cell<'_> {
+    Cell::Value(value.unwrap_or("-"))
+}
+
+impl Cell<'_> {
+    fn shown(&self) -> Escaped<'_> {
+        match self {
+            Cell::Value(v) => Escaped(v),
+            Cell::Time(t) => Escaped(t),
+        }
     }
-    value
-        .chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
+
+    fn width(&self) -> usize {
+        self.shown().width()
+    }
+}
+
+/// A value made safe for a terminal, written without a copy: control characters escaped.
+#[derive(Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl Escaped<'_> {
+    /// The characters it shows.
+    pub fn width(self) -> usize {
+        self.0
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().count()
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
             } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Milliseconds since the Unix epoch as an ISO 8601 UTC time.

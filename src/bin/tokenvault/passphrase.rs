@@ -1,23 +1,25 @@
 //! Where passphrases come from: a file, the environment, or a no-echo prompt.
 //!
 //! Invariants: a passphrase never comes from a command-line argument (other users can read
-//! those); every copy this program makes is zeroized on drop; the prompt only appears on
+//! those); every copy this program makes is zeroized on drop, and a file is read without
+//! leaving copies behind (`SecretBuf`); the prompt only appears on
 //! a terminal, so a script without a passphrase fails at once instead of hanging.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use crate::failure::{quoted, Failure};
+use crate::secret_buf::{self, ReadError};
 
 /// The environment variable holding the passphrase.
 pub const ENV_PASSPHRASE: &str = "TOKENVAULT_PASSPHRASE";
 /// The environment variable holding the new passphrase for `passwd`.
 pub const ENV_NEW_PASSPHRASE: &str = "TOKENVAULT_NEW_PASSPHRASE";
 /// A passphrase file larger than this is not a passphrase file.
-const MAX_FILE_BYTES: u64 = 64 * 1024;
+const MAX_FILE_BYTES: usize = 64 * 1024;
 
 /// A passphrase, zeroized on drop.
 pub type Passphrase = Zeroizing<String>;
@@ -90,17 +92,18 @@ fn read_file(path: &Path) -> Result<Passphrase, Failure> {
     let shown = quoted(&path.display().to_string());
     let unreadable =
         |e: std::io::Error| Failure::error(format!("cannot read the passphrase file {shown}: {e}"));
-    let file = File::open(path).map_err(unreadable)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Failure::error(format!(
-            "the passphrase file {shown} is larger than 64 KiB"
-        )));
-    }
-    let mut text: &[u8] = &bytes;
+    let mut file = File::open(path).map_err(unreadable)?;
+    let hint = file
+        .metadata()
+        .map_err(unreadable)?
+        .len()
+        .try_into()
+        .unwrap_or(usize::MAX);
+    let bytes = secret_buf::read_bounded(&mut file, MAX_FILE_BYTES, hint).map_err(|e| match e {
+        ReadError::Io(e) => unreadable(e),
+        ReadError::TooLarge => Failure::error(format!("the passphrase file {shown} is larger than 64 KiB")),
+    })?;
+    let mut text: &[u8] = bytes.as_bytes();
     if let Some(rest) = text.strip_suffix(b"\n") {
         text = rest.strip_suffix(b"\r").unwrap_or(rest);
     }

@@ -1,9 +1,11 @@
 //! A strict RFC 4180 reader for the SDK's file store (`sdk_tokens.txt`).
 //!
-//! The input is untrusted. Invariants: no input panics or loops; a record (one logical
-//! line, quoted newlines included) longer than [`MAX_RECORD_BYTES`], or with more fields
-//! than the caller allows, is an error before it is buffered further; every error names
-//! the line it was found on. Accepted: fields separated by commas, records ended by CRLF
+//! The input is untrusted. Invariants: no input panics or loops; a field longer than
+//! [`MAX_FIELD_BYTES`] (after unquoting), a record (one logical line, quoted newlines
+//! included) longer than [`MAX_RECORD_BYTES`], or one with more fields than the caller
+//! allows, is an error before it is buffered further; every error names the line it was
+//! found on; a field's text is allocated once, at its final size (a buffer that grows
+//! would leave copies of a secret behind). Accepted: fields separated by commas, records ended by CRLF
 //! or LF (or the end of the input), quoted fields that hold commas, doubled quotes, CR
 //! and LF; an empty line is skipped; a UTF-8 byte-order mark is ignored. Anything else
 //! (a quote inside an unquoted field, text after a closing quote, a quoted field never
@@ -13,8 +15,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-/// The longest record accepted, in bytes.
-pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+use crate::limits::{MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_RECORD_BYTES};
 
 /// One record: the line it starts on (1-based) and its fields.
 pub struct Record {
@@ -52,6 +53,11 @@ pub enum CsvError {
         /// The line the record starts on.
         line: usize,
     },
+    /// A field longer than [`MAX_FIELD_BYTES`].
+    FieldTooLong {
+        /// The line the field starts on.
+        line: usize,
+    },
     /// A record with more fields than allowed.
     TooManyFields {
         /// The line the record starts on.
@@ -80,6 +86,9 @@ impl fmt::Display for CsvError {
                 write!(f, "line {line}: a carriage return that does not end the line")
             }
             CsvError::TooLong { line } => write!(f, "line {line}: the record is longer than 16 MiB"),
+            CsvError::FieldTooLong { line } => {
+                write!(f, "line {line}: a field is longer than {MAX_FIELD_TEXT}")
+            }
             CsvError::TooManyFields { line, max } => {
                 write!(f, "line {line}: more than {max} fields")
             }
@@ -150,8 +159,7 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let line = self.line;
-        let too_long = |pos: usize| pos - start > MAX_RECORD_BYTES;
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(self.max_fields);
         loop {
             if fields.len() == self.max_fields {
                 return Err(CsvError::TooManyFields {
@@ -159,49 +167,12 @@ impl<'a> Reader<'a> {
                     max: self.max_fields,
                 });
             }
-            let field_line = self.line;
-            let mut value = Zeroizing::new(Vec::new());
-            if self.peek() == Some(b'"') {
-                self.pos += 1;
-                loop {
-                    if too_long(self.pos) {
-                        return Err(CsvError::TooLong { line });
-                    }
-                    match self.peek() {
-                        None => return Err(CsvError::Unclosed { line: field_line }),
-                        Some(b'"') if self.peek_at(1) == Some(b'"') => {
-                            value.push(b'"');
-                            self.pos += 2;
-                        }
-                        Some(b'"') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        Some(b) => {
-                            if b == b'\n' {
-                                self.line += 1;
-                            }
-                            value.push(b);
-                            self.pos += 1;
-                        }
-                    }
-                }
+            let text = if self.peek() == Some(b'"') {
+                self.quoted_field(start, line)?
             } else {
-                let from = self.pos;
-                while let Some(b) = self.peek() {
-                    match b {
-                        b',' | b'\r' | b'\n' => break,
-                        b'"' => return Err(CsvError::QuoteInUnquotedField { line: self.line }),
-                        _ => self.pos += 1,
-                    }
-                    if too_long(self.pos) {
-                        return Err(CsvError::TooLong { line });
-                    }
-                }
-                value.extend_from_slice(self.input.get(from..self.pos).unwrap_or_default());
-            }
-            let text = std::str::from_utf8(&value).map_err(|_| CsvError::NotUtf8 { line: field_line })?;
-            fields.push(Zeroizing::new(text.to_owned()));
+                self.unquoted_field(start, line)?
+            };
+            fields.push(text);
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 None => return Ok(Some(Record { line, fields })),
@@ -213,6 +184,72 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+    }
+}
+
+impl Reader<'_> {
+    /// A quoted field from its opening quote: measured first, then copied once into a
+    /// string of its final size.
+    fn quoted_field(&mut self, start: usize, line: usize) -> Result<Zeroizing<String>, CsvError> {
+        let field_line = self.line;
+        let body = self.pos + 1;
+        let mut end = body;
+        let mut unquoted = 0usize;
+        let mut newlines = 0;
+        loop {
+            if end - start > MAX_RECORD_BYTES {
+                return Err(CsvError::TooLong { line });
+            }
+            if unquoted > MAX_FIELD_BYTES {
+                return Err(CsvError::FieldTooLong { line: field_line });
+            }
+            match (self.input.get(end), self.input.get(end + 1)) {
+                (None, _) => return Err(CsvError::Unclosed { line: field_line }),
+                (Some(b'"'), Some(b'"')) => end += 2,
+                (Some(b'"'), _) => break,
+                (Some(b), _) => {
+                    if *b == b'\n' {
+                        newlines += 1;
+                    }
+                    end += 1;
+                }
+            }
+            unquoted += 1;
+        }
+        let raw = self.input.get(body..end).unwrap_or_default();
+        let raw = std::str::from_utf8(raw).map_err(|_| CsvError::NotUtf8 { line: field_line })?;
+        let mut text = Zeroizing::new(String::with_capacity(unquoted));
+        for (i, part) in raw.split("\"\"").enumerate() {
+            if i > 0 {
+                text.push('"');
+            }
+            text.push_str(part);
+        }
+        self.line += newlines;
+        self.pos = end + 1;
+        Ok(text)
+    }
+
+    /// An unquoted field: up to a comma, a line end or the end of the input.
+    fn unquoted_field(&mut self, start: usize, line: usize) -> Result<Zeroizing<String>, CsvError> {
+        let from = self.pos;
+        while let Some(b) = self.peek() {
+            match b {
+                b',' | b'\r' | b'\n' => break,
+                b'"' => return Err(CsvError::QuoteInUnquotedField { line: self.line }),
+                _ => self.pos += 1,
+            }
+            if self.pos - start > MAX_RECORD_BYTES {
+                return Err(CsvError::TooLong { line });
+            }
+            if self.pos - from > MAX_FIELD_BYTES {
+                return Err(CsvError::FieldTooLong { line: self.line });
+            }
+        }
+        let raw = self.input.get(from..self.pos).unwrap_or_default();
+        let text = std::str::from_utf8(raw).map_err(|_| CsvError::NotUtf8 { line: self.line })?;
+        // `to_owned` allocates exactly the field's length.
+        Ok(Zeroizing::new(text.to_owned()))
     }
 }
 
@@ -289,10 +326,33 @@ mod tests {
 
     #[test]
     fn rejects_a_record_over_the_limit() {
-        let mut long = vec![b'x'; MAX_RECORD_BYTES + 2];
+        // Four fields at the field cap and one more byte: the record is over its cap.
+        let field = vec![b'x'; MAX_FIELD_BYTES];
+        let mut long = [&field[..], &field[..], &field[..], &field[..]].join(&b","[..]);
+        long.extend_from_slice(b",xxxx");
         assert_eq!(parse(&long), Err(CsvError::TooLong { line: 1 }));
-        long[0] = b'"';
+        let quoted: Vec<u8> = [&b"\""[..], &field[..], &b"\""[..]].concat();
+        let mut long = [&quoted[..], &quoted[..], &quoted[..], &quoted[..]].join(&b","[..]);
+        long.extend_from_slice(b",\"");
         assert_eq!(parse(&long), Err(CsvError::TooLong { line: 1 }));
+    }
+
+    #[test]
+    fn a_field_may_reach_the_field_cap_but_not_pass_it() {
+        let at_cap = vec![b'x'; MAX_FIELD_BYTES];
+        let fields = parse(&[&b"a,"[..], &at_cap].concat()).unwrap();
+        assert_eq!(fields[0].1[1].len(), MAX_FIELD_BYTES);
+        let over = [&b"a\n1,"[..], &at_cap, b"x"].concat();
+        assert_eq!(parse(&over), Err(CsvError::FieldTooLong { line: 2 }));
+        // Quoted: the cap counts the field's text, a doubled quote as one byte.
+        let mut quoted = vec![b'"'; 2 * 1024];
+        quoted.resize(MAX_FIELD_BYTES + 1024, b'x');
+        let at_cap = [&b"\""[..], &quoted, b"\""].concat();
+        let fields = parse(&at_cap).unwrap();
+        assert_eq!(fields[0].1[0].len(), MAX_FIELD_BYTES);
+        assert!(fields[0].1[0].starts_with("\"\"") && fields[0].1[0].ends_with("xx"));
+        let over = [&b"a\n\"\n"[..], &quoted, b"x\""].concat();
+        assert_eq!(parse(&over), Err(CsvError::FieldTooLong { line: 2 }));
     }
 
     #[test]

@@ -2,28 +2,31 @@
 //! `oauthtoken` table in a SQLite file, told apart by content.
 //!
 //! Invariants: the source file is only read (SQLite is opened read-only); the whole
-//! source is read and checked before anything is written, so a malformed file imports
-//! nothing; a row whose cells cannot make a token is rejected with its line (CSV) or row
-//! (SQLite) number and a reason that never quotes a cell; no error message quotes a cell
-//! that could be a secret.
+//! source is checked (structure, field and row caps) before anything is written, so a
+//! malformed file imports nothing; rows are then read again one at a time, so memory is
+//! bounded by the caps of [`crate::limits`] and never grows with the number of rows; a row
+//! whose cells cannot make a token is rejected with its line (CSV) or row (SQLite) number
+//! and a reason that never quotes a cell; no error message quotes a cell that could be a
+//! secret.
 
 mod csv;
 mod sqlite;
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use tokenvault::OAuthToken;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::failure::{quoted, Failure};
+use crate::limits::{grouped, MAX_CSV_BYTES, MAX_ROWS};
+use crate::secret_buf::{self, ReadError, SecretBuf};
 
 /// The first 16 bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-/// A CSV file larger than this is refused (it is read whole, to be checked before import).
-const MAX_CSV_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Where a row came from, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,13 +54,46 @@ pub struct Row {
     pub token: Result<OAuthToken, String>,
 }
 
-/// Reads every row of the SDK store in `path`.
+/// A checked SDK store, ready to be read row by row.
+pub struct Store {
+    shown: String,
+    rows: usize,
+    kind: Kind,
+}
+
+enum Kind {
+    /// The CSV file's bytes and the columns its header names.
+    Csv { bytes: SecretBuf, columns: Vec<Column> },
+    /// The SQLite file, open in a read transaction (so both passes see the same rows).
+    Sqlite(sqlite::Table),
+}
+
+impl Store {
+    /// How many rows the source holds.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Hands every row to `each`, in order, one at a time, until `each` breaks.
+    ///
+    /// # Errors
+    /// The source could not be read again (its rows were checked already, so this is an
+    /// I/O failure); the message names the row.
+    pub fn for_each_row(&self, mut each: impl FnMut(Row) -> ControlFlow<()>) -> Result<(), Failure> {
+        match &self.kind {
+            Kind::Csv { bytes, columns } => csv_rows(bytes, columns, &self.shown, &mut each),
+            Kind::Sqlite(table) => table.for_each_row(&self.shown, &mut each),
+        }
+    }
+}
+
+/// Opens the SDK store in `path` and checks all of it.
 ///
 /// # Errors
 /// The file cannot be read, is neither the SDK's CSV nor a SQLite file with an
-/// `oauthtoken` table, or is malformed (the message names the line and says nothing was
-/// imported).
-pub fn read(path: &Path) -> Result<Vec<Row>, Failure> {
+/// `oauthtoken` table, is malformed, or is over a cap (the message names the line or row
+/// and says nothing was imported).
+pub fn check(path: &Path) -> Result<Store, Failure> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| Failure::error(format!("cannot read {shown}: {e}"));
     let mut file = File::open(path).map_err(unreadable)?;
@@ -65,33 +101,56 @@ pub fn read(path: &Path) -> Result<Vec<Row>, Failure> {
     if !meta.is_file() {
         return Err(Failure::error(format!("cannot import {shown}: it is not a file")));
     }
-    // Sized up front: growing the buffer would leave copies of secrets behind.
-    let capacity = meta.len().min(MAX_CSV_BYTES) as usize + 1;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
-    (&mut file)
-        .take(SQLITE_MAGIC.len() as u64)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.as_slice() == SQLITE_MAGIC {
+    let mut magic = [0u8; 16];
+    let n = read_prefix(&mut file, &mut magic).map_err(unreadable)?;
+    let is_sqlite = magic.get(..n) == Some(&SQLITE_MAGIC[..]);
+    magic.zeroize();
+    if is_sqlite {
         drop(file);
-        return sqlite::read(path, &shown);
+        return sqlite::check(path, &shown).map(|(table, rows)| Store {
+            shown,
+            rows,
+            kind: Kind::Sqlite(table),
+        });
     }
-    (&mut file)
-        .take(MAX_CSV_BYTES + 1 - bytes.len() as u64)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_CSV_BYTES {
-        return Err(Failure::error(format!(
+    file.rewind().map_err(unreadable)?;
+    let hint = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let bytes = secret_buf::read_bounded(&mut file, MAX_CSV_BYTES, hint).map_err(|e| match e {
+        ReadError::Io(e) => unreadable(e),
+        ReadError::TooLarge => Failure::error(format!(
             "cannot import {shown}: a CSV file over 1 GiB is refused; split it"
-        )));
+        )),
+    })?;
+    let (columns, rows) = check_csv(bytes.as_bytes(), &shown)?;
+    Ok(Store {
+        shown,
+        rows,
+        kind: Kind::Csv { bytes, columns },
+    })
+}
+
+/// Fills `buf` from `file` as far as the file goes; returns how much was read.
+fn read_prefix(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while let Some(room) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match file.read(room) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    read_csv(&bytes, &shown)
+    Ok(n)
+}
+
+fn malformed(shown: &str, e: &csv::CsvError) -> Failure {
+    Failure::error(format!("cannot import {shown}: {e}; nothing was imported"))
 }
 
 /// The SDK file store's CSV: a header naming the columns, then one token per record.
-fn read_csv(bytes: &[u8], shown: &str) -> Result<Vec<Row>, Failure> {
-    let malformed =
-        |e: csv::CsvError| Failure::error(format!("cannot import {shown}: {e}; nothing was imported"));
+/// Returns the columns and the number of records, having checked every record's shape
+/// and the caps (no token is built here).
+fn check_csv(bytes: &[u8], shown: &str) -> Result<(Vec<Column>, usize), Failure> {
     let mut reader = csv::Reader::new(bytes, 2 * COLUMNS.len());
     let header = match reader.next() {
         None => {
@@ -100,13 +159,13 @@ fn read_csv(bytes: &[u8], shown: &str) -> Result<Vec<Row>, Failure> {
                 column_list(Source::Csv)
             )))
         }
-        Some(record) => record.map_err(malformed)?,
+        Some(record) => record.map_err(|e| malformed(shown, &e))?,
     };
     let columns = header_columns(header.fields.iter().map(|f| f.as_str()), Source::Csv, shown)?;
     reader.set_max_fields(columns.len());
-    let mut rows = Vec::new();
+    let mut rows = 0;
     for record in reader {
-        let record = record.map_err(malformed)?;
+        let record = record.map_err(|e| malformed(shown, &e))?;
         if record.fields.len() != columns.len() {
             return Err(Failure::error(format!(
                 "cannot import {shown}: line {} has {} fields where the header has {}; nothing was imported",
@@ -115,6 +174,34 @@ fn read_csv(bytes: &[u8], shown: &str) -> Result<Vec<Row>, Failure> {
                 columns.len()
             )));
         }
+        if rows == MAX_ROWS {
+            return Err(Failure::error(format!(
+                "cannot import {shown}: line {} holds row {}, past the {} rows one import takes; split \
+                 the file; nothing was imported",
+                record.line,
+                grouped(MAX_ROWS + 1),
+                grouped(MAX_ROWS)
+            )));
+        }
+        rows += 1;
+    }
+    Ok((columns, rows))
+}
+
+/// The second pass over a checked CSV: one token at a time.
+fn csv_rows(
+    bytes: &SecretBuf,
+    columns: &[Column],
+    shown: &str,
+    each: &mut dyn FnMut(Row) -> ControlFlow<()>,
+) -> Result<(), Failure> {
+    let mut reader = csv::Reader::new(bytes.as_bytes(), 2 * COLUMNS.len());
+    // The header, checked already.
+    let _ = reader.next();
+    reader.set_max_fields(columns.len());
+    for record in reader {
+        // The bytes are those checked: an error here cannot happen, but is not ignored.
+        let record = record.map_err(|e| Failure::error(format!("cannot read {shown} again: {e}")))?;
         let mut token = OAuthToken::default();
         let mut problem = None;
         for (column, value) in columns.iter().zip(record.fields) {
@@ -122,12 +209,15 @@ fn read_csv(bytes: &[u8], shown: &str) -> Result<Vec<Row>, Failure> {
                 problem.get_or_insert(why);
             }
         }
-        rows.push(Row {
+        let row = Row {
             at: Location::Line(record.line),
             token: problem.map_or(Ok(token), Err),
-        });
+        };
+        if each(row).is_break() {
+            break;
+        }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The token fields the SDK's stores persist.
