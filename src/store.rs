@@ -1,6 +1,6 @@
 //! The `TokenStore` trait and its matching rules, written once for every store.
 //!
-//! The rules (DESIGN.md section 3) live here and nowhere else: a store only provides
+//! The rules (docs/design.md section 3) live here and nowhere else: a store only provides
 //! [`Records`], a keyed record collection with four value indexes, and this module decides
 //! what a lookup, a save and a delete mean. Invariants kept here:
 //! - a lookup with no usable key finds nothing (never "the first row");

@@ -1,5 +1,5 @@
 //! The `tokenvault` command line (feature `cli`), run as a real process: the interface of
-//! DESIGN.md section 5, its exit codes and exact error messages, secret redaction, and
+//! docs/design.md section 6, its exit codes and exact error messages, secret redaction, and
 //! migration from the Zoho SDK's file store (CSV) and SQL store (SQLite).
 //!
 //! Protects against: a secret printed without `--reveal`; a wrong exit code that a script

@@ -1,4 +1,4 @@
-//! The DESIGN.md section 3 semantics, checked against `MemoryStore`.
+//! The docs/design.md section 3 semantics, checked against `MemoryStore`.
 #[macro_use]
 mod common;
 

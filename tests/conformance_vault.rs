@@ -1,4 +1,4 @@
-//! The DESIGN.md section 3 semantics, checked against `Vault` (the same suite as
+//! The docs/design.md section 3 semantics, checked against `Vault` (the same suite as
 //! `MemoryStore`), on a fresh vault in a temporary directory per test.
 #[macro_use]
 mod common;

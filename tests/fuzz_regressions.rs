@@ -16,7 +16,7 @@ fn vault(dir: &tempfile::TempDir) -> Vault {
 }
 
 /// Two users share an access token; the one that claimed it last moves on to another
-/// value. DESIGN.md section 3: "when the owner drops the value ... the entry goes, and the
+/// value. docs/design.md section 3: "when the owner drops the value ... the entry goes, and the
 /// value finds nothing". Both stores do that; `verify` must not call this state damaged,
 /// and `repair` must not change what a lookup finds.
 ///
@@ -61,7 +61,7 @@ fn verify_accepts_a_shared_value_its_last_owner_dropped() {
 }
 
 /// Two users share a refresh token; the one that claimed it last moves on to another
-/// value. DESIGN.md section 3: "when the owner drops the value ... the entry goes, and the
+/// value. docs/design.md section 3: "when the owner drops the value ... the entry goes, and the
 /// value finds nothing". Both stores do that; `verify` must not call this state damaged
 /// (it reported `MissingIndexEntry { index: "refresh" }` for the first token), and `repair`
 /// must not change what a lookup finds (it re-added the entry, so the value found the first

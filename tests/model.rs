@@ -1,4 +1,4 @@
-//! `MemoryStore` and `Vault` against an independent model of DESIGN.md section 3, on random
+//! `MemoryStore` and `Vault` against an independent model of docs/design.md section 3, on random
 //! sequences of operations (64 cases unless `PROPTEST_CASES` says otherwise).
 mod common;
 

@@ -80,12 +80,20 @@ fn main() {
     for n in [1u64, 2, 10, 4_294_967_296, u64::MAX] {
         write("generation_pointer", &format!("gen-{n}"), &encode_pointer(n));
     }
-    write("generation_pointer", "leading-zero", b"tokenvault generation 01\n");
+    write(
+        "generation_pointer",
+        "leading-zero",
+        b"tokenvault generation 01\n",
+    );
     write("generation_pointer", "no-newline", b"tokenvault generation 7");
 
     // quarantine_entry: an entry labelled with an id, one without, and a bare key.
     for (i, id) in [Some("quarantined-id"), None].into_iter().enumerate() {
-        write("quarantine_entry", &format!("entry-{i}"), &encode_quarantine_entry(id, b"damaged record bytes"));
+        write(
+            "quarantine_entry",
+            &format!("entry-{i}"),
+            &encode_quarantine_entry(id, b"damaged record bytes"),
+        );
     }
     write("quarantine_entry", "short", &[36u8; 40]);
 

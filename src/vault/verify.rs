@@ -368,7 +368,7 @@ impl Vault {
                 let id = token.id().unwrap_or_default().to_owned();
                 match valid.get(&key) {
                     // An access, refresh or grant value may rightly have no entry: its last
-                    // claimant dropped it (DESIGN.md section 3), and then it finds nothing.
+                    // claimant dropped it (docs/design.md section 3), and then it finds nothing.
                     // Only the user index must cover every record.
                     None if index != Index::User => {}
                     None => {

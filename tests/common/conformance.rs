@@ -1,4 +1,4 @@
-//! The conformance suite: every rule of DESIGN.md section 3, written once against the
+//! The conformance suite: every rule of docs/design.md section 3, written once against the
 //! `TokenStore` trait and instantiated for each store with [`conformance_suite!`].
 //!
 //! ```ignore

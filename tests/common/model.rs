@@ -1,4 +1,4 @@
-//! A model of DESIGN.md section 3, written from the text and independent of the crate's
+//! A model of docs/design.md section 3, written from the text and independent of the crate's
 //! internals, and a check that runs a sequence of operations on a store and on the model
 //! side by side.
 //!

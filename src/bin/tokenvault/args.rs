@@ -1,4 +1,4 @@
-//! The command line's grammar (DESIGN.md section 5), as clap derive types.
+//! The command line's grammar (docs/design.md section 6), as clap derive types.
 //!
 //! Invariants: no argument carries the passphrase (it comes from a prompt, a file or the
 //! environment); every secret `find` takes can come from stdin or a file instead of an

@@ -1,4 +1,4 @@
-//! The commands of DESIGN.md section 5, each on an open vault.
+//! The commands of docs/design.md section 6, each on an open vault.
 //!
 //! Invariants: input is read and checked before the vault is opened or anything is
 //! written (a malformed file or JSON writes nothing), then handed on one token at a time,

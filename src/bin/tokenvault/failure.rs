@@ -1,8 +1,8 @@
 //! How the command line fails: one plain sentence on stderr and a documented exit code.
 //!
 //! Invariants: a message is one line, names what failed and where, and never carries a
-//! passphrase or a token's secret; library errors map to the exit codes of DESIGN.md
-//! section 5 in this one place.
+//! passphrase or a token's secret; library errors map to the exit codes of
+//! docs/design.md section 6 in this one place.
 
 use std::fmt;
 use std::path::Path;

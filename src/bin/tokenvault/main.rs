@@ -1,5 +1,5 @@
 //! `tokenvault`: manage an encrypted token vault from the command line, and migrate tokens
-//! from the Zoho CRM SDK's file and SQL stores (DESIGN.md section 5).
+//! from the Zoho CRM SDK's file and SQL stores (docs/design.md section 6).
 //!
 //! Built only with the `cli` feature. Invariants kept across the modules: a passphrase
 //! never comes from an argument, and no other secret has to; every input is bounded by

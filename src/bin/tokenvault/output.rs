@@ -3,7 +3,7 @@
 //! Invariants: a secret field (client secret, grant, refresh and access tokens) is shown
 //! as `[REDACTED]` unless the caller asked to reveal it; human output escapes control
 //! characters, so a stored value cannot drive the terminal; JSON uses the token field
-//! names of DESIGN.md section 2 and omits absent fields; output is built in a
+//! names of docs/design.md section 2 and omits absent fields; output is built in a
 //! [`SecretBuf`] (wiped, and never left behind by growth), and values are escaped as they
 //! are written, never through a copy.
 
