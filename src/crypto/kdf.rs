@@ -1,9 +1,11 @@
 //! Argon2id parameters, their bounds, and the passphrase-to-key step.
 //!
-//! Invariant: Argon2 never runs with parameters outside [`KdfParams::FLOOR`] and
+//! Invariants: Argon2 never runs with parameters outside [`KdfParams::FLOOR`] and
 //! [`KdfParams::CEILING`]; a header asking for more is refused before any work is done.
+//! Argon2's working memory (19 MiB to 1 GiB, all of it derived from the passphrase) is
+//! ours, and is zeroized before it is freed.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -110,7 +112,8 @@ pub(crate) struct PassphraseKey(pub(crate) Zeroizing<[u8; 32]>);
 /// Runs Argon2id (version 0x13) over the passphrase.
 ///
 /// # Errors
-/// `InvalidKdfParams` if the parameters are out of bounds (checked before any work).
+/// `InvalidKdfParams` if the parameters are out of bounds (checked before any work); `Io`
+/// (out of memory) if Argon2's memory cannot be allocated.
 pub(crate) fn derive_passphrase_key(
     passphrase: &[u8],
     salt: &[u8],
@@ -125,10 +128,20 @@ pub(crate) fn derive_passphrase_key(
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
+    // Argon2's own buffer is freed as it is; ours is zeroized first.
+    let blocks = argon_params.block_count();
+    let mut memory: Zeroizing<Vec<Block>> = Zeroizing::new(Vec::new());
+    memory.try_reserve_exact(blocks).map_err(|_| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("Argon2 needs {} MiB, which could not be allocated", blocks / 1024),
+        ))
+    })?;
+    memory.resize(blocks, Block::default());
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(passphrase, salt, out.as_mut())
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
