@@ -241,6 +241,7 @@ impl VaultOptions {
             header = upgraded;
             kek = new_kek;
         }
+        restrict_dir(dir)?;
         restrict_files(dir)?;
         let vault = Vault::assemble(dir, self.clone(), wrap(storage), lock, header, kek, keys, seals);
         vault.inner.check_first_record()?;
@@ -839,12 +840,22 @@ impl Drop for VaultLock {
 }
 
 fn lock_vault(dir: &Path) -> Result<VaultLock, Error> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK_FILE))?;
+    let path = dir.join(LOCK_FILE);
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    // A symbolic link planted as the lock file would have us create, lock or write a file
+    // elsewhere: the link is never followed.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let file = options
+        .open(&path)
+        .map_err(|e| match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link; refusing to follow it", path.display()),
+            )),
+            _ => Error::Io(e),
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(VaultLock {
             file,
