@@ -98,6 +98,38 @@ impl KdfParams {
             && self.parallelism <= target.parallelism
             && self != target
     }
+
+    /// The larger of the two in each parameter: at least as costly as either. (Valid when
+    /// both are: the memory stays at least 8 KiB per lane.)
+    pub(crate) fn strongest_of(&self, other: &KdfParams) -> KdfParams {
+        KdfParams {
+            memory_kib: self.memory_kib.max(other.memory_kib),
+            iterations: self.iterations.max(other.iterations),
+            parallelism: self.parallelism.max(other.parallelism),
+        }
+    }
+
+    /// Checks that no parameter exceeds `limit`'s.
+    ///
+    /// # Errors
+    /// `InvalidKdfParams` naming the first parameter above the limit.
+    pub(crate) fn check_within(&self, limit: &KdfParams) -> Result<(), Error> {
+        for (name, v, max) in [
+            ("memory_kib", self.memory_kib, limit.memory_kib),
+            ("iterations", self.iterations, limit.iterations),
+            ("parallelism", self.parallelism, limit.parallelism),
+        ] {
+            if v > max {
+                return Err(Error::InvalidKdfParams {
+                    reason: format!(
+                        "the vault asks for {name} {v}, above the {max} this opener allows \
+                         (VaultOptions::max_kdf); refused before running Argon2"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for KdfParams {
@@ -234,5 +266,61 @@ mod tests {
             parallelism: 4,
         };
         assert!(!more_mem_fewer_passes.is_weaker_than(&KdfParams::RECOMMENDED));
+    }
+
+    #[test]
+    fn the_strongest_of_two_takes_each_larger_parameter() {
+        let a = KdfParams {
+            memory_kib: 128 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        };
+        let both = a.strongest_of(&KdfParams::RECOMMENDED);
+        assert_eq!(both, KdfParams::RECOMMENDED.strongest_of(&a));
+        assert_eq!(
+            both,
+            KdfParams {
+                memory_kib: 128 * 1024,
+                iterations: 3,
+                parallelism: 4,
+            }
+        );
+        assert!(both.validate().is_ok());
+        assert_eq!(KdfParams::FLOOR.strongest_of(&KdfParams::FLOOR), KdfParams::FLOOR);
+    }
+
+    #[test]
+    fn a_limit_is_checked_in_every_parameter() {
+        let limit = KdfParams::RECOMMENDED;
+        assert!(limit.check_within(&limit).is_ok());
+        assert!(KdfParams::FLOOR.check_within(&limit).is_ok());
+        for (over, name) in [
+            (
+                KdfParams {
+                    memory_kib: limit.memory_kib + 1,
+                    ..limit
+                },
+                "memory_kib",
+            ),
+            (
+                KdfParams {
+                    iterations: limit.iterations + 1,
+                    ..limit
+                },
+                "iterations",
+            ),
+            (
+                KdfParams {
+                    parallelism: limit.parallelism + 1,
+                    ..limit
+                },
+                "parallelism",
+            ),
+        ] {
+            match over.check_within(&limit) {
+                Err(Error::InvalidKdfParams { reason }) => assert!(reason.contains(name), "{reason}"),
+                other => panic!("{over:?}: {other:?}"),
+            }
+        }
     }
 }
