@@ -1,16 +1,31 @@
 #!/usr/bin/env python3
-"""Removes each security defence once, runs the test that guards it, and reports whether
-the test failed (it must). Works on a scratch copy of the tree; the tree itself is never
-changed.
+"""Removes each security defence once, builds the test that guards it, runs it, and reports
+whether the test failed (it must). Works on a scratch copy of the tree; the tree itself is
+never changed.
 
-Usage: scripts/check-defences.py [SCRATCH_DIR]   (ONLY=4,5 runs those attacks only)
+Each row ends in one of:
+  fails (defence proven)   the mutated code built, and the test ran and failed
+  STILL PASSES             the mutated code built, and the test passed: it does not guard
+                           the defence
+  BROKEN (...)             nothing was proven: the mutation's text is not in the file, the
+                           mutated code does not build, the test does not exist, or the test
+                           fails on the unmutated tree too
+  TIMED OUT                the build or the test ran past its time limit
+
+The exit status is 0 only if every row says "fails (defence proven)".
+
+Usage: scripts/check-defences.py [SCRATCH_DIR]   (ONLY=4,14 runs those attacks only)
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROVEN = "fails (defence proven)"
+BUILD_TIMEOUT = 3600
+TEST_TIMEOUT = 900
 
 # (attack, defence removed, file, [(old, new), ...], test binary, test name)
 MUTATIONS = [
@@ -44,7 +59,7 @@ MUTATIONS = [
       ("            Err(e) => return Err(damaged_token(Some(id), &slot, e)),",
        "            Err(_) => return Ok(None),")],
      "tamper", "a_flipped_bit_at_any_record_byte_is_rejected"),
-    ("7 record moved to another slot", "the slot is left out of the record AAD and the id-slot check is dropped",
+    ("7 record moved to another slot", "the slot is left out of the record AAD and the id-slot checks are dropped (the slot MAC of an index hit, the id compare of a lookup by id)",
      "src/crypto/seal.rs",
      [("    aad.extend_from_slice(slot);\n", "")],
      "tamper", "a_record_moved_to_another_slot_is_rejected"),
@@ -61,7 +76,8 @@ MUTATIONS = [
      "tamper", "an_index_entry_repointed_at_another_record_never_returns_it"),
     ("10 values on disk", "index keys are an unkeyed SHA-256 of the value",
      "src/crypto/keys.rs",
-     [("        mac(k, &[value.as_bytes()])", "        let _ = k;\n        sha2::Sha256::digest(value.as_bytes()).into()")],
+     [("        mac(k, &[value.as_bytes()])",
+       "        let _ = k;\n        <sha2::Sha256 as sha2::Digest>::digest(value.as_bytes()).into()")],
      "at_rest", "no_secret_user_name_or_id_appears_on_disk_in_any_encoding"),
     ("11 repeated nonces", "seal nonces are a constant",
      "src/crypto/mod.rs",
@@ -75,6 +91,50 @@ MUTATIONS = [
      "src/vault/mod.rs",
      [("            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;", "")],
      "lifecycle", "vault_directory_is_private_and_its_files_owner_only"),
+    ("14 doctored KDF cost in the header", "open runs Argon2 with whatever the header asks, up to the ceiling (no max_kdf check)",
+     "src/vault/mod.rs",
+     [("        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;\n", "")],
+     "tamper", "a_header_asking_more_kdf_work_than_the_opener_allows_is_refused_before_argon2"),
+    ("15a passphrase change that weakens the KDF", "change_passphrase and rekey write the options' parameters as they are",
+     "src/vault/mod.rs",
+     [("            self.kdf.strongest_of(stored)\n", "            let _ = stored;\n            self.kdf\n")],
+     "key_management", "changing_the_passphrase_never_weakens_the_kdf_unless_asked"),
+    ("15b `passwd --kdf floor` weakens the KDF", "the command line always allows weaker parameters",
+     "src/bin/tokenvault/commands.rs",
+     [(".allow_weaker_kdf(self.allow_weaker_kdf)", ".allow_weaker_kdf(true)")],
+     "cli", "passwd_keeps_a_stronger_stored_kdf_unless_told_to_weaken_it"),
+    ("16a loose directory mode", "open no longer makes the vault directory 0700",
+     "src/vault/mod.rs",
+     [("        restrict_dir(dir)?;\n        restrict_files(dir)?;", "        restrict_files(dir)?;")],
+     "lifecycle", "open_makes_a_loosened_vault_directory_private_again"),
+    ("16b symlinked lock file", "the lock file is opened following symbolic links",
+     "src/vault/mod.rs",
+     [("    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);\n", "")],
+     "lifecycle", "a_symlinked_lock_file_is_refused_and_never_followed"),
+    ("17a memory residue: KDF memory", "Argon2 allocates its own working memory and frees it unwiped",
+     "src/crypto/kdf.rs",
+     [(".hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())",
+       ".hash_password_into(passphrase, salt, out.as_mut())")],
+     "memory_residue", "argon2_working_memory_is_wiped_before_it_is_freed"),
+    ("17b memory residue: HMAC and HKDF state", "sha2 is built without `zeroize`: SHA-256 states are freed unwiped",
+     "Cargo.toml",
+     [('sha2 = { version = "0.11", features = ["zeroize"] }', 'sha2 = "0.11"')],
+     "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
+    ("17c memory residue: Argon2's BLAKE2b state", "blake2 is built without `zeroize`",
+     "Cargo.toml",
+     [('blake2 = { version = "0.11", default-features = false, features = ["zeroize"] }',
+       'blake2 = { version = "0.11", default-features = false }')],
+     "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
+    ("17d memory residue: encoding buffers", "tokens are encoded into a growing buffer (bincode's encode_to_vec)",
+     "src/crypto/seal.rs",
+     [("    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);\n"
+       "    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())\n"
+       "        .map_err(|_| unencodable())?;\n",
+       "    let bytes = Zeroizing::new(\n"
+       "        bincode::serde::encode_to_vec(token, bincode_config()).map_err(|_| unencodable())?,\n"
+       "    );\n"
+       "    let written = bytes.len();\n")],
+     "memory_residue", "no_freed_block_holds_a_token_secret"),
 ]
 
 # Mutation 7 also needs the id-to-slot checks gone (a second, independent defence: the slot
@@ -90,6 +150,42 @@ EXTRA = {
 }
 
 
+def cargo(args, scratch, env, timeout):
+    """Runs cargo in the scratch tree; returns (exit code, output) or None on a timeout."""
+    try:
+        r = subprocess.run(["cargo"] + args, cwd=scratch, env=env, capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    return r.returncode, r.stdout + r.stderr
+
+
+def target_args(binary):
+    return ["--all-features"] + (["--lib"] if binary == "--lib" else ["--test", binary])
+
+
+def run_test(binary, test, scratch, env):
+    """Builds the test binary, then runs the one test. Returns an outcome string."""
+    built = cargo(["test", "--no-run", "-q"] + target_args(binary), scratch, env, BUILD_TIMEOUT)
+    if built is None:
+        return "TIMED OUT (build)"
+    if built[0] != 0:
+        errors = [l for l in built[1].splitlines() if l.startswith("error")]
+        sys.stderr.write(built[1][-4000:])
+        return f"BROKEN (does not build: {errors[0] if errors else 'cargo failed'})"
+    ran = cargo(["test", "-q"] + target_args(binary) + ["--", "--exact", test], scratch, env, TEST_TIMEOUT)
+    if ran is None:
+        return "TIMED OUT (test)"
+    counts = re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed", ran[1])
+    passed = sum(int(p) for p, _ in counts)
+    failed = sum(int(f) for _, f in counts)
+    if passed + failed == 0:
+        return "BROKEN (no such test)"
+    if failed > 0:
+        return "failed"
+    return "passed" if ran[0] == 0 else f"BROKEN (cargo exited {ran[0]} with the test passing)"
+
+
 def main():
     scratch = sys.argv[1] if len(sys.argv) > 1 else "/tmp/tokenvault-defences"
     # Keep an earlier run's build directory: only the sources are replaced.
@@ -100,15 +196,26 @@ def main():
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     shutil.copytree(ROOT, scratch, ignore=shutil.ignore_patterns("target", "fuzz", ".git"), dirs_exist_ok=True)
     env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(scratch, "target"))
-    results = []
     only = {o.strip() for o in os.environ.get("ONLY", "").split(",") if o.strip()}
-    for attack, defence, path, repl, binary, test in MUTATIONS:
-        if only and attack.split()[0] not in only:
-            continue
+    selected = [m for m in MUTATIONS if not only or m[0].split()[0] in only]
+
+    # A test that fails on the unmutated tree proves nothing by failing on a mutated one.
+    baseline = {}
+    for _, _, _, _, binary, test in selected:
+        if (binary, test) not in baseline:
+            sys.stderr.write(f"unmutated: {binary} {test}\n")
+            baseline[(binary, test)] = run_test(binary, test, scratch, env)
+
+    print("| attack | defence removed | test | with the defence removed |")
+    print("|---|---|---|---|")
+    results = []
+    for attack, defence, path, repl, binary, test in selected:
+        sys.stderr.write(f"mutation {attack}\n")
         edits = [(path, repl)]
         if attack in EXTRA:
             edits.append(EXTRA[attack])
         saved = {}
+        outcome = None
         try:
             for p, rs in edits:
                 full = os.path.join(scratch, p)
@@ -116,21 +223,24 @@ def main():
                 saved.setdefault(p, text)
                 for old, new in rs:
                     if old not in text:
-                        raise SystemExit(f"{attack}: pattern not found in {p}: {old!r}")
+                        outcome = f"BROKEN (text not found in {p}: {old.strip()[:60]!r})"
+                        break
                     text = text.replace(old, new)
+                if outcome:
+                    break
                 open(full, "w").write(text)
-            args = ["cargo", "test", "-q"] + (["--lib"] if binary == "--lib" else ["--test", binary]) + ["--", "--exact", test]
-            r = subprocess.run(args, cwd=scratch, env=env, capture_output=True, text=True, timeout=900)
-            outcome = "fails (defence proven)" if r.returncode != 0 else "STILL PASSES"
-        except subprocess.TimeoutExpired:
-            outcome = "fails (timed out)"
+            if outcome is None:
+                if baseline[(binary, test)] != "passed":
+                    outcome = f"BROKEN (unmutated: {baseline[(binary, test)]})"
+                else:
+                    ran = run_test(binary, test, scratch, env)
+                    outcome = {"failed": PROVEN, "passed": "STILL PASSES"}.get(ran, ran)
         finally:
             for p, text in saved.items():
                 open(os.path.join(scratch, p), "w").write(text)
-        results.append((attack, defence, f"{binary.lstrip('-')}::{test}", outcome))
+        results.append(outcome)
         print(f"| {attack} | {defence} | `{binary.lstrip('-')}::{test}` | {outcome} |", flush=True)
-    bad = [r for r in results if r[3] == "STILL PASSES"]
-    sys.exit(1 if bad else 0)
+    sys.exit(0 if all(r == PROVEN for r in results) else 1)
 
 
 if __name__ == "__main__":

@@ -415,6 +415,35 @@ fn run_passwd_with(s: &Scratch, old: &str, new: &str) -> Run {
 }
 
 #[test]
+fn passwd_keeps_a_stronger_stored_kdf_unless_told_to_weaken_it() {
+    let s = Scratch::new();
+    let strong = KdfParams {
+        memory_kib: 24 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
+    drop(VaultOptions::new().kdf(strong).create(&s.vault, PASS).unwrap());
+    let stored = |passphrase: &str| {
+        VaultOptions::new()
+            .kdf(KdfParams::FLOOR)
+            .open(&s.vault, passphrase)
+            .unwrap()
+            .kdf_params()
+    };
+    // TOKENVAULT_KDF=floor asks for less in every parameter: the vault keeps its own.
+    run_passwd_with(&s, PASS, "second").ok();
+    assert_eq!(stored("second"), strong);
+    let run = run(
+        s.command(&["passwd", "--allow-weaker-kdf"])
+            .env("TOKENVAULT_PASSPHRASE", "second")
+            .env("TOKENVAULT_NEW_PASSPHRASE", "third"),
+        None,
+    );
+    run.ok();
+    assert_eq!(stored("third"), KdfParams::FLOOR);
+}
+
+#[test]
 fn a_vault_open_elsewhere_exits_4() {
     let s = Scratch::with_vault();
     let held = VaultOptions::new()

@@ -1,8 +1,10 @@
-//! Key epochs, the seal budget, and re-keying.
+//! Key epochs, the seal budget, re-keying, and the KDF cost of the header.
 //!
 //! Protects against: records sealed before a rotation becoming unreadable; a key used past
 //! its seal budget; a `rekey` that loses a token, an index entry, or leaves the old
-//! passphrase (or old ciphertext) working.
+//! passphrase (or old ciphertext) working; a passphrase change or `rekey` that silently
+//! writes weaker KDF parameters than the vault had; a vault made stronger on purpose that
+//! no options can open.
 
 mod common;
 
@@ -223,4 +225,88 @@ fn rekey_replaces_every_key_and_keeps_every_token_findable() {
         "every record must be re-encrypted"
     );
     assert_eq!(record_epochs(&path), BTreeSet::from([0]));
+}
+
+/// Stronger than the floor in every parameter, and cheap enough for tests.
+const STRONG: KdfParams = KdfParams {
+    memory_kib: 24 * 1024,
+    iterations: 3,
+    parallelism: 2,
+};
+
+#[test]
+fn changing_the_passphrase_never_weakens_the_kdf_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(VaultOptions::new().kdf(STRONG).create(&path, "a").unwrap());
+    // Options asking for the floor: weaker than the vault in every parameter.
+    let weak = VaultOptions::new().kdf(KdfParams::FLOOR);
+    let v = weak.open(&path, "a").unwrap();
+    assert_eq!(v.kdf_params(), STRONG);
+    v.change_passphrase("b").unwrap();
+    assert_eq!(v.kdf_params(), STRONG);
+    v.rekey("c").unwrap();
+    assert_eq!(v.kdf_params(), STRONG);
+    drop(v);
+    assert_eq!(weak.open(&path, "c").unwrap().kdf_params(), STRONG);
+    // More memory asked, fewer passes and lanes: each parameter keeps the larger.
+    let mixed = KdfParams {
+        memory_kib: 32 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+    let v = VaultOptions::new().kdf(mixed).open(&path, "c").unwrap();
+    v.change_passphrase("d").unwrap();
+    let both = KdfParams {
+        memory_kib: 32 * 1024,
+        ..STRONG
+    };
+    assert_eq!(v.kdf_params(), both);
+    drop(v);
+    assert_eq!(weak.open(&path, "d").unwrap().kdf_params(), both);
+    // Asked for explicitly, the weaker parameters are written, by either operation.
+    let v = weak.clone().allow_weaker_kdf(true).open(&path, "d").unwrap();
+    v.change_passphrase("e").unwrap();
+    assert_eq!(v.kdf_params(), KdfParams::FLOOR);
+    drop(v);
+    assert_eq!(weak.open(&path, "e").unwrap().kdf_params(), KdfParams::FLOOR);
+    let v = VaultOptions::new().kdf(STRONG).open(&path, "e").unwrap();
+    assert_eq!(v.kdf_params(), STRONG, "open upgrades a weaker vault");
+    drop(v);
+    let v = weak.clone().allow_weaker_kdf(true).open(&path, "e").unwrap();
+    v.rekey("f").unwrap();
+    assert_eq!(v.kdf_params(), KdfParams::FLOOR);
+}
+
+#[test]
+fn a_vault_stronger_than_the_bound_opens_once_the_options_allow_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(VaultOptions::new().kdf(STRONG).create(&path, "p").unwrap());
+    let bounded = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .max_kdf(KdfParams::FLOOR);
+    match bounded.open(&path, "p") {
+        Err(Error::InvalidKdfParams { reason }) => {
+            assert!(reason.contains("memory_kib 24576"), "{reason}");
+            assert!(reason.contains("max_kdf"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Raising the bound, or asking for these parameters, lets it open.
+    drop(bounded.clone().max_kdf(STRONG).open(&path, "p").unwrap());
+    drop(
+        VaultOptions::new()
+            .kdf(STRONG)
+            .max_kdf(KdfParams::FLOOR)
+            .open(&path, "p")
+            .unwrap(),
+    );
+    // The default bound is well above the recommended parameters.
+    drop(
+        VaultOptions::new()
+            .kdf(KdfParams::FLOOR)
+            .open(&path, "p")
+            .unwrap(),
+    );
 }

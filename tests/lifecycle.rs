@@ -2,7 +2,9 @@
 //!
 //! Protects against: data lost across reopen, a wrong passphrase that opens or changes
 //! anything, `change_passphrase` that leaves the old passphrase working, a second opener
-//! that hangs or succeeds, `create` over existing data, `open` that creates files.
+//! that hangs or succeeds, `create` over existing data, `open` that creates files, a vault
+//! directory left readable by others after open, a lock file planted as a symbolic link
+//! that has the vault create, lock or write a file elsewhere.
 
 mod common;
 
@@ -292,6 +294,54 @@ fn vault_directory_is_private_and_its_files_owner_only() {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn open_makes_a_loosened_vault_directory_private_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, "p").unwrap());
+    // A vault restored from a backup, or copied, with the umask's modes.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(options().open(&path, "p").unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_lock_file_is_refused_and_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    drop(options().create(&path, "p").unwrap());
+    let lock = path.join("tokenvault.lock");
+    let refused = |what: &str| match options().open(&path, "p") {
+        Err(Error::Io(e)) => assert!(e.to_string().contains("symbolic link"), "{what}: {e}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    // A link to a file outside the vault: not opened, locked or written through.
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, "precious").unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&outside, &lock).unwrap();
+    refused("a link to a file");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    let file = std::fs::File::open(&outside).unwrap();
+    file.try_lock().unwrap();
+    drop(file);
+    // A dangling link: nothing is created where it points.
+    let missing = tmp.path().join("created-through-the-link");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&missing, &lock).unwrap();
+    refused("a dangling link");
+    assert!(!missing.exists());
+    assert!(std::fs::symlink_metadata(&lock).unwrap().file_type().is_symlink());
+    // Once the link is gone, the vault opens (and makes its lock file again).
+    std::fs::remove_file(&lock).unwrap();
+    drop(options().open(&path, "p").unwrap());
+    assert!(std::fs::symlink_metadata(&lock).unwrap().file_type().is_file());
 }
 
 #[test]

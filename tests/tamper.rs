@@ -3,7 +3,8 @@
 //! Protects against: a flipped bit, truncation or extension of any record or header byte
 //! going unnoticed; a record moved to another slot; an index entry repointed at another
 //! user's record returning that user's token; a header transplanted from another vault;
-//! any of these panicking. Every case must be an `Error`, never wrong data.
+//! a header doctored to ask for minutes of KDF work; any of these panicking. Every case
+//! must be an `Error`, never wrong data.
 
 mod common;
 
@@ -305,8 +306,12 @@ fn a_changed_header_byte_with_a_recomputed_checksum_is_refused() {
         b[i] ^= 0x01 << (i % 8);
         set_header(&path, &with_checksum(&b));
         let got = options().open(&path, "pass");
+        // A KDF parameter raised above the opener's bound is refused as such.
         assert!(
-            matches!(got, Err(Error::Corrupted { .. }) | Err(Error::WrongPassphrase)),
+            matches!(
+                got,
+                Err(Error::Corrupted { .. } | Error::WrongPassphrase | Error::InvalidKdfParams { .. })
+            ),
             "byte {i}: {got:?}"
         );
     }
@@ -410,6 +415,57 @@ fn absurd_kdf_parameters_are_refused_before_any_work() {
             "offset {offset} = {value}: {fastest:?}"
         );
     }
+}
+
+#[test]
+fn a_header_asking_more_kdf_work_than_the_opener_allows_is_refused_before_argon2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    make_vault(&path, 1);
+    let original = header(&path);
+    // Within the ceiling, so the header parses; above the default bound (256 MiB, t=4,
+    // p=8). Argon2 would run (1 GiB: seconds) and only then report a wrong passphrase.
+    let variants: [(usize, &str, u32); 3] = [
+        (27, "memory_kib", KdfParams::CEILING.memory_kib),
+        (31, "iterations", KdfParams::CEILING.iterations),
+        (35, "parallelism", KdfParams::CEILING.parallelism),
+    ];
+    for (offset, name, value) in variants {
+        let mut body = original[..original.len() - 32].to_vec();
+        body[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+        set_header(&path, &with_checksum(&body));
+        let fastest = (0..3)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                match options().open(&path, "pass") {
+                    Err(Error::InvalidKdfParams { reason }) => {
+                        assert!(reason.contains(&format!("{name} {value}")), "{reason}");
+                    }
+                    other => panic!("{name} = {value}: {other:?}"),
+                }
+                started.elapsed()
+            })
+            .min()
+            .unwrap();
+        assert!(
+            fastest < std::time::Duration::from_millis(100),
+            "{name} = {value}: {fastest:?}"
+        );
+    }
+    // What refused them is the bound: raised to the ceiling, the cheap ones reach the key
+    // unwrap, which their doctored parameters fail.
+    for (offset, value) in [
+        (31, KdfParams::CEILING.iterations),
+        (35, KdfParams::CEILING.parallelism),
+    ] {
+        let mut body = original[..original.len() - 32].to_vec();
+        body[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+        set_header(&path, &with_checksum(&body));
+        let got = options().max_kdf(KdfParams::CEILING).open(&path, "pass");
+        assert!(matches!(got, Err(Error::WrongPassphrase)), "{got:?}");
+    }
+    set_header(&path, &original);
+    drop(options().open(&path, "pass").unwrap());
 }
 
 #[test]

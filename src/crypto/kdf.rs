@@ -1,9 +1,11 @@
 //! Argon2id parameters, their bounds, and the passphrase-to-key step.
 //!
-//! Invariant: Argon2 never runs with parameters outside [`KdfParams::FLOOR`] and
+//! Invariants: Argon2 never runs with parameters outside [`KdfParams::FLOOR`] and
 //! [`KdfParams::CEILING`]; a header asking for more is refused before any work is done.
+//! Argon2's working memory (19 MiB to 1 GiB, all of it derived from the passphrase) is
+//! ours, and is zeroized before it is freed.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -96,6 +98,38 @@ impl KdfParams {
             && self.parallelism <= target.parallelism
             && self != target
     }
+
+    /// The larger of the two in each parameter: at least as costly as either. (Valid when
+    /// both are: the memory stays at least 8 KiB per lane.)
+    pub(crate) fn strongest_of(&self, other: &KdfParams) -> KdfParams {
+        KdfParams {
+            memory_kib: self.memory_kib.max(other.memory_kib),
+            iterations: self.iterations.max(other.iterations),
+            parallelism: self.parallelism.max(other.parallelism),
+        }
+    }
+
+    /// Checks that no parameter exceeds `limit`'s.
+    ///
+    /// # Errors
+    /// `InvalidKdfParams` naming the first parameter above the limit.
+    pub(crate) fn check_within(&self, limit: &KdfParams) -> Result<(), Error> {
+        for (name, v, max) in [
+            ("memory_kib", self.memory_kib, limit.memory_kib),
+            ("iterations", self.iterations, limit.iterations),
+            ("parallelism", self.parallelism, limit.parallelism),
+        ] {
+            if v > max {
+                return Err(Error::InvalidKdfParams {
+                    reason: format!(
+                        "the vault asks for {name} {v}, above the {max} this opener allows \
+                         (VaultOptions::max_kdf); refused before running Argon2"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for KdfParams {
@@ -110,7 +144,8 @@ pub(crate) struct PassphraseKey(pub(crate) Zeroizing<[u8; 32]>);
 /// Runs Argon2id (version 0x13) over the passphrase.
 ///
 /// # Errors
-/// `InvalidKdfParams` if the parameters are out of bounds (checked before any work).
+/// `InvalidKdfParams` if the parameters are out of bounds (checked before any work); `Io`
+/// (out of memory) if Argon2's memory cannot be allocated.
 pub(crate) fn derive_passphrase_key(
     passphrase: &[u8],
     salt: &[u8],
@@ -125,10 +160,20 @@ pub(crate) fn derive_passphrase_key(
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
+    // Argon2's own buffer is freed as it is; ours is zeroized first.
+    let blocks = argon_params.block_count();
+    let mut memory: Zeroizing<Vec<Block>> = Zeroizing::new(Vec::new());
+    memory.try_reserve_exact(blocks).map_err(|_| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("Argon2 needs {} MiB, which could not be allocated", blocks / 1024),
+        ))
+    })?;
+    memory.resize(blocks, Block::default());
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(passphrase, salt, out.as_mut())
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
@@ -221,5 +266,61 @@ mod tests {
             parallelism: 4,
         };
         assert!(!more_mem_fewer_passes.is_weaker_than(&KdfParams::RECOMMENDED));
+    }
+
+    #[test]
+    fn the_strongest_of_two_takes_each_larger_parameter() {
+        let a = KdfParams {
+            memory_kib: 128 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        };
+        let both = a.strongest_of(&KdfParams::RECOMMENDED);
+        assert_eq!(both, KdfParams::RECOMMENDED.strongest_of(&a));
+        assert_eq!(
+            both,
+            KdfParams {
+                memory_kib: 128 * 1024,
+                iterations: 3,
+                parallelism: 4,
+            }
+        );
+        assert!(both.validate().is_ok());
+        assert_eq!(KdfParams::FLOOR.strongest_of(&KdfParams::FLOOR), KdfParams::FLOOR);
+    }
+
+    #[test]
+    fn a_limit_is_checked_in_every_parameter() {
+        let limit = KdfParams::RECOMMENDED;
+        assert!(limit.check_within(&limit).is_ok());
+        assert!(KdfParams::FLOOR.check_within(&limit).is_ok());
+        for (over, name) in [
+            (
+                KdfParams {
+                    memory_kib: limit.memory_kib + 1,
+                    ..limit
+                },
+                "memory_kib",
+            ),
+            (
+                KdfParams {
+                    iterations: limit.iterations + 1,
+                    ..limit
+                },
+                "iterations",
+            ),
+            (
+                KdfParams {
+                    parallelism: limit.parallelism + 1,
+                    ..limit
+                },
+                "parallelism",
+            ),
+        ] {
+            match over.check_within(&limit) {
+                Err(Error::InvalidKdfParams { reason }) => assert!(reason.contains(name), "{reason}"),
+                other => panic!("{over:?}: {other:?}"),
+            }
+        }
     }
 }

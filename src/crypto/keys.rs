@@ -4,13 +4,14 @@
 //! --HKDF-SHA256 (salt: vault id, distinct labels)--> record key per epoch, one index key
 //! per index, the id key, and the header-MAC key.
 //!
-//! Invariants: no type here is `Debug` or `Clone`; all are zeroized on drop.
+//! Invariants: no type here is `Debug` or `Clone`; all are zeroized on drop, the HMAC
+//! and HKDF states included (their SHA-256 states wipe themselves: sha2's `zeroize`).
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::store::Index;
 use crate::Error;
@@ -36,8 +37,11 @@ impl DataKey {
 
 /// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` into `okm`.
 pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<(), Error> {
-    Hkdf::<Sha256>::new(Some(salt), ikm)
-        .expand(info, okm)
+    // The extracted key opens every key derived from `ikm`: `Hkdf::new` would drop it
+    // unwiped, so it is taken here and wiped. The HMAC state keyed with it wipes itself.
+    let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(salt), ikm);
+    prk.as_mut_slice().zeroize();
+    hkdf.expand(info, okm)
         .map_err(|_| Error::corrupted("HKDF output length out of range"))
 }
 
@@ -165,5 +169,58 @@ impl VaultKeys {
     /// The data key (to wrap it again under a new passphrase).
     pub(crate) fn data_key(&self) -> &DataKey {
         &self.data_key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::marker::PhantomData;
+    use zeroize::ZeroizeOnDrop;
+
+    /// Asks at run time whether `T` wipes itself when dropped: the method is found through
+    /// `ZeroizeOnDrop` when `T` implements it, through the fallback otherwise. A dependency
+    /// built without its `zeroize` feature then fails the test below, not the build.
+    struct Probe<T>(PhantomData<T>);
+    trait Wiped {
+        fn wiped(&self) -> bool {
+            true
+        }
+    }
+    impl<T: ZeroizeOnDrop> Wiped for Probe<T> {}
+    trait NotWiped {
+        fn wiped(&self) -> bool {
+            false
+        }
+    }
+    impl<T> NotWiped for &Probe<T> {}
+
+    macro_rules! wiped_on_drop {
+        ($t:ty) => {
+            (&Probe::<$t>(PhantomData)).wiped()
+        };
+    }
+
+    #[test]
+    fn the_probe_tells_wiped_types_from_others() {
+        assert!(wiped_on_drop!(zeroize::Zeroizing<[u8; 32]>));
+        assert!(!wiped_on_drop!([u8; 32]));
+    }
+
+    /// Every HMAC (the MAC and index keys, HKDF's extract and expand) keeps two SHA-256
+    /// states computed from its key, and a block buffer; Argon2 hashes the passphrase with
+    /// BLAKE2b. Each must wipe itself when dropped.
+    #[test]
+    fn hmac_hkdf_and_argon2_hash_states_wipe_themselves() {
+        type Sha256Core = <sha2::Sha256 as hmac::EagerHash>::Core;
+        type HmacBuffer = hmac::digest::block_api::Buffer<hmac::block_api::HmacCore<sha2::Sha256>>;
+        assert!(
+            wiped_on_drop!(Sha256Core),
+            "SHA-256 state (sha2 without `zeroize`)"
+        );
+        assert!(wiped_on_drop!(HmacBuffer), "HMAC block buffer");
+        assert!(
+            wiped_on_drop!(blake2::Blake2bVarCore),
+            "BLAKE2b state (blake2 without `zeroize`)"
+        );
     }
 }

@@ -29,20 +29,27 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_RECORD_PLAINTEXT>()
 }
 
-/// Encodes a token for sealing.
+/// Encodes a token for sealing, into one buffer of the exact size that is zeroized on
+/// drop: a growing buffer would leave copies of the secrets wherever it reallocated.
 ///
 /// # Errors
 /// `InvalidToken` if the encoding exceeds [`MAX_RECORD_PLAINTEXT`].
 pub(crate) fn encode_token(token: &OAuthToken) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let bytes = Zeroizing::new(
-        bincode::serde::encode_to_vec(token, bincode_config()).map_err(|_| Error::InvalidToken {
-            reason: "the token could not be encoded",
-        })?,
-    );
-    if bytes.len() > MAX_RECORD_PLAINTEXT {
+    let unencodable = || Error::InvalidToken {
+        reason: "the token could not be encoded",
+    };
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(token, &mut size, bincode_config()).map_err(|_| unencodable())?;
+    if size.bytes_written > MAX_RECORD_PLAINTEXT {
         return Err(Error::InvalidToken {
             reason: "the token is larger than 16 MiB",
         });
+    }
+    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);
+    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())
+        .map_err(|_| unencodable())?;
+    if written != bytes.len() {
+        return Err(unencodable());
     }
     Ok(bytes)
 }

@@ -78,6 +78,8 @@ const LOCK_FILE: &str = "tokenvault.lock";
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
     kdf: KdfParams,
+    max_kdf: KdfParams,
+    allow_weaker_kdf: bool,
     durable: bool,
     cache_capacity: u64,
     seals_per_key: u64,
@@ -88,6 +90,8 @@ impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
             kdf: KdfParams::RECOMMENDED,
+            max_kdf: Self::DEFAULT_MAX_KDF,
+            allow_weaker_kdf: false,
             durable: true,
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
             seals_per_key: Self::DEFAULT_SEALS_PER_KEY,
@@ -101,6 +105,18 @@ impl VaultOptions {
     /// 96-bit nonces stay below a 2^-32 collision chance up to 2^32 seals per key.
     pub const DEFAULT_SEALS_PER_KEY: u64 = 1 << 31;
 
+    /// The most KDF work `open` accepts from a vault by default: 256 MiB, 4 passes, 8 lanes
+    /// (see [`VaultOptions::max_kdf`]). Four times [`KdfParams::RECOMMENDED`]'s memory, one
+    /// pass more and twice its lanes: room for a vault made stronger on purpose, while a
+    /// doctored header costs at most about five ordinary unlocks (about a second here)
+    /// instead of the ceiling's 1 GiB and 8 passes (tens of seconds, or an exhausted small
+    /// device).
+    pub const DEFAULT_MAX_KDF: KdfParams = KdfParams {
+        memory_kib: 256 * 1024,
+        iterations: 4,
+        parallelism: 8,
+    };
+
     /// The storage engine's page cache by default: 32 MiB. A vault of 100,000 tokens then
     /// peaked at 97-120 MiB of RSS in `docs/performance.md`; see
     /// [`VaultOptions::cache_capacity`] for the trade.
@@ -111,9 +127,11 @@ impl VaultOptions {
         Self::default()
     }
 
-    /// The Argon2id parameters that `create` and `change_passphrase` write. `open` unlocks
-    /// with the parameters stored in the vault, then upgrades a vault whose parameters are
-    /// weaker than these.
+    /// The Argon2id parameters that `create` writes. `open` unlocks with the parameters
+    /// stored in the vault, then upgrades a vault whose parameters are all weaker than
+    /// these. `change_passphrase` and `rekey` write, in each parameter, the larger of these
+    /// and the vault's stored ones, so they never weaken the vault (unless
+    /// [`allow_weaker_kdf`](VaultOptions::allow_weaker_kdf) says so).
     ///
     /// # Security
     /// Lower parameters make every passphrase guess cheaper for whoever holds a copy of the
@@ -123,6 +141,45 @@ impl VaultOptions {
     pub fn kdf(mut self, kdf: KdfParams) -> Self {
         self.kdf = kdf;
         self
+    }
+
+    /// The most Argon2id work `open` accepts from a vault's header, in each parameter
+    /// (default [`DEFAULT_MAX_KDF`](VaultOptions::DEFAULT_MAX_KDF): 256 MiB, t=4, p=8). The
+    /// parameters given to [`kdf`](VaultOptions::kdf) are always accepted too, so a vault
+    /// written with these options opens with them.
+    ///
+    /// # Security
+    /// The header's parameters are authenticated only by the key they derive, so a doctored
+    /// header can ask for any cost up to [`KdfParams::CEILING`] (1 GiB, t=8) and have the
+    /// opener pay it before the wrong key shows. A header asking more than this bound is
+    /// refused with `InvalidKdfParams` before Argon2 runs. Raise it to open vaults made
+    /// stronger elsewhere.
+    #[must_use]
+    pub fn max_kdf(mut self, max: KdfParams) -> Self {
+        self.max_kdf = max;
+        self
+    }
+
+    /// `false` (the default): `change_passphrase` and `rekey` keep, in each parameter, the
+    /// larger of the vault's stored KDF parameters and [`kdf`](VaultOptions::kdf)'s. `true`:
+    /// they write `kdf`'s parameters as they are, even if weaker than the stored ones.
+    ///
+    /// # Security
+    /// Weaker parameters make every passphrase guess cheaper for whoever copies the vault
+    /// from then on; ask for them only on purpose (a small device that must open faster).
+    #[must_use]
+    pub fn allow_weaker_kdf(mut self, allow: bool) -> Self {
+        self.allow_weaker_kdf = allow;
+        self
+    }
+
+    /// The parameters a new header of a vault whose header holds `stored` gets.
+    fn kdf_to_write(&self, stored: &KdfParams) -> KdfParams {
+        if self.allow_weaker_kdf {
+            self.kdf
+        } else {
+            self.kdf.strongest_of(stored)
+        }
     }
 
     /// `true` (the default): every save and delete is flushed to disk before it returns.
@@ -232,12 +289,15 @@ impl VaultOptions {
         ))
     }
 
-    /// Opens the vault at `dir` with its passphrase.
+    /// Opens the vault at `dir` with its passphrase. On Unix the directory is made 0700 and
+    /// its files 0600 again.
     ///
     /// # Errors
     /// `VaultNotFound` if `dir` holds no vault (nothing is created there); `VaultLocked` if
-    /// it is open elsewhere; `Corrupted` if its header fails its checks; `WrongPassphrase`;
-    /// `Io`/`Storage`.
+    /// it is open elsewhere; `Io` if its lock file is a symbolic link (never followed);
+    /// `Corrupted` if its header fails its checks; `InvalidKdfParams` if the header asks for
+    /// more KDF work than [`max_kdf`](VaultOptions::max_kdf) (and [`kdf`](VaultOptions::kdf))
+    /// allow; `WrongPassphrase`; `Io`/`Storage`.
     pub fn open(&self, dir: impl AsRef<Path>, passphrase: &str) -> Result<Vault, Error> {
         self.open_with(dir.as_ref(), passphrase, |storage| storage)
     }
@@ -273,6 +333,7 @@ impl VaultOptions {
             return Err(Error::VaultNotFound);
         };
         let mut header = Header::parse(&bytes)?;
+        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
         let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
         let keys = VaultKeys::derive(data_key, header.vault_id, header.epoch);
         let seals = read_seals(&storage, &keys, header.epoch)?;
@@ -303,6 +364,7 @@ impl VaultOptions {
             kek = new_kek;
             compact = true;
         }
+        restrict_dir(dir)?;
         restrict_files(dir)?;
         let vault = Vault::assemble(
             dir,
@@ -579,11 +641,23 @@ impl Vault {
         &self.inner.dir
     }
 
+    /// The Argon2id parameters the vault's header holds now (what a passphrase guess
+    /// against a copy of the vault costs).
+    pub fn kdf_params(&self) -> KdfParams {
+        lock(&self.inner.key_state).header.kdf
+    }
+
     /// Replaces the passphrase: the data key is wrapped again under the new passphrase
-    /// (new salt, the KDF parameters of this vault's options) in one atomic write, flushed
-    /// before this returns. Records are not touched. The vault is then compacted (see
-    /// [`Vault::compact`]), so that when this returns no copy of the old header, which the
-    /// old passphrase unwraps, is left in the vault's files.
+    /// (new salt) in one atomic write, flushed before this returns. Records are not touched.
+    /// The vault is then compacted (see [`Vault::compact`]), so that when this returns no
+    /// copy of the old header, which the old passphrase unwraps, is left in the vault's
+    /// files.
+    ///
+    /// # Security
+    /// The new header's KDF parameters are, in each parameter, the larger of the vault's
+    /// and the options' [`kdf`](VaultOptions::kdf): a change of passphrase never makes
+    /// guessing cheaper, unless the options say
+    /// [`allow_weaker_kdf`](VaultOptions::allow_weaker_kdf).
     ///
     /// # Errors
     /// `InvalidKdfParams`, `Io`, `Storage`. An error from the compaction leaves the new
@@ -594,7 +668,7 @@ impl Vault {
         let keys = self.inner.keys();
         let (header, kek) = Header::for_passphrase(
             keys.vault_id,
-            self.inner.options.kdf,
+            self.inner.options.kdf_to_write(&state.header.kdf),
             state.header.epoch,
             new_passphrase.as_bytes(),
             keys.data_key(),
@@ -628,8 +702,10 @@ impl Vault {
     /// `new_passphrase`: for a suspected leak of the data key. Every record, index entry
     /// and the header are replaced in one atomic write, flushed before this returns: after
     /// a crash the vault opens with exactly one of the old and new passphrases, with every
-    /// token. The vault is then compacted, so no record or header under the old keys is
-    /// left in its files.
+    /// token. The KDF parameters are chosen as by
+    /// [`change_passphrase`](Vault::change_passphrase): never weaker unless allowed. The
+    /// vault is then compacted, so no record or header under the old keys is left in its
+    /// files.
     ///
     /// # Errors
     /// `Corrupted` if a record or index entry fails its checks (nothing is changed);
@@ -644,7 +720,7 @@ impl Vault {
         let data_key = DataKey::generate()?;
         let (header, kek) = Header::for_passphrase(
             vault_id,
-            inner.options.kdf,
+            inner.options.kdf_to_write(&state.header.kdf),
             0,
             new_passphrase.as_bytes(),
             &data_key,
@@ -1248,12 +1324,22 @@ impl Drop for VaultLock {
 }
 
 fn lock_vault(dir: &Path) -> Result<VaultLock, Error> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK_FILE))?;
+    let path = dir.join(LOCK_FILE);
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    // A symbolic link planted as the lock file would have us create, lock or write a file
+    // elsewhere: the link is never followed.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let file = options
+        .open(&path)
+        .map_err(|e| match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link; refusing to follow it", path.display()),
+            )),
+            _ => Error::Io(e),
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(VaultLock {
             file,

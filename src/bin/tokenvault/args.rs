@@ -33,8 +33,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Argon2id cost that `init` and `passwd` write, and that `open` upgrades weaker vaults
-    /// to. `floor` (19 MiB, t=2, p=1) makes every passphrase guess cheaper: for tests only.
+    /// Argon2id cost that `init` writes, and that opening upgrades weaker vaults to;
+    /// `passwd` keeps a vault's stronger stored cost (see `passwd --allow-weaker-kdf`).
+    /// `floor` (19 MiB, t=2, p=1) makes every passphrase guess cheaper: for tests only.
     #[arg(
         long,
         value_enum,
@@ -80,6 +81,10 @@ pub enum Command {
         /// Read the new passphrase from this file.
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
+        /// Write exactly the --kdf cost, even where the vault's stored cost is higher
+        /// (by default each parameter keeps the higher of the two).
+        #[arg(long)]
+        allow_weaker_kdf: bool,
     },
     /// Save one token (a JSON object on stdin) or several (a JSON array); prints the ids.
     Save,

@@ -27,12 +27,17 @@ struct Context {
     passphrase_file: Option<PathBuf>,
     json: bool,
     kdf: KdfChoice,
+    /// `passwd --allow-weaker-kdf`.
+    allow_weaker_kdf: bool,
 }
 
 impl Context {
     fn options(&self) -> VaultOptions {
         // Buffered writes, flushed (with errors reported) before a command succeeds.
-        VaultOptions::new().kdf(self.kdf.params()).durable(false)
+        VaultOptions::new()
+            .kdf(self.kdf.params())
+            .allow_weaker_kdf(self.allow_weaker_kdf)
+            .durable(false)
     }
 
     fn source(&self) -> Source<'_> {
@@ -93,10 +98,19 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
         passphrase_file: cli.passphrase_file,
         json: cli.json,
         kdf: cli.kdf,
+        allow_weaker_kdf: matches!(
+            cli.command,
+            Command::Passwd {
+                allow_weaker_kdf: true,
+                ..
+            }
+        ),
     };
     match cli.command {
         Command::Init => init(&ctx),
-        Command::Passwd { new_passphrase_file } => passwd(&ctx, new_passphrase_file.as_deref()),
+        Command::Passwd {
+            new_passphrase_file, ..
+        } => passwd(&ctx, new_passphrase_file.as_deref()),
         Command::Save => save(&ctx),
         Command::Find(args) => find(&ctx, &args),
         Command::Get { id, show } => get(&ctx, &id, show),
