@@ -91,41 +91,41 @@ MUTATIONS = [
      "src/vault/mod.rs",
      [("            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;", "")],
      "lifecycle", "vault_directory_is_private_and_its_files_owner_only"),
-    ("14 doctored KDF cost in the header", "open runs Argon2 with whatever the header asks, up to the ceiling (no max_kdf check)",
+    ("23 doctored KDF cost in the header", "open runs Argon2 with whatever the header asks, up to the ceiling (no max_kdf check)",
      "src/vault/mod.rs",
      [("        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;\n", "")],
      "tamper", "a_header_asking_more_kdf_work_than_the_opener_allows_is_refused_before_argon2"),
-    ("15a passphrase change that weakens the KDF", "change_passphrase and rekey write the options' parameters as they are",
+    ("24a passphrase change that weakens the KDF", "change_passphrase and rekey write the options' parameters as they are",
      "src/vault/mod.rs",
      [("            self.kdf.strongest_of(stored)\n", "            let _ = stored;\n            self.kdf\n")],
      "key_management", "changing_the_passphrase_never_weakens_the_kdf_unless_asked"),
-    ("15b `passwd --kdf floor` weakens the KDF", "the command line always allows weaker parameters",
+    ("24b `passwd --kdf floor` weakens the KDF", "the command line always allows weaker parameters",
      "src/bin/tokenvault/commands.rs",
      [(".allow_weaker_kdf(self.allow_weaker_kdf)", ".allow_weaker_kdf(true)")],
      "cli", "passwd_keeps_a_stronger_stored_kdf_unless_told_to_weaken_it"),
-    ("16a loose directory mode", "open no longer makes the vault directory 0700",
+    ("25a loose directory mode", "open no longer makes the vault directory 0700",
      "src/vault/mod.rs",
      [("        restrict_dir(dir)?;\n        restrict_files(dir)?;", "        restrict_files(dir)?;")],
      "lifecycle", "open_makes_a_loosened_vault_directory_private_again"),
-    ("16b symlinked lock file", "the lock file is opened following symbolic links",
+    ("25b symlinked lock file", "the lock file is opened following symbolic links",
      "src/vault/mod.rs",
      [("    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);\n", "")],
      "lifecycle", "a_symlinked_lock_file_is_refused_and_never_followed"),
-    ("17a memory residue: KDF memory", "Argon2 allocates its own working memory and frees it unwiped",
+    ("26a memory residue: KDF memory", "Argon2 allocates its own working memory and frees it unwiped",
      "src/crypto/kdf.rs",
      [(".hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())",
        ".hash_password_into(passphrase, salt, out.as_mut())")],
      "memory_residue", "argon2_working_memory_is_wiped_before_it_is_freed"),
-    ("17b memory residue: HMAC and HKDF state", "sha2 is built without `zeroize`: SHA-256 states are freed unwiped",
+    ("26b memory residue: HMAC and HKDF state", "sha2 is built without `zeroize`: SHA-256 states are freed unwiped",
      "Cargo.toml",
      [('sha2 = { version = "0.11", features = ["zeroize"] }', 'sha2 = "0.11"')],
      "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
-    ("17c memory residue: Argon2's BLAKE2b state", "blake2 is built without `zeroize`",
+    ("26c memory residue: Argon2's BLAKE2b state", "blake2 is built without `zeroize`",
      "Cargo.toml",
      [('blake2 = { version = "0.11", default-features = false, features = ["zeroize"] }',
        'blake2 = { version = "0.11", default-features = false }')],
      "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
-    ("17d memory residue: encoding buffers", "tokens are encoded into a growing buffer (bincode's encode_to_vec)",
+    ("26d memory residue: encoding buffers", "tokens are encoded into a growing buffer (bincode's encode_to_vec)",
      "src/crypto/seal.rs",
      [("    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);\n"
        "    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())\n"
@@ -135,6 +135,29 @@ MUTATIONS = [
        "    );\n"
        "    let written = bytes.len();\n")],
      "memory_residue", "no_freed_block_holds_a_token_secret"),
+    ("27 stale header after a passphrase change", "change_passphrase does not compact",
+     "src/vault/mod.rs",
+     [("        self.inner.storage().flush()?;\n        self.inner.compact_locked()\n    }\n\n    /// Starts a new record-key epoch",
+       "        self.inner.storage().flush()\n    }\n\n    /// Starts a new record-key epoch")],
+     "--lib", "vault::stale_tests::after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable"),
+    ("28 deleted token after compaction", "compaction leaves the old generation's files in place",
+     "src/vault/mod.rs",
+     [("            generations::remove_stale(&self.dir, next)?;\n", "")],
+     "--lib", "vault::stale_tests::after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable"),
+    ("29 one damaged record locks out every token", "open requires the first record in key order to open (as before)",
+     "src/vault/mod.rs",
+     [("        let one_opens = self.storage().any(TreeName::Tokens, &mut |slot, sealed| {\n"
+       "            any_record = true;\n"
+       "            open_sealed(&keys, slot, sealed).is_ok()\n"
+       "        })?;\n",
+       "        let mut first = None;\n"
+       "        self.storage().any(TreeName::Tokens, &mut |slot, sealed| {\n"
+       "            any_record = true;\n"
+       "            first = Some(open_sealed(&keys, slot, sealed).is_ok());\n"
+       "            true\n"
+       "        })?;\n"
+       "        let one_opens = first.unwrap_or(false);\n")],
+     "damaged_record", "a_flipped_bit_in_one_record_damages_only_its_token"),
 ]
 
 # Mutation 7 also needs the id-to-slot checks gone (a second, independent defence: the slot
