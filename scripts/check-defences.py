@@ -50,11 +50,11 @@ MUTATIONS = [
      [("    params.validate()?;\n", "")],
      "tamper", "absurd_kdf_parameters_are_refused_before_any_work"),
     ("5 header transplanted from another vault", "open no longer opens a record, nor authenticates the seal counter, to check the header belongs",
-     "src/vault/mod.rs",
+     "src/vault/options.rs",
      [("        vault.inner.check_records_open()?;\n", "")],
      "tamper", "a_header_transplanted_from_another_vault_is_refused"),
     ("6 record bit flip", "a record that fails to open is treated as absent",
-     "src/vault/mod.rs",
+     "src/vault/records.rs",
      [("        Ok(Some(open_sealed(keys, slot, &sealed)?))", "        Ok(open_sealed(keys, slot, &sealed).ok())"),
       ("            Err(e) => return Err(damaged_token(Some(id), &slot, e)),",
        "            Err(_) => return Ok(None),")],
@@ -71,7 +71,7 @@ MUTATIONS = [
       (".record_key(epoch)", ".record_key(0)")],
      "tamper", "a_changed_record_version_or_epoch_byte_is_rejected"),
     ("9 index entry repointed", "an index hit is returned without comparing its field",
-     "src/vault/mod.rs",
+     "src/vault/records.rs",
      [("if bool::from(stored.as_bytes().ct_eq(value.as_bytes())) {", "if true {")],
      "tamper", "an_index_entry_repointed_at_another_record_never_returns_it"),
     ("10 values on disk", "index keys are an unkeyed SHA-256 of the value",
@@ -88,15 +88,15 @@ MUTATIONS = [
      [('.field("refresh_token", &secret(&self.refresh_token))', '.field("refresh_token", &self.refresh_token)')],
      "redaction", "no_public_type_or_error_shows_a_secret"),
     ("13 file permissions", "vault files are left with the umask's mode",
-     "src/vault/mod.rs",
+     "src/vault/fs.rs",
      [("            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;", "")],
      "lifecycle", "vault_directory_is_private_and_its_files_owner_only"),
     ("23 doctored KDF cost in the header", "open runs Argon2 with whatever the header asks, up to the ceiling (no max_kdf check)",
-     "src/vault/mod.rs",
+     "src/vault/options.rs",
      [("        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;\n", "")],
      "tamper", "a_header_asking_more_kdf_work_than_the_opener_allows_is_refused_before_argon2"),
     ("24a passphrase change that weakens the KDF", "change_passphrase and rekey write the options' parameters as they are",
-     "src/vault/mod.rs",
+     "src/vault/options.rs",
      [("            self.kdf.strongest_of(stored)\n", "            let _ = stored;\n            self.kdf\n")],
      "key_management", "changing_the_passphrase_never_weakens_the_kdf_unless_asked"),
     ("24b `passwd --kdf floor` weakens the KDF", "the command line always allows weaker parameters",
@@ -104,11 +104,11 @@ MUTATIONS = [
      [(".allow_weaker_kdf(self.allow_weaker_kdf)", ".allow_weaker_kdf(true)")],
      "cli", "passwd_keeps_a_stronger_stored_kdf_unless_told_to_weaken_it"),
     ("25a loose directory mode", "open no longer makes the vault directory 0700",
-     "src/vault/mod.rs",
+     "src/vault/options.rs",
      [("        restrict_dir(dir)?;\n        restrict_files(dir)?;", "        restrict_files(dir)?;")],
      "lifecycle", "open_makes_a_loosened_vault_directory_private_again"),
     ("25b symlinked lock file", "the lock file is opened following symbolic links",
-     "src/vault/mod.rs",
+     "src/vault/fs.rs",
      [("    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);\n", "")],
      "lifecycle", "a_symlinked_lock_file_is_refused_and_never_followed"),
     ("26a memory residue: KDF memory", "Argon2 allocates its own working memory and frees it unwiped",
@@ -136,16 +136,16 @@ MUTATIONS = [
        "    let written = bytes.len();\n")],
      "memory_residue", "no_freed_block_holds_a_token_secret"),
     ("27 stale header after a passphrase change", "change_passphrase does not compact",
-     "src/vault/mod.rs",
+     "src/vault/keys.rs",
      [("        self.inner.storage().flush()?;\n        self.inner.compact_locked()\n    }\n\n    /// Starts a new record-key epoch",
        "        self.inner.storage().flush()\n    }\n\n    /// Starts a new record-key epoch")],
      "--lib", "vault::stale_tests::after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable"),
     ("28 deleted token after compaction", "compaction leaves the old generation's files in place",
-     "src/vault/mod.rs",
+     "src/vault/compaction.rs",
      [("            generations::remove_stale(&self.dir, next)?;\n", "")],
      "--lib", "vault::stale_tests::after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable"),
     ("29 one damaged record locks out every token", "open requires the first record in key order to open (as before)",
-     "src/vault/mod.rs",
+     "src/vault/records.rs",
      [("        let one_opens = self.storage().any(TreeName::Tokens, &mut |slot, sealed| {\n"
        "            any_record = true;\n"
        "            open_sealed(&keys, slot, sealed).is_ok()\n"
@@ -160,16 +160,22 @@ MUTATIONS = [
      "damaged_record", "a_flipped_bit_in_one_record_damages_only_its_token"),
 ]
 
-# Mutation 7 also needs the id-to-slot checks gone (a second, independent defence: the slot
-# MAC of the record's id on index hits, the id compare on lookups by id).
+# Attacks with more than one independent defence: each is removed too. Mutation 7 also
+# needs the id-to-slot checks gone (the slot MAC of the record's id on index hits, the id
+# compare on lookups by id); 5 the MACs of the other `meta` values; 4 the header parse's
+# own bounds check.
 EXTRA = {
-    "7 record moved to another slot": ("src/vault/mod.rs",
+    "7 record moved to another slot": [("src/vault/records.rs",
         [("        Some(id) if keys.slot(id).ct_eq(slot).into() => Ok(token),", "        Some(_) => Ok(token),"),
-         ("        if token.id() == Some(id) {", "        if true {")]),
-    "5 header transplanted from another vault": ("src/vault/mod.rs",
-        [("if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {", "if tag.len() != MAC_LEN {")]),
-    "4 absurd KDF parameters": ("src/crypto/header.rs",
-        [('kdf.validate().map_err(|_| bad("KDF parameters out of bounds"))?;', '')]),
+         ("        if token.id() == Some(id) {", "        if true {")])],
+    # The seal counter and the compaction state are MACed under the vault's own keys too.
+    "5 header transplanted from another vault": [
+        ("src/vault/seals.rs",
+         [("if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {", "if tag.len() != MAC_LEN {")]),
+        ("src/vault/compaction.rs",
+         [("if tag.len() != MAC_LEN || !keys.verify_meta_mac(COMPACTION_KEY, body, tag) {", "if tag.len() != MAC_LEN {")])],
+    "4 absurd KDF parameters": [("src/crypto/header.rs",
+        [('kdf.validate().map_err(|_| bad("KDF parameters out of bounds"))?;', '')])],
 }
 
 
@@ -235,8 +241,7 @@ def main():
     for attack, defence, path, repl, binary, test in selected:
         sys.stderr.write(f"mutation {attack}\n")
         edits = [(path, repl)]
-        if attack in EXTRA:
-            edits.append(EXTRA[attack])
+        edits.extend(EXTRA.get(attack, []))
         saved = {}
         outcome = None
         try:

@@ -247,6 +247,36 @@ impl Storage for SledStorage {
 }
 
 impl SledStorage {
+    /// The files and directories of a sled database.
+    const FILES: [&'static str; 3] = ["conf", "db", "blobs"];
+    /// sled's snapshots are files named `snap.<hex>` (`.generating` while written).
+    const SNAPSHOT_PREFIX: &'static str = "snap.";
+
+    /// Whether `dir` holds a sled database (its `conf` and `db` files).
+    pub(crate) fn exists_in(dir: &Path) -> bool {
+        dir.join("conf").is_file() && dir.join("db").is_file()
+    }
+
+    /// Whether `name`, in a database's directory, is one of sled's files.
+    pub(crate) fn is_engine_file(name: &str) -> bool {
+        Self::FILES.contains(&name) || name.starts_with(Self::SNAPSHOT_PREFIX)
+    }
+
+    /// Waits (at most `patience`) until no process holds sled's lock on the database in
+    /// `dir`. sled releases it only when the last of its background jobs lets go of the
+    /// file, which can be just after the database is dropped.
+    pub(crate) fn wait_until_released(dir: &Path, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while let Ok(db) = std::fs::File::open(dir.join("db")) {
+            match db.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => break,
+            }
+        }
+    }
+
     /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
     /// new generation): one sled batch, no transaction.
     pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {

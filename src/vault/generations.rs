@@ -15,6 +15,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::backend::SledStorage;
 use crate::Error;
 
 /// The pointer to the live generation.
@@ -24,11 +25,6 @@ const CURRENT_TMP: &str = "CURRENT.tmp";
 const POINTER_PREFIX: &[u8] = b"tokenvault generation ";
 /// The longest valid pointer: the prefix, 20 digits and a newline.
 const MAX_POINTER: usize = 22 + 20 + 1;
-/// The files and directories of a sled database (the legacy layout keeps them in the vault
-/// directory itself).
-const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
-/// Files sled names `snap.<hex>` (and `snap.<hex>.generating` while it writes one).
-const SLED_SNAPSHOT_PREFIX: &str = "snap.";
 
 /// Where a vault's live database is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,9 +85,9 @@ pub(super) fn parse_pointer(bytes: &[u8]) -> Result<u64, Error> {
         .ok_or_else(bad)
 }
 
-/// Whether `dir` holds a sled database (its `conf` and `db` files).
+/// Whether `dir` holds a database.
 fn holds_database(dir: &Path) -> bool {
-    dir.join("conf").is_file() && dir.join("db").is_file()
+    SledStorage::exists_in(dir)
 }
 
 /// The live generation of the vault directory `dir`: `None` when it holds no database
@@ -159,8 +155,7 @@ pub(super) fn remove_stale(dir: &Path, live: Generation) -> Result<(), Error> {
             .strip_prefix("gen-")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             && path != live_dir;
-        let legacy_file = live != Generation::Legacy
-            && (SLED_FILES.contains(&name) || name.starts_with(SLED_SNAPSHOT_PREFIX));
+        let legacy_file = live != Generation::Legacy && SledStorage::is_engine_file(name);
         if stale_generation || legacy_file || name == CURRENT_TMP {
             let ty = entry.file_type()?;
             if ty.is_dir() {

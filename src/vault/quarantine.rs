@@ -9,7 +9,8 @@
 //! Invariants: nothing here is ever opened as a token, and nothing here is removed except
 //! by `delete_tokens`; an entry that does not parse is listed as unknown, never an error.
 
-use super::{open_id, Storage};
+use super::records::open_id;
+use crate::backend::Storage;
 use crate::backend::{Op, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::crypto::{fresh_nonce, seal};

@@ -5,10 +5,16 @@
 //! Each scan is first run where it must find something (before the compaction), so a scan
 //! that could not see what it looks for fails the test.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use super::*;
+use super::generations;
+use super::{VaultOptions, HEADER_KEY};
+use crate::backend::{SledStorage, Storage, TreeName};
+use crate::crypto::header::Header;
+use crate::crypto::keys::VaultKeys;
 use crate::crypto::seal::{self, RECORD_VERSION};
+use crate::{KdfParams, OAuthToken, TokenStore};
 
 /// Every file below `dir`, with its bytes.
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use super::quarantine::{self, Entry};
-use super::{hex_prefix, id_op, index_tree, lock, open_id, open_sealed, KeyState, Vault};
+use super::records::{hex_prefix, id_op, open_id, open_sealed};
+use super::{index_tree, lock, KeyState, Vault};
 use crate::backend::{Op, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;

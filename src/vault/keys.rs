@@ -1,0 +1,137 @@
+//! Key changes on an open vault: a new passphrase, a new record-key epoch, a new data key.
+//!
+//! Invariants: each is one atomic write, flushed before it returns; a passphrase change
+//! and a re-key end with a compaction, so nothing the old passphrase or key opens is left
+//! in the files; the KDF is never weakened unless the options allow it.
+
+use super::compaction::{compaction_op, read_compaction};
+use super::records::{id_op, seal_op};
+use super::seals::seals_op;
+use super::HEADER_KEY;
+use super::{index_tree, lock, quarantine, KeyState, Vault};
+use crate::backend::{Op, TreeName};
+use crate::crypto::header::Header;
+use crate::crypto::keys::{DataKey, VaultKeys, VAULT_ID_LEN};
+use crate::crypto::random_bytes;
+use crate::store::{Index, Owner, Records};
+use crate::Error;
+
+impl Vault {
+    /// Replaces the passphrase: the data key is wrapped again under the new passphrase
+    /// (new salt) in one atomic write, flushed before this returns. Records are not touched.
+    /// The vault is then compacted (see [`Vault::compact`]), so that when this returns no
+    /// copy of the old header, which the old passphrase unwraps, is left in the vault's
+    /// files.
+    ///
+    /// # Security
+    /// The new header's KDF parameters are, in each parameter, the larger of the vault's
+    /// and the options' [`kdf`](VaultOptions::kdf): a change of passphrase never makes
+    /// guessing cheaper, unless the options say
+    /// [`allow_weaker_kdf`](VaultOptions::allow_weaker_kdf).
+    ///
+    /// # Errors
+    /// `InvalidKdfParams`, `Io`, `Storage`. An error from the compaction leaves the new
+    /// passphrase in force; the next open compacts.
+    pub fn change_passphrase(&self, new_passphrase: &str) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        let keys = self.inner.keys();
+        let (header, kek) = Header::for_passphrase(
+            keys.vault_id,
+            self.inner.options.kdf_to_write(&state.header.kdf),
+            state.header.epoch,
+            new_passphrase.as_bytes(),
+            keys.data_key(),
+        )?;
+        let baseline = read_compaction(&*self.inner.storage(), &keys)?.map_or(0, |c| c.baseline);
+        self.inner.storage().apply(&[
+            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+            compaction_op(&keys, baseline, true),
+        ])?;
+        drop(keys);
+        state.header = header;
+        state.kek = kek;
+        self.inner.storage().flush()?;
+        self.inner.compact_locked()
+    }
+
+    /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
+    /// key derived from the data key; existing records keep opening under theirs. The
+    /// vault also does this by itself when a key's seal budget
+    /// ([`VaultOptions::seals_per_key`]) runs out. On disk when it returns.
+    ///
+    /// # Errors
+    /// `Io`, `Storage`.
+    pub fn rotate_key(&self) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        self.inner.rotate_locked(&mut state)
+    }
+
+    /// Re-encrypts every token under a fresh data key and vault id, wrapped under
+    /// `new_passphrase`: for a suspected leak of the data key. Every record, index entry
+    /// and the header are replaced in one atomic write, flushed before this returns: after
+    /// a crash the vault opens with exactly one of the old and new passphrases, with every
+    /// token. The KDF parameters are chosen as by
+    /// [`change_passphrase`](Vault::change_passphrase): never weaker unless allowed. The
+    /// vault is then compacted, so no record or header under the old keys is left in its
+    /// files.
+    ///
+    /// # Errors
+    /// `Corrupted` if a record or index entry fails its checks (nothing is changed);
+    /// `InvalidKdfParams`, `Io`, `Storage`.
+    pub fn rekey(&self, new_passphrase: &str) -> Result<(), Error> {
+        let _writer = lock(&self.inner.writer);
+        let mut state = lock(&self.inner.key_state);
+        let inner = &*self.inner;
+        let tokens = inner.all_tokens()?;
+        let mut vault_id = [0u8; VAULT_ID_LEN];
+        random_bytes(&mut vault_id)?;
+        let data_key = DataKey::generate()?;
+        let (header, kek) = Header::for_passphrase(
+            vault_id,
+            inner.options.kdf_to_write(&state.header.kdf),
+            0,
+            new_passphrase.as_bytes(),
+            &data_key,
+        )?;
+        let new_keys = VaultKeys::derive(data_key, vault_id, 0);
+        let mut ops = inner.remove_every_token(false)?;
+        let mut seals = 0u64;
+        for token in &tokens {
+            let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
+            ops.push(seal_op(&new_keys, 0, token)?);
+            ops.push(id_op(&new_keys, 0, id)?);
+            seals += 2;
+            for index in Index::ALL {
+                if let Some(value) = index.field(token) {
+                    // Keep exactly the entries that exist: the owner of a shared value stays.
+                    if inner.owner(index, value, id)? == Owner::This {
+                        ops.push(Op::Put(
+                            index_tree(index),
+                            new_keys.index_key(index, value).to_vec(),
+                            new_keys.slot(id).to_vec(),
+                        ));
+                    }
+                }
+            }
+        }
+        seals += quarantine::relabel(&*inner.storage(), &inner.keys(), &new_keys, &mut ops)?;
+        ops.push(Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()));
+        ops.push(seals_op(&new_keys, 0, seals));
+        ops.push(compaction_op(&new_keys, 0, true));
+        // Readers wait while the records change keys, so none sees a half-switched vault.
+        let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
+        inner.apply(&ops)?;
+        *keys = new_keys;
+        *state = KeyState {
+            header,
+            kek,
+            seals,
+            reserved: seals,
+        };
+        drop(keys);
+        inner.storage().flush()?;
+        inner.compact_locked()
+    }
+}

@@ -1,0 +1,129 @@
+//! The seal counter: how many records the current key epoch has sealed, kept in `meta`
+//! as an authenticated upper bound written in blocks, and the rotation it triggers.
+//!
+//! Invariant: the stored bound never falls below the seals done, even after a crash: a
+//! batch that seals past the reservation carries the new bound in the same transaction.
+
+use super::{Inner, KeyState, HEADER_KEY};
+use crate::backend::{Op, Storage, TreeName};
+use crate::crypto::header::Header;
+use crate::crypto::keys::{VaultKeys, MAC_LEN};
+use crate::Error;
+
+/// The key of the seal counter in the `meta` tree.
+pub(super) const SEALS_KEY: &[u8] = b"seals";
+
+/// Seals reserved by one write of the seal counter. The stored counter is an upper bound
+/// on the seals under the epoch's key, so most saves leave it alone; a reopen resumes from
+/// the bound and forgoes at most this many seals of the budget.
+pub(super) const SEAL_RESERVE: u64 = 1024;
+
+/// The seal counter as stored: `epoch(4) || seals(8) || MAC(meta key, "seals", both)`.
+pub(super) fn seals_op(keys: &VaultKeys, epoch: u32, seals: u64) -> Op {
+    let mut value = Vec::with_capacity(4 + 8 + MAC_LEN);
+    value.extend_from_slice(&epoch.to_be_bytes());
+    value.extend_from_slice(&seals.to_be_bytes());
+    let tag = keys.meta_mac(SEALS_KEY, &value);
+    value.extend_from_slice(&tag);
+    Op::Put(TreeName::Meta, SEALS_KEY.to_vec(), value)
+}
+
+/// Reads and authenticates the seal counter of the header's epoch.
+pub(super) fn read_seals(
+    storage: &(impl Storage + ?Sized),
+    keys: &VaultKeys,
+    epoch: u32,
+) -> Result<u64, Error> {
+    let bad = || Error::corrupted("seal counter");
+    let value = storage.get(TreeName::Meta, SEALS_KEY)?.ok_or_else(bad)?;
+    let Some((body, tag)) = value.split_at_checked(12) else {
+        return Err(bad());
+    };
+    if tag.len() != MAC_LEN || !keys.verify_meta_mac(SEALS_KEY, body, tag) {
+        return Err(bad());
+    }
+    let (e, n) = body.split_at(4);
+    let e = u32::from_be_bytes(e.try_into().map_err(|_| bad())?);
+    let n = u64::from_be_bytes(n.try_into().map_err(|_| bad())?);
+    if e != epoch {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+/// The seal counter after a batch: see [`Inner::count_seals`].
+pub(super) struct SealCount {
+    total: u64,
+    reserved: u64,
+}
+
+impl SealCount {
+    pub(super) fn record(self, state: &mut KeyState) {
+        state.seals = self.total;
+        state.reserved = self.reserved;
+    }
+}
+
+impl Inner {
+    /// Moves to a new key epoch first if `seals` more would exceed the current key's budget.
+    /// The caller holds the writer and key-state locks and seals only after this.
+    pub(super) fn make_room_for_seals(&self, state: &mut KeyState, seals: u64) -> Result<(), Error> {
+        if seals > 0 && state.seals.saturating_add(seals) > self.options.seals_per_key {
+            self.rotate_locked(state)?;
+        }
+        Ok(())
+    }
+
+    /// Accounts for `seals` made under the current epoch by a batch: the counter on disk
+    /// must never fall below the seals done, so a batch past the reservation carries a new
+    /// one (pushed onto `ops`). Record the result once the batch is applied.
+    pub(super) fn count_seals(
+        &self,
+        state: &KeyState,
+        keys: &VaultKeys,
+        seals: u64,
+        ops: &mut Vec<Op>,
+    ) -> SealCount {
+        let total = state.seals + seals;
+        let reserved = if total > state.reserved {
+            let bound = total
+                .saturating_add(SEAL_RESERVE)
+                .min(self.options.seals_per_key)
+                .max(total);
+            ops.push(seals_op(keys, state.header.epoch, bound));
+            bound
+        } else {
+            state.reserved
+        };
+        SealCount { total, reserved }
+    }
+
+    /// Moves to the next record-key epoch. The caller holds the writer and key-state locks.
+    pub(super) fn rotate_locked(&self, state: &mut KeyState) -> Result<(), Error> {
+        let epoch = state.header.epoch.checked_add(1).ok_or_else(|| Error::Storage {
+            message: "key epochs exhausted".into(),
+        })?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let header = Header::build(
+            keys.vault_id,
+            state.header.kdf,
+            state.header.salt.clone(),
+            epoch,
+            &state.kek,
+            keys.data_key(),
+        )?;
+        let ops = [
+            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+            seals_op(&keys, epoch, 0),
+        ];
+        self.apply(&ops)?;
+        // Applied is committed (a later flush persists it): the state follows the storage
+        // even if this flush fails, and the new key exists only once its header does.
+        keys.extend_epochs(epoch);
+        state.header = header;
+        state.seals = 0;
+        state.reserved = 0;
+        drop(keys);
+        self.storage().flush()
+    }
+}

@@ -1,0 +1,187 @@
+//! Unit tests of the vault that need its internals: the frozen fixture's writer and the
+//! fault-injection storage.
+
+mod fixture {
+    use std::fs;
+    use std::path::Path;
+
+    use super::super::fs::LOCK_FILE;
+    use super::super::VaultOptions;
+    use crate::crypto::test_rng;
+    use crate::{KdfParams, OAuthToken, TokenStore};
+
+    /// The tokens of the frozen v1 fixture, in the order they are saved.
+    pub(crate) fn fixture_tokens() -> Vec<OAuthToken> {
+        let base = |n: u32| {
+            OAuthToken::default()
+                .with_user_name(format!("fixture{n}@example.com"))
+                .with_client_id("1000.FIXTURE")
+                .with_client_secret(format!("fixture-secret-{n}"))
+                .with_refresh_token(format!("1000.fixture-refresh-{n}"))
+                .with_access_token(format!("1000.fixture-access-{n}"))
+                .with_grant_token(format!("1000.fixture-grant-{n}"))
+                .with_expiry_time(1_764_000_000_000 + i64::from(n))
+                .with_redirect_url("https://example.com/cb")
+                .with_api_domain("https://www.zohoapis.com")
+        };
+        vec![
+            base(0),
+            base(1).with_id("1"),
+            base(2)
+                .with_user_name("nobody' OR '1'='1")
+                .with_client_secret("quote\"comma,nul\0end"),
+            base(3)
+                .with_user_name("émoji 🔑 ユーザー")
+                .with_access_token("1000.fixture-access-0"),
+            OAuthToken::default()
+                .with_id("refresh-only")
+                .with_refresh_token("1000.fixture-lone-refresh"),
+        ]
+    }
+
+    /// Writes `tests/fixtures/v1/` through the real code path with a deterministic random
+    /// source. Run only to regenerate the fixture: `cargo test --lib write_v1_fixture --
+    /// --ignored`. A committed fixture must never be regenerated for a format change: every
+    /// later version must open the old one.
+    #[test]
+    #[ignore = "regenerates the committed fixture"]
+    fn write_v1_fixture() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir_all(&out).unwrap();
+        test_rng::seed(0x7465_7374_7661_756c);
+        let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+        let vault = options
+            .create(out.join("vault"), "tokenvault v1 fixture (old)")
+            .unwrap();
+        let mut saved = Vec::new();
+        for (n, mut t) in fixture_tokens().into_iter().enumerate() {
+            if n == 3 {
+                vault.rotate_key().unwrap();
+            }
+            vault.save_token(&mut t).unwrap();
+            saved.push(t);
+        }
+        // A deleted token and an update, so the fixture has history.
+        let mut gone = OAuthToken::default()
+            .with_id("deleted")
+            .with_access_token("1000.fixture-deleted");
+        vault.save_token(&mut gone).unwrap();
+        vault.delete_token("deleted").unwrap();
+        let mut update = OAuthToken::default()
+            .with_id("1")
+            .with_access_token("1000.fixture-access-1b");
+        vault.save_token(&mut update).unwrap();
+        saved[1] = update;
+        vault.change_passphrase("tokenvault v1 fixture").unwrap();
+        drop(vault);
+        let _ = fs::remove_file(out.join("vault").join(LOCK_FILE));
+        let json = serde_json::to_string_pretty(&saved).unwrap();
+        fs::write(out.join("expected.json"), json).unwrap();
+    }
+}
+
+mod faults {
+    //! A storage that fails like a full disk, through the seam: a failed save or delete
+    //! changes nothing, reports `Io`, and the vault keeps working once space is back.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::super::VaultOptions;
+    use crate::backend::{BatchVisitor, Bytes, EntryVisitor, Op, SledStorage, Storage, TreeName};
+    use crate::{Error, KdfParams, OAuthToken, TokenStore};
+
+    struct FullDisk {
+        inner: SledStorage,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Storage for FullDisk {
+        fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+            self.inner.get(tree, key)
+        }
+        fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+            self.inner.any(tree, f)
+        }
+        fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+            self.inner.for_each(tree, f)
+        }
+        fn for_each_batch(
+            &self,
+            tree: TreeName,
+            batch: usize,
+            f: &mut BatchVisitor<'_>,
+        ) -> Result<(), Error> {
+            self.inner.for_each_batch(tree, batch, f)
+        }
+        fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                )));
+            }
+            self.inner.apply(ops)
+        }
+        fn size_on_disk(&self) -> Result<u64, Error> {
+            self.inner.size_on_disk()
+        }
+        fn flush(&self) -> Result<(), Error> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                )));
+            }
+            self.inner.flush()
+        }
+    }
+
+    fn token(n: u32, stamp: u32) -> OAuthToken {
+        OAuthToken::default()
+            .with_id(format!("id-{n}"))
+            .with_user_name(format!("user{n}"))
+            .with_access_token(format!("access-{n}-{stamp}"))
+    }
+
+    #[test]
+    fn a_full_disk_fails_writes_cleanly_and_the_vault_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+        {
+            let v = options.create(&path, "p").unwrap();
+            for n in 0..5 {
+                v.save_token(&mut token(n, 0)).unwrap();
+            }
+        }
+        let full = Arc::new(AtomicBool::new(false));
+        let flag = full.clone();
+        let v = options
+            .open_with(&path, "p", move |inner| FullDisk { inner, full: flag })
+            .unwrap();
+        full.store(true, Ordering::SeqCst);
+        let mut update = token(1, 1);
+        assert!(matches!(v.save_token(&mut update), Err(Error::Io(_))));
+        assert!(matches!(v.save_token(&mut token(9, 0)), Err(Error::Io(_))));
+        assert!(matches!(v.delete_token("id-2"), Err(Error::Io(_))));
+        assert!(matches!(v.delete_tokens(), Err(Error::Io(_))));
+        assert!(v.rotate_key().is_err());
+        assert!(v.change_passphrase("q").is_err());
+        // Reads still work and show the old state, entirely.
+        assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
+        assert_eq!(v.find_token_by_id("id-9").unwrap(), None);
+        assert_eq!(v.get_tokens().unwrap().len(), 5);
+        let q = OAuthToken::default().with_access_token("access-1-1");
+        assert_eq!(v.find_token(&q).unwrap(), None);
+        full.store(false, Ordering::SeqCst);
+        v.save_token(&mut update).unwrap();
+        v.delete_token("id-2").unwrap();
+        assert_eq!(v.find_token(&q).unwrap(), Some(token(1, 1)));
+        assert!(v.verify().unwrap().is_clean());
+        drop(v);
+        // The failed passphrase change left the old passphrase in place.
+        let v = options.open(&path, "p").unwrap();
+        assert_eq!(v.get_tokens().unwrap().len(), 4);
+    }
+}
