@@ -60,7 +60,8 @@ pub(super) const MIN_OPEN_CHUNK: usize = 1024;
 /// of the pointer file and of quarantine entries.
 #[cfg(fuzzing)]
 pub(crate) mod fuzz_hooks {
-    use super::{generations, quarantine, Error, VaultKeys, MAC_LEN};
+    use super::{generations, quarantine, Error, VaultKeys};
+    use crate::crypto::keys::MAC_LEN;
 
     pub(crate) fn parse_pointer(bytes: &[u8]) -> Result<u64, Error> {
         generations::parse_pointer(bytes)
