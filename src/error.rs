@@ -44,11 +44,22 @@ pub enum Error {
         /// The engine's own description of the failure.
         message: String,
     },
+    /// tokenvault itself could not go on: the operating system's random source failed, a
+    /// worker thread panicked, or a counter that never runs out in practice (key epochs,
+    /// storage generations) ran out. Nothing was changed.
+    Internal {
+        /// What failed.
+        what: String,
+    },
 }
 
 impl Error {
     pub(crate) fn corrupted(what: impl Into<String>) -> Self {
         Error::Corrupted { what: what.into() }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
     }
 }
 
@@ -66,6 +77,7 @@ impl fmt::Display for Error {
             Error::InvalidKdfParams { reason } => write!(f, "invalid KDF parameters: {reason}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Storage { message } => write!(f, "storage error: {message}"),
+            Error::Internal { what } => write!(f, "internal error: {what}"),
         }
     }
 }

@@ -9,7 +9,12 @@ use crate::{Error, OAuthToken};
 
 /// The fixed record keys the record targets use.
 fn fixed_keys() -> VaultKeys {
-    VaultKeys::derive(DataKey(zeroize::Zeroizing::new([7u8; 32])), [9u8; 16], 1)
+    VaultKeys::derive(
+        DataKey::from_bytes(zeroize::Zeroizing::new([7u8; 32])),
+        [9u8; 16],
+        1,
+        crate::store::Index::ALL.map(crate::store::Index::key_label),
+    )
 }
 
 /// The slot the record targets open records from.

@@ -10,6 +10,7 @@
 //! - a save or delete is one `commit` (all or nothing); callers hold their writer lock
 //!   across the read-modify-write so concurrent saves cannot interleave.
 
+use crate::backend::TreeName;
 use crate::{Error, OAuthToken};
 
 /// The persistence interface of the Zoho CRM SDKs, with exact, documented semantics.
@@ -91,8 +92,50 @@ pub(crate) enum Index {
     Grant,
 }
 
+/// Everything that is said about an index is said here: the field it is keyed by, its
+/// name in reports, the tree that holds it, and the label its key is derived with.
 impl Index {
     pub(crate) const ALL: [Index; 4] = [Index::User, Index::Access, Index::Refresh, Index::Grant];
+
+    /// Its name in reports (`verify`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Index::User => "user",
+            Index::Access => "access",
+            Index::Refresh => "refresh",
+            Index::Grant => "grant",
+        }
+    }
+
+    /// The tree that holds its entries.
+    pub(crate) fn tree(self) -> TreeName {
+        match self {
+            Index::User => TreeName::User,
+            Index::Access => TreeName::Access,
+            Index::Refresh => TreeName::Refresh,
+            Index::Grant => TreeName::Grant,
+        }
+    }
+
+    /// The HKDF label its key is derived with (docs/format.md, "Keys").
+    pub(crate) fn key_label(self) -> &'static [u8] {
+        match self {
+            Index::User => b"tokenvault v1 index user",
+            Index::Access => b"tokenvault v1 index access",
+            Index::Refresh => b"tokenvault v1 index refresh",
+            Index::Grant => b"tokenvault v1 index grant",
+        }
+    }
+
+    /// Its position in [`Index::ALL`] (and among the vault's index keys).
+    pub(crate) fn position(self) -> usize {
+        match self {
+            Index::User => 0,
+            Index::Access => 1,
+            Index::Refresh => 2,
+            Index::Grant => 3,
+        }
+    }
 
     /// The field of `token` this index is keyed by, if present.
     pub(crate) fn field(self, token: &OAuthToken) -> Option<&str> {
@@ -268,10 +311,11 @@ pub(crate) fn delete(records: &impl Records, id: &str) -> Result<(), Error> {
     records.commit(&changes)
 }
 
-/// A fresh random id: 128 bits from the OS, as 32 lowercase hex digits (URL-safe).
+/// A fresh random id: 128 bits from the random source every key and nonce comes from (so
+/// the fixture writer's deterministic source covers it), as 32 lowercase hex digits.
 pub(crate) fn fresh_id() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    crate::crypto::random_bytes(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -27,9 +27,9 @@ const KDF_ARGON2ID_13: u8 = 1;
 pub(crate) const SALT_LEN: usize = 32;
 const MIN_SALT_LEN: usize = 16;
 const MAX_SALT_LEN: usize = 64;
-const NONCE_LEN: usize = 12;
+use super::NONCE_LEN;
 const WRAPPED_LEN: usize = 32 + 16;
-const MAC_LEN: usize = 32;
+use super::MAC_LEN;
 const CHECKSUM_LEN: usize = 32;
 /// The largest header any v1 parser accepts.
 pub(crate) const MAX_HEADER_LEN: usize =
@@ -69,7 +69,7 @@ impl Header {
         super::random_bytes(&mut h.wrap_nonce)?;
         let cipher = Aes256Gcm::new((&*kek.0).into());
         let aad = h.wrap_aad();
-        let wrapped = aead_seal(&cipher, &h.wrap_nonce, &aad, data_key.0.as_ref())
+        let wrapped = aead_seal(&cipher, &h.wrap_nonce, &aad, data_key.bytes().as_ref())
             .ok_or_else(|| Error::corrupted("key wrapping failed"))?;
         h.wrapped_key = wrapped
             .as_slice()
@@ -205,7 +205,7 @@ impl Header {
             return Err(Error::corrupted("vault header: wrapped key has the wrong length"));
         }
         key.copy_from_slice(&plain);
-        let data_key = DataKey(key);
+        let data_key = DataKey::from_bytes(key);
         let mac_key = keys::header_mac_key(&data_key, &self.vault_id);
         if !keys::verify_mac(&mac_key, &[&self.mac_input()], &self.mac) {
             return Err(Error::corrupted("vault header: MAC mismatch"));

@@ -13,20 +13,31 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::store::Index;
 use crate::Error;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
+/// How many blind-index keys a vault has.
+pub(crate) const INDEX_KEYS: usize = 4;
+
 /// Length of a vault id.
 pub(crate) const VAULT_ID_LEN: usize = 16;
-/// Length of the MACs used as slots and index keys.
-pub(crate) const MAC_LEN: usize = 32;
+pub(crate) use super::MAC_LEN;
 
 /// The random key every other vault key derives from.
-pub(crate) struct DataKey(pub(crate) Zeroizing<[u8; 32]>);
+pub(crate) struct DataKey(Zeroizing<[u8; 32]>);
 
 impl DataKey {
+    /// A key from its bytes (an unwrapped data key).
+    pub(crate) fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        DataKey(bytes)
+    }
+
+    /// The key's bytes (to wrap it under a passphrase key).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A fresh key from the operating system's random source.
     pub(crate) fn generate() -> Result<Self, Error> {
         let mut k = Zeroizing::new([0u8; 32]);
@@ -93,23 +104,21 @@ pub(crate) struct VaultKeys {
     data_key: DataKey,
     /// Record keys, indexed by epoch (0..=current).
     records: Vec<Aes256Gcm>,
-    index: [HmacSha256; 4],
+    index: [HmacSha256; INDEX_KEYS],
     id: HmacSha256,
     meta_mac: HmacSha256,
 }
 
 impl VaultKeys {
-    /// Derives every key for epochs `0..=epoch`.
-    pub(crate) fn derive(data_key: DataKey, vault_id: [u8; VAULT_ID_LEN], epoch: u32) -> Self {
-        let index = [Index::User, Index::Access, Index::Refresh, Index::Grant].map(|i| {
-            let label: &[u8] = match i {
-                Index::User => b"tokenvault v1 index user",
-                Index::Access => b"tokenvault v1 index access",
-                Index::Refresh => b"tokenvault v1 index refresh",
-                Index::Grant => b"tokenvault v1 index grant",
-            };
-            mac_key(&data_key, &vault_id, label)
-        });
+    /// Derives every key for epochs `0..=epoch`, with one index key per label of
+    /// `index_labels` (the `n` of [`VaultKeys::index_key`] is a position in it).
+    pub(crate) fn derive(
+        data_key: DataKey,
+        vault_id: [u8; VAULT_ID_LEN],
+        epoch: u32,
+        index_labels: [&[u8]; INDEX_KEYS],
+    ) -> Self {
+        let index = index_labels.map(|label| mac_key(&data_key, &vault_id, label));
         let mut keys = VaultKeys {
             vault_id,
             records: Vec::new(),
@@ -141,15 +150,16 @@ impl VaultKeys {
         mac(&self.id, &[id.as_bytes()])
     }
 
-    /// The blind index key of a value: MAC(index key, value).
-    pub(crate) fn index_key(&self, index: Index, value: &str) -> [u8; MAC_LEN] {
-        let k = match index {
-            Index::User => &self.index[0],
-            Index::Access => &self.index[1],
-            Index::Refresh => &self.index[2],
-            Index::Grant => &self.index[3],
-        };
-        mac(k, &[value.as_bytes()])
+    /// The blind index key of a value: MAC(index key `n`, value).
+    ///
+    /// # Errors
+    /// `Internal` if there is no index key `n`.
+    pub(crate) fn index_key(&self, n: usize, value: &[u8]) -> Result<[u8; MAC_LEN], Error> {
+        let key = self
+            .index
+            .get(n)
+            .ok_or_else(|| Error::internal("no such index key"))?;
+        Ok(mac(key, &[value]))
     }
 
     /// The MAC that authenticates a `meta` value other than the header.

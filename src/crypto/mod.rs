@@ -20,12 +20,17 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), crate::Error> {
     if test_rng::fill(buf) {
         return Ok(());
     }
-    getrandom::fill(buf).map_err(|e| crate::Error::Io(std::io::Error::other(e.to_string())))
+    getrandom::fill(buf).map_err(|e| crate::Error::internal(format!("the random source failed: {e}")))
 }
 
+/// Length of an AES-GCM nonce (records, the wrapped data key).
+pub(crate) const NONCE_LEN: usize = 12;
+/// Length of an HMAC-SHA256 tag (slots, index keys, header and `meta` MACs).
+pub(crate) const MAC_LEN: usize = 32;
+
 /// A fresh random 96-bit AES-GCM nonce (every record seal takes one).
-pub(crate) fn fresh_nonce() -> Result<[u8; 12], crate::Error> {
-    let mut nonce = [0u8; 12];
+pub(crate) fn fresh_nonce() -> Result<[u8; NONCE_LEN], crate::Error> {
+    let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     Ok(nonce)
 }

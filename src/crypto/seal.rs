@@ -17,7 +17,7 @@ use crate::{Error, OAuthToken};
 
 /// The record format this code writes.
 pub(crate) const RECORD_VERSION: u8 = 1;
-pub(crate) const NONCE_LEN: usize = 12;
+use super::NONCE_LEN;
 const TAG_LEN: usize = 16;
 const PREFIX_LEN: usize = 1 + 4 + NONCE_LEN;
 /// The largest encoded token a record may hold (16 MiB).
@@ -172,7 +172,12 @@ mod tests {
     use crate::crypto::keys::DataKey;
 
     fn keys() -> VaultKeys {
-        VaultKeys::derive(DataKey::generate().unwrap(), [1; 16], 0)
+        VaultKeys::derive(
+            DataKey::generate().unwrap(),
+            [1; 16],
+            0,
+            [b"i0", b"i1", b"i2", b"i3"],
+        )
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Generation {
             Generation::Numbered(n) => n
                 .checked_add(1)
                 .map(Generation::Numbered)
-                .ok_or_else(|| Error::corrupted("storage generations exhausted")),
+                .ok_or_else(|| Error::internal("storage generations exhausted")),
         }
     }
 }

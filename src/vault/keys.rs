@@ -8,10 +8,10 @@ use super::compaction::{compaction_op, read_compaction};
 use super::records::{id_op, seal_op};
 use super::seals::seals_op;
 use super::HEADER_KEY;
-use super::{index_tree, lock, quarantine, KeyState, Vault};
+use super::{derive_keys, entry_key, lock, quarantine, KeyState, Vault};
 use crate::backend::{Op, TreeName};
 use crate::crypto::header::Header;
-use crate::crypto::keys::{DataKey, VaultKeys, VAULT_ID_LEN};
+use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
 use crate::crypto::random_bytes;
 use crate::store::{Index, Owner, Records};
 use crate::Error;
@@ -95,7 +95,7 @@ impl Vault {
             new_passphrase.as_bytes(),
             &data_key,
         )?;
-        let new_keys = VaultKeys::derive(data_key, vault_id, 0);
+        let new_keys = derive_keys(data_key, vault_id, 0);
         let mut ops = inner.remove_every_token(false)?;
         let mut seals = 0u64;
         for token in &tokens {
@@ -108,8 +108,8 @@ impl Vault {
                     // Keep exactly the entries that exist: the owner of a shared value stays.
                     if inner.owner(index, value, id)? == Owner::This {
                         ops.push(Op::Put(
-                            index_tree(index),
-                            new_keys.index_key(index, value).to_vec(),
+                            index.tree(),
+                            entry_key(&new_keys, index, value)?.to_vec(),
                             new_keys.slot(id).to_vec(),
                         ));
                     }

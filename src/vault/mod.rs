@@ -37,10 +37,10 @@ mod verify;
 pub use options::VaultOptions;
 pub use verify::{Problem, QuarantinedRecord, VerifyReport};
 
-use crate::backend::{Op, Storage, TreeName};
+use crate::backend::{Op, Storage};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
-use crate::crypto::keys::VaultKeys;
+use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
 use crate::store::{self, Index, Records};
 use crate::{Error, OAuthToken, TokenStore};
 use fs::VaultLock;
@@ -263,13 +263,14 @@ impl fmt::Debug for Vault {
     }
 }
 
-fn index_tree(index: Index) -> TreeName {
-    match index {
-        Index::User => TreeName::User,
-        Index::Access => TreeName::Access,
-        Index::Refresh => TreeName::Refresh,
-        Index::Grant => TreeName::Grant,
-    }
+/// Every key of a vault: the crypto's key hierarchy, with one index key per index.
+fn derive_keys(data_key: DataKey, vault_id: [u8; VAULT_ID_LEN], epoch: u32) -> VaultKeys {
+    VaultKeys::derive(data_key, vault_id, epoch, Index::ALL.map(Index::key_label))
+}
+
+/// The key of the `index` entry for `value`: MAC(that index's key, value).
+fn entry_key(keys: &VaultKeys, index: Index, value: &str) -> Result<[u8; MAC_LEN], Error> {
+    keys.index_key(index.position(), value.as_bytes())
 }
 
 impl Inner {

@@ -11,11 +11,11 @@ use super::compaction::{compaction_op, read_compaction, COMPACT_GROWTH, COMPACT_
 use super::fs::{create_private_dir, lock_vault, restrict_dir, restrict_files, LOCK_FILE};
 use super::generations::{self, Generation};
 use super::seals::{read_seals, seals_op};
-use super::{Vault, HEADER_KEY};
+use super::{derive_keys, Vault, HEADER_KEY};
 use crate::backend::{Op, SledStorage, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::KdfParams;
-use crate::crypto::keys::{DataKey, VaultKeys, VAULT_ID_LEN};
+use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
 use crate::crypto::random_bytes;
 use crate::Error;
 
@@ -218,7 +218,7 @@ impl VaultOptions {
         random_bytes(&mut vault_id)?;
         let data_key = DataKey::generate()?;
         let (header, kek) = Header::for_passphrase(vault_id, self.kdf, 0, passphrase.as_bytes(), &data_key)?;
-        let keys = VaultKeys::derive(data_key, vault_id, 0);
+        let keys = derive_keys(data_key, vault_id, 0);
         storage.apply(&[
             Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
             seals_op(&keys, 0, 0),
@@ -292,7 +292,7 @@ impl VaultOptions {
         let mut header = Header::parse(&bytes)?;
         header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
         let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
-        let keys = VaultKeys::derive(data_key, header.vault_id, header.epoch);
+        let keys = derive_keys(data_key, header.vault_id, header.epoch);
         let seals = read_seals(&storage, &keys, header.epoch)?;
         let compaction = read_compaction(&storage, &keys)?;
         let mut compact = generation == Generation::Legacy || compaction.is_none_or(|c| c.pending);

@@ -7,7 +7,7 @@
 
 use subtle::ConstantTimeEq;
 
-use super::{index_tree, lock, Inner, MIN_OPEN_CHUNK, OPEN_BATCH, OPEN_THREADS};
+use super::{entry_key, lock, Inner, MIN_OPEN_CHUNK, OPEN_BATCH, OPEN_THREADS};
 use crate::backend::{Entry, Op, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::crypto::{fresh_nonce, seal};
@@ -181,11 +181,9 @@ impl Inner {
                     let others: Vec<_> = chunks.map(|c| scope.spawn(move || open_all(c))).collect();
                     out.extend(open_all(first)?);
                     for handle in others {
-                        let part = handle.join().unwrap_or_else(|_| {
-                            Err(Error::Storage {
-                                message: "a thread opening records panicked".into(),
-                            })
-                        })?;
+                        let part = handle
+                            .join()
+                            .unwrap_or_else(|_| Err(Error::internal("a thread opening records panicked")))?;
                         out.extend(part);
                     }
                     Ok(())
@@ -224,7 +222,7 @@ impl Records for Inner {
         let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
         let Some(slot) = self
             .storage()
-            .get(index_tree(index), &keys.index_key(index, value))?
+            .get(index.tree(), &entry_key(&keys, index, value)?)?
         else {
             return Ok(None);
         };
@@ -252,7 +250,7 @@ impl Records for Inner {
         Ok(
             match self
                 .storage()
-                .get(index_tree(index), &keys.index_key(index, value))?
+                .get(index.tree(), &entry_key(&keys, index, value)?)?
             {
                 None => Owner::Absent,
                 Some(slot) if slot == keys.slot(id) => Owner::This,
@@ -288,12 +286,12 @@ impl Records for Inner {
                     Op::Remove(TreeName::Tokens, keys.slot(id).to_vec())
                 }
                 Change::PutIndex(index, value, id) => Op::Put(
-                    index_tree(*index),
-                    keys.index_key(*index, value).to_vec(),
+                    index.tree(),
+                    entry_key(&keys, *index, value)?.to_vec(),
                     keys.slot(id).to_vec(),
                 ),
                 Change::RemoveIndex(index, value) => {
-                    Op::Remove(index_tree(*index), keys.index_key(*index, value).to_vec())
+                    Op::Remove(index.tree(), entry_key(&keys, *index, value)?.to_vec())
                 }
             };
             ops.push(op);

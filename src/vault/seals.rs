@@ -100,9 +100,11 @@ impl Inner {
 
     /// Moves to the next record-key epoch. The caller holds the writer and key-state locks.
     pub(super) fn rotate_locked(&self, state: &mut KeyState) -> Result<(), Error> {
-        let epoch = state.header.epoch.checked_add(1).ok_or_else(|| Error::Storage {
-            message: "key epochs exhausted".into(),
-        })?;
+        let epoch = state
+            .header
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("key epochs exhausted"))?;
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         let header = Header::build(
             keys.vault_id,

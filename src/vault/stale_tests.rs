@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::generations;
-use super::{VaultOptions, HEADER_KEY};
+use super::{derive_keys, VaultOptions, HEADER_KEY};
 use crate::backend::{SledStorage, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::keys::VaultKeys;
@@ -100,7 +100,7 @@ fn keys_of(dir: &Path, passphrase: &str) -> VaultKeys {
     let storage = SledStorage::open(&gen.dir(dir), 1 << 20).unwrap();
     let header = Header::parse(&storage.get(TreeName::Meta, HEADER_KEY).unwrap().unwrap()).unwrap();
     let (data_key, _) = header.unlock(passphrase.as_bytes()).unwrap();
-    VaultKeys::derive(data_key, header.vault_id, header.epoch)
+    derive_keys(data_key, header.vault_id, header.epoch)
 }
 
 #[test]

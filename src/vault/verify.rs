@@ -10,7 +10,7 @@ use std::fmt;
 
 use super::quarantine::{self, Entry};
 use super::records::{hex_prefix, id_op, open_id, open_sealed};
-use super::{index_tree, lock, KeyState, Vault};
+use super::{entry_key, lock, KeyState, Vault};
 use crate::backend::{Op, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
@@ -127,15 +127,6 @@ impl fmt::Display for Problem {
                 write!(f, "{index} index entry {key}… {reason}")
             }
         }
-    }
-}
-
-fn index_name(index: Index) -> &'static str {
-    match index {
-        Index::User => "user",
-        Index::Access => "access",
-        Index::Refresh => "refresh",
-        Index::Grant => "grant",
     }
 }
 
@@ -326,8 +317,8 @@ impl Vault {
         }
 
         for index in Index::ALL {
-            let tree = index_tree(index);
-            let name = index_name(index);
+            let tree = index.tree();
+            let name = index.name();
             let mut valid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
             inner.storage().for_each(tree, &mut |key, slot| {
                 report.index_entries += 1;
@@ -339,7 +330,7 @@ impl Vault {
                     match records.get(slot).map(|t| index.field(t)) {
                         None => Some("points at no record"),
                         Some(None) => Some("points at a record without such a value"),
-                        Some(Some(v)) if keys.index_key(index, v).as_slice() != key => {
+                        Some(Some(v)) if entry_key(&keys, index, v)?.as_slice() != key => {
                             Some("points at a record with another value")
                         }
                         Some(Some(_)) => None,
@@ -365,7 +356,7 @@ impl Vault {
             ordered.sort_by(|a, b| a.0.cmp(b.0));
             for (slot, token) in ordered {
                 let Some(value) = index.field(token) else { continue };
-                let key = keys.index_key(index, value).to_vec();
+                let key = entry_key(&keys, index, value)?.to_vec();
                 let id = token.id().unwrap_or_default().to_owned();
                 match valid.get(&key) {
                     // An access, refresh or grant value may rightly have no entry: its last
