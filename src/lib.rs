@@ -49,7 +49,7 @@ mod vault;
 pub use crypto::KdfParams;
 pub use error::Error;
 pub use memory::MemoryStore;
-pub use store::TokenStore;
+pub use store::{Saved, TokenStore};
 pub use token::OAuthToken;
 pub use vault::{Problem, QuarantinedRecord, Vault, VaultOptions, VerifyReport};
 

@@ -9,7 +9,7 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::Zeroize;
 
-use crate::store::{self, Change, Index, Owner, Records};
+use crate::store::{self, Change, Index, Owner, Records, Saved};
 use crate::{Error, OAuthToken, TokenStore};
 
 /// A [`TokenStore`] in memory: the same semantics as [`Vault`](crate::Vault), with no
@@ -50,6 +50,15 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// [`save_token`](TokenStore::save_token), saying whether it inserted or updated.
+    ///
+    /// # Errors
+    /// As [`TokenStore::save_token`].
+    pub fn upsert_token(&self, token: &mut OAuthToken) -> Result<Saved, Error> {
+        let _writer = self.writer();
+        store::save(self, token)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -127,8 +136,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn save_token(&self, token: &mut OAuthToken) -> Result<(), Error> {
-        let _writer = self.writer();
-        store::save(self, token)
+        self.upsert_token(token).map(|_| ())
     }
 
     fn delete_token(&self, id: &str) -> Result<(), Error> {

@@ -83,6 +83,16 @@ pub trait TokenStore {
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>, Error>;
 }
 
+/// What a save did: see [`Vault::upsert_token`](crate::Vault::upsert_token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// No stored token matched: the token was added.
+    Inserted,
+    /// A stored token (the one with the same id, else the one `find_token` returns) was
+    /// updated.
+    Updated,
+}
+
 /// The four value indexes a store keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Index {
@@ -214,7 +224,7 @@ pub(crate) fn find(records: &impl Records, query: &OAuthToken) -> Result<Option<
 }
 
 /// The section 3 upsert. The caller holds its writer lock.
-pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(), Error> {
+pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<Saved, Error> {
     token.normalize();
     if [Index::Access, Index::Refresh, Index::Grant]
         .iter()
@@ -285,10 +295,15 @@ pub(crate) fn save(records: &impl Records, token: &mut OAuthToken) -> Result<(),
             }
         }
     }
+    let saved = if previous.is_some() {
+        Saved::Updated
+    } else {
+        Saved::Inserted
+    };
     records.commit(&changes)?;
     drop(changes);
     *token = merged;
-    Ok(())
+    Ok(saved)
 }
 
 /// The section 3 delete. The caller holds its writer lock.
@@ -322,6 +337,30 @@ pub(crate) fn fresh_id() -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_save_reports_whether_it_inserted_or_updated_by_the_rules() {
+        let store = crate::MemoryStore::new();
+        let mut a = OAuthToken::default().with_user_name("a").with_access_token("1");
+        assert_eq!(store.upsert_token(&mut a).unwrap(), Saved::Inserted);
+        // The same user name: rule 1 finds it.
+        let mut again = OAuthToken::default().with_user_name("a").with_access_token("2");
+        assert_eq!(store.upsert_token(&mut again).unwrap(), Saved::Updated);
+        // The same id.
+        let mut by_id = OAuthToken::default()
+            .with_id(a.id().unwrap())
+            .with_refresh_token("r");
+        assert_eq!(store.upsert_token(&mut by_id).unwrap(), Saved::Updated);
+        // An access token with a client id matches nothing (rule 2 needs neither).
+        let mut other = OAuthToken::default()
+            .with_access_token("2")
+            .with_client_id("c");
+        assert_eq!(store.upsert_token(&mut other).unwrap(), Saved::Inserted);
+        // A refused save reports nothing.
+        let mut empty = OAuthToken::default().with_user_name("b");
+        assert!(store.upsert_token(&mut empty).is_err());
+        assert_eq!(store.get_tokens().unwrap().len(), 2);
+    }
 
     #[test]
     fn fresh_ids_are_long_url_safe_and_distinct() {

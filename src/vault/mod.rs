@@ -41,7 +41,7 @@ use crate::backend::{Op, Storage};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
 use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
-use crate::store::{self, Index, Records};
+use crate::store::{self, Index, Records, Saved};
 use crate::{Error, OAuthToken, TokenStore};
 use fs::VaultLock;
 use generations::Generation;
@@ -231,6 +231,28 @@ impl Vault {
         }
     }
 
+    /// [`save_token`](TokenStore::save_token), saying whether it inserted a token or
+    /// updated a stored one (by the rules of `save_token`: the same id, else what
+    /// `find_token` returns), so a caller need not work that out again.
+    ///
+    /// ```
+    /// # use tokenvault::{KdfParams, OAuthToken, Saved, VaultOptions};
+    /// # let tmp = tempfile::tempdir()?;
+    /// let vault = VaultOptions::new().kdf(KdfParams::FLOOR).create(tmp.path().join("v"), "pass")?;
+    /// let mut t = OAuthToken::default().with_user_name("a").with_access_token("one");
+    /// assert_eq!(vault.upsert_token(&mut t)?, Saved::Inserted);
+    /// let mut t = OAuthToken::default().with_user_name("a").with_access_token("two");
+    /// assert_eq!(vault.upsert_token(&mut t)?, Saved::Updated);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TokenStore::save_token`].
+    pub fn upsert_token(&self, token: &mut OAuthToken) -> Result<Saved, Error> {
+        let _writer = lock(&self.inner.writer);
+        store::save(&*self.inner, token)
+    }
+
     /// The vault's directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir
@@ -298,8 +320,7 @@ impl TokenStore for Vault {
     }
 
     fn save_token(&self, token: &mut OAuthToken) -> Result<(), Error> {
-        let _writer = lock(&self.inner.writer);
-        store::save(&*self.inner, token)
+        self.upsert_token(token).map(|_| ())
     }
 
     fn delete_token(&self, id: &str) -> Result<(), Error> {

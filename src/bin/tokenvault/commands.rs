@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tokenvault::{Error, OAuthToken, TokenStore, Vault, VaultOptions};
+use tokenvault::{Error, OAuthToken, Saved, TokenStore, Vault, VaultOptions};
 
 use crate::args::{Cli, Command, FindArgs, KdfChoice, Show};
 use crate::failure::{quoted, Failure, EXIT_FAILURE};
@@ -512,12 +512,9 @@ fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
                 return ControlFlow::Continue(());
             }
         };
-        match replaces_a_token(&vault, &token).and_then(|existed| {
-            vault.save_token(&mut token)?;
-            Ok(existed)
-        }) {
-            Ok(true) => report.updated += 1,
-            Ok(false) => report.imported += 1,
+        match vault.upsert_token(&mut token) {
+            Ok(Saved::Updated) => report.updated += 1,
+            Ok(Saved::Inserted) => report.imported += 1,
             Err(Error::InvalidToken { reason }) => report.rejected.push((at, reason.to_owned())),
             Err(e) => {
                 stopped = Some((at, ctx.fail(e)));
@@ -549,15 +546,4 @@ fn import(ctx: &Context, file: &Path) -> Result<(), Failure> {
             if n == 1 { "was" } else { "were" }
         ))),
     }
-}
-
-/// Whether saving `token` would update a stored token rather than add one (the section 3
-/// choice: the same id, else what `find_token` returns).
-fn replaces_a_token(vault: &Vault, token: &OAuthToken) -> Result<bool, Error> {
-    if let Some(id) = token.id() {
-        if vault.find_token_by_id(id)?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(vault.find_token(token)?.is_some())
 }
