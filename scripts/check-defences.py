@@ -223,7 +223,10 @@ def main():
             if entry != "target":
                 path = os.path.join(scratch, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    shutil.copytree(ROOT, scratch, ignore=shutil.ignore_patterns("target", "fuzz", ".git"), dirs_exist_ok=True)
+    # New modification times (shutil.copy, not copy2): a build kept from an earlier run must
+    # not look newer than the sources, or cargo would run that run's stale binaries.
+    shutil.copytree(ROOT, scratch, ignore=shutil.ignore_patterns("target", "fuzz", ".git"),
+                    dirs_exist_ok=True, copy_function=shutil.copy)
     env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(scratch, "target"))
     only = {o.strip() for o in os.environ.get("ONLY", "").split(",") if o.strip()}
     selected = [m for m in MUTATIONS if not only or m[0].split()[0] in only]
