@@ -352,9 +352,7 @@ mod tests {
             .with_refresh_token("r");
         assert_eq!(store.upsert_token(&mut by_id).unwrap(), Saved::Updated);
         // An access token with a client id matches nothing (rule 2 needs neither).
-        let mut other = OAuthToken::default()
-            .with_access_token("2")
-            .with_client_id("c");
+        let mut other = OAuthToken::default().with_access_token("2").with_client_id("c");
         assert_eq!(store.upsert_token(&mut other).unwrap(), Saved::Inserted);
         // A refused save reports nothing.
         let mut empty = OAuthToken::default().with_user_name("b");

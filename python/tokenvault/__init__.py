@@ -1,0 +1,56 @@
+"""tokenvault: an encrypted store for OAuth tokens.
+
+Every token is sealed with AES-256-GCM under a data key that only the passphrase unlocks
+(Argon2id); lookups by user name, access, refresh or grant token go through keyed (blind)
+indexes, so nothing secret is ever written to disk in the clear.
+
+    import tokenvault
+
+    with tokenvault.Vault.create("tokens.vault", "correct horse battery staple") as vault:
+        saved = vault.save_token({"user_name": "alice@example.com",
+                                  "client_id": "1000.ABC",
+                                  "refresh_token": "1000.refresh"})
+        found = vault.find_token({"user_name": "alice@example.com"})
+        assert found.refresh_token == "1000.refresh" and found.id == saved.id
+
+The Zoho CRM Python SDK's ``TokenStore`` is ``tokenvault.zoho.VaultTokenStore`` (it needs
+the SDK: ``pip install 'tokenvault[zoho]'``).
+"""
+
+from ._native import (
+    KDF_CEILING,
+    KDF_FLOOR,
+    KDF_RECOMMENDED,
+    TOKEN_FIELDS,
+    Corrupted,
+    Error,
+    InvalidKdfParams,
+    InvalidToken,
+    StorageError,
+    Token,
+    Vault,
+    VaultExists,
+    VaultLocked,
+    VaultNotFound,
+    VerifyReport,
+    WrongPassphrase,
+)
+
+__all__ = [
+    "Vault",
+    "Token",
+    "VerifyReport",
+    "Error",
+    "WrongPassphrase",
+    "Corrupted",
+    "InvalidToken",
+    "VaultExists",
+    "VaultNotFound",
+    "VaultLocked",
+    "InvalidKdfParams",
+    "StorageError",
+    "TOKEN_FIELDS",
+    "KDF_FLOOR",
+    "KDF_RECOMMENDED",
+    "KDF_CEILING",
+]
