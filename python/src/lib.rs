@@ -405,6 +405,13 @@ struct VerifyReport {
     /// One sentence per problem found (never a secret).
     #[pyo3(get)]
     problems: Vec<String>,
+    /// The records in the vault's quarantine (set aside by ``repair`` because they did not
+    /// open), each named by the token's id when the vault still knew it, else by its slot.
+    #[pyo3(get)]
+    quarantined: Vec<String>,
+    /// The records this call set aside (only ``repair`` sets any aside), named likewise.
+    #[pyo3(get)]
+    set_aside: Vec<String>,
 }
 
 impl From<CoreReport> for VerifyReport {
@@ -413,6 +420,8 @@ impl From<CoreReport> for VerifyReport {
             records: r.records,
             index_entries: r.index_entries,
             problems: r.problems.iter().map(ToString::to_string).collect(),
+            quarantined: r.quarantined.iter().map(ToString::to_string).collect(),
+            set_aside: r.set_aside.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -639,15 +648,24 @@ impl Vault {
         Ok(report.into())
     }
 
-    /// Rebuilds the index trees from the records: removes every index entry that
-    /// ``verify`` reports as dangling (including those of unreadable records, whose lookups
-    /// then find nothing instead of raising Corrupted) and restores missing user-name
-    /// entries. Records are never changed or removed, so an unreadable record is still
-    /// reported. Returns the ``verify`` report after the repair.
+    /// Moves every record that does not open into the vault's quarantine (its bytes kept,
+    /// out of every index, listed in ``set_aside``) and rebuilds the indexes from the
+    /// records that open. A record that opens is never changed or removed. Afterwards
+    /// ``get_tokens`` and ``verify`` are clean. Returns the ``verify`` report after the
+    /// repair.
     fn repair(&self, py: Python<'_>) -> PyResult<VerifyReport> {
         let vault = self.handle()?;
         let report = py.detach(move || vault.repair()).map_err(raise)?;
         Ok(report.into())
+    }
+
+    /// Rewrites the vault into fresh storage and removes the old files, so that no deleted
+    /// token, no earlier version of a token and no earlier header can be decrypted from
+    /// the vault's files. Crash-safe. ``change_passphrase`` and ``rekey`` do this by
+    /// themselves.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        let vault = self.handle()?;
+        py.detach(move || vault.compact()).map_err(raise)
     }
 
     /// Writes every buffered change to disk (only needed with ``durable=False``).

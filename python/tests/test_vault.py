@@ -97,6 +97,7 @@ def test_close_twice_is_harmless_and_every_method_then_raises(vault):
         lambda: vault.rekey("new"),
         vault.verify,
         vault.repair,
+        vault.compact,
         vault.flush,
     ]
     for call in calls:
@@ -433,7 +434,7 @@ def test_a_vault_whose_only_record_is_damaged_is_corrupted(vault, vault_path):
     assert "A" * 16 not in str(caught.value)
 
 
-def test_one_damaged_record_is_corrupted_is_reported_and_repair_unindexes_it(tmp_path):
+def test_one_damaged_record_is_corrupted_is_reported_and_repair_sets_it_aside(tmp_path):
     path, small = damaged_vault(tmp_path)
     v = reopen(path)
     with v:
@@ -448,10 +449,26 @@ def test_one_damaged_record_is_corrupted_is_reported_and_repair_unindexes_it(tmp
         assert any("unreadable" in p for p in report.problems)
         assert not any("AAAA" in p for p in report.problems)
         after = v.repair()
-        # The record stays (repair never deletes one); its index entries are gone.
-        assert len(after.problems) == 1 and "unreadable" in after.problems[0]
+        # The record moves into the quarantine (bytes kept, named by its id); the vault
+        # is clean and complete without it.
+        assert after.is_clean(), after.problems
+        assert len(after.set_aside) == 1 and after.set_aside == after.quarantined
+        assert after.set_aside[0].startswith("token ")
         assert v.find_token({"user_name": "big"}) is None
         assert v.find_token({"access_token": "a1"}) == small[1]
+        assert sorted(t.id for t in v.get_tokens()) == sorted(t.id for t in small)
+        again = v.repair()
+        assert again.is_clean() and again.set_aside == [] and again.quarantined == after.quarantined
+
+
+def test_compact_keeps_every_token_and_removes_deleted_ones_from_the_files(vault, vault_path):
+    kept = vault.save_token({"user_name": "kept", "access_token": "SECRET-kept-access"})
+    gone = vault.save_token({"user_name": "gone", "access_token": "SECRET-gone-access"})
+    vault.delete_token(gone.id)
+    vault.compact()
+    assert vault.get_tokens() == [kept]
+    generations = [p for p in os.listdir(vault_path) if p.startswith("gen-")]
+    assert len(generations) == 1, generations
 
 
 def test_errors_never_carry_the_passphrase(vault, vault_path):

@@ -112,6 +112,12 @@ class VerifyReport:
     @property
     def problems(self) -> List[str]:
         """One sentence per problem (never a secret)."""
+    @property
+    def quarantined(self) -> List[str]:
+        """The records set aside by ``repair``, named by id when known."""
+    @property
+    def set_aside(self) -> List[str]:
+        """The records this call set aside (``repair`` only)."""
     def is_clean(self) -> bool:
         """Whether nothing is wrong."""
 
@@ -153,7 +159,10 @@ class Vault:
     def verify(self) -> VerifyReport:
         """Checks every record and index entry; changes nothing."""
     def repair(self) -> VerifyReport:
-        """Rebuilds the index trees from the records; returns the report after the repair."""
+        """Sets aside records that do not open (kept in the quarantine) and rebuilds the
+        indexes; returns the report after the repair."""
+    def compact(self) -> None:
+        """Rewrites the vault into fresh storage: nothing removed stays readable in its files."""
     def flush(self) -> None:
         """Writes buffered changes to disk."""
     def close(self) -> None:
