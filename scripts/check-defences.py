@@ -126,7 +126,7 @@ MUTATIONS = [
        'blake2 = { version = "0.11", default-features = false }')],
      "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
     ("26d memory residue: encoding buffers", "tokens are encoded into a growing buffer (bincode's encode_to_vec)",
-     "src/crypto/seal.rs",
+     "src/token/encoding.rs",
      [("    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);\n"
        "    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())\n"
        "        .map_err(|_| unencodable())?;\n",

@@ -4,8 +4,9 @@
 //! and every field is zeroized when the token is dropped. An empty string given to a
 //! builder or setter is stored as absent (`None`). The fields are listed once, in
 //! [`field`]; the serde names of the struct's fields are [`Field::name`]s (a unit test
-//! holds them together).
+//! holds them together). How a token is stored is [`encoding`].
 
+pub(crate) mod encoding;
 mod field;
 
 use std::fmt;
