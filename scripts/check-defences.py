@@ -84,8 +84,8 @@ MUTATIONS = [
      [("    let mut nonce = [0u8; NONCE_LEN];\n    random_bytes(&mut nonce)?;", "    let nonce = [0u8; NONCE_LEN];")],
      "--lib", "crypto::kat::a_million_seal_nonces_never_repeat"),
     ("12 secrets in Debug", "OAuthToken's Debug prints secret fields",
-     "src/token.rs",
-     [('.field("refresh_token", &secret(&self.refresh_token))', '.field("refresh_token", &self.refresh_token)')],
+     "src/token/mod.rs",
+     [("Some(_) if field.is_secret() => out.field(field.name(), &Some(\"[REDACTED]\")),", "")],
      "redaction", "no_public_type_or_error_shows_a_secret"),
     ("13 file permissions", "vault files are left with the umask's mode",
      "src/vault/fs.rs",
@@ -126,7 +126,7 @@ MUTATIONS = [
        'blake2 = { version = "0.11", default-features = false }')],
      "--lib", "crypto::keys::tests::hmac_hkdf_and_argon2_hash_states_wipe_themselves"),
     ("26d memory residue: encoding buffers", "tokens are encoded into a growing buffer (bincode's encode_to_vec)",
-     "src/crypto/seal.rs",
+     "src/token/encoding.rs",
      [("    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);\n"
        "    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())\n"
        "        .map_err(|_| unencodable())?;\n",

@@ -5,6 +5,7 @@
 use crate::crypto::header::Header;
 use crate::crypto::keys::{DataKey, VaultKeys};
 use crate::crypto::seal;
+use crate::token::encoding;
 use crate::{Error, OAuthToken};
 
 /// The fixed record keys the record targets use.
@@ -36,26 +37,26 @@ pub fn parse_header(bytes: &[u8]) -> Result<(), Error> {
 pub fn open_record(bytes: &[u8]) -> Result<OAuthToken, Error> {
     let keys = fixed_keys();
     let plain = seal::open_record(&keys, "tokens", &FIXED_SLOT, bytes)?;
-    seal::decode_token(&plain)
+    encoding::decode_token(&plain)
 }
 
 /// Seals a token for `FIXED_SLOT` under the fixed keys (to build seed corpora).
 pub fn seal_record(token: &OAuthToken) -> Result<Vec<u8>, Error> {
     let keys = fixed_keys();
-    let plain = seal::encode_token(token)?;
+    let plain = encoding::encode_token(token)?;
     seal::seal_record(&keys, "tokens", &FIXED_SLOT, 1, [1u8; 12], &plain)
 }
 
 /// Decodes decrypted record bytes into a token (bounded, strict); a token that decodes
 /// must re-encode to the same bytes.
 pub fn decode_token(bytes: &[u8]) -> Result<OAuthToken, Error> {
-    let token = seal::decode_token(bytes)?;
+    let token = encoding::decode_token(bytes)?;
     Ok(token)
 }
 
 /// Encodes a token as a record's plaintext (to build seed corpora).
 pub fn encode_token(token: &OAuthToken) -> Result<Vec<u8>, Error> {
-    Ok(seal::encode_token(token)?.to_vec())
+    Ok(encoding::encode_token(token)?.to_vec())
 }
 
 /// Parses a generation pointer (`CURRENT`); a pointer that parses must be exactly the bytes

@@ -50,7 +50,7 @@ pub use crypto::KdfParams;
 pub use error::Error;
 pub use memory::MemoryStore;
 pub use store::{Saved, TokenStore};
-pub use token::OAuthToken;
+pub use token::{Field, FieldValue, OAuthToken};
 pub use vault::{Problem, QuarantinedRecord, Vault, VaultOptions, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.

@@ -10,12 +10,15 @@
 //! where other users see it; a copy of a secret left in memory by a growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+}
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::sled_edit;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokenvault::{KdfParams, VaultOptions};
@@ -1078,17 +1081,12 @@ fn verify_reports_each_problem_and_exits_1() {
     let s = Scratch::with_vault();
     let id = s.run_stdin(&["save"], &alice().to_string()).ok();
     let id = id.trim_end();
-    {
-        // Damage the vault behind its back: drop the user index entry.
-        let db = sled::Config::new()
-            .path(common::sled_dir(&s.vault))
-            .open()
-            .unwrap();
-        let users = db.open_tree("idx.user").unwrap();
+    // Damage the vault behind its back: drop the user index entry.
+    sled_edit::edit(&s.vault, |db| {
+        let users = db.entries("idx.user");
         assert_eq!(users.len(), 1);
-        users.clear().unwrap();
-        db.flush().unwrap();
-    }
+        db.remove("idx.user", &users[0].0);
+    });
     let run = s.run(&["verify"]);
     assert_eq!(
         run.stdout,
@@ -1111,18 +1109,12 @@ fn verify_reports_each_problem_and_exits_1() {
 #[test]
 fn a_corrupted_vault_exits_1_naming_the_damage() {
     let s = Scratch::with_vault();
-    {
-        let db = sled::Config::new()
-            .path(common::sled_dir(&s.vault))
-            .open()
-            .unwrap();
-        let meta = db.open_tree("meta").unwrap();
-        let mut header = meta.get("header").unwrap().unwrap().to_vec();
+    sled_edit::edit(&s.vault, |db| {
+        let mut header = db.get("meta", "header").unwrap();
         let last = header.len() - 1;
         header[last] ^= 1;
-        meta.insert("header", header).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("meta", "header", header);
+    });
     let run = s.run(&["list"]);
     assert_eq!(run.code, 1, "{run:?}");
     let prefix = format!("error: the vault at {} is corrupted: ", s.vault.display());
@@ -1149,19 +1141,12 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
         );
     }
     // Damage the first record in key order (one changed byte), whichever token it holds.
-    {
-        let db = sled::Config::new()
-            .path(common::sled_dir(&s.vault))
-            .open()
-            .unwrap();
-        let tree = db.open_tree("tokens").unwrap();
-        let (slot, value) = tree.iter().next().unwrap().unwrap();
-        let mut damaged = value.to_vec();
+    sled_edit::edit(&s.vault, |db| {
+        let (slot, mut damaged) = db.entries("tokens").swap_remove(0);
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0x04;
-        tree.insert(slot, damaged).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("tokens", slot, damaged);
+    });
     let failing: Vec<&String> = ids.iter().filter(|id| s.run(&["get", id]).code != 0).collect();
     assert_eq!(failing.len(), 1, "exactly one token is damaged");
     let victim = failing[0].clone();
@@ -1231,12 +1216,9 @@ fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
 
 /// The values of a tree of the vault's live database.
 fn tree_values(s: &Scratch, tree: &str) -> Vec<Vec<u8>> {
-    let db = sled::Config::new()
-        .path(common::sled_dir(&s.vault))
-        .open()
-        .unwrap();
-    let tree = db.open_tree(tree).unwrap();
-    tree.iter().map(|e| e.unwrap().1.to_vec()).collect()
+    sled_edit::edit(&s.vault, |db| {
+        db.entries(tree).into_iter().map(|(_, v)| v).collect()
+    })
 }
 
 #[test]

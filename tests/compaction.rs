@@ -6,16 +6,18 @@
 //! next open, and a damaged or hostile pointer file being followed (or panicking) instead
 //! of refused.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+    pub mod vaults;
+}
 
 use std::path::Path;
 
-use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, VaultOptions};
+use common::sled_edit;
+use common::vaults::options;
+use tokenvault::{Error, OAuthToken, TokenStore};
 
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
-
+/// Token `n` as of its `version`-th save: large, so that dead data grows fast.
 fn token(n: u32, version: u32) -> OAuthToken {
     OAuthToken::default()
         .with_id(format!("id-{n}"))
@@ -166,15 +168,11 @@ fn compaction_keeps_every_token_index_and_the_quarantine() {
     }
     // Damage one record and set it aside, so the quarantine has something to carry.
     drop(v);
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let tree = db.open_tree("tokens").unwrap();
-        let (slot, value) = tree.iter().nth(5).unwrap().unwrap();
-        let mut damaged = value.to_vec();
+    sled_edit::edit(&path, |db| {
+        let (slot, mut damaged) = db.entries("tokens").swap_remove(5);
         damaged[30] ^= 1;
-        tree.insert(slot, damaged).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("tokens", slot, damaged);
+    });
     let v = options().open(&path, "p").unwrap();
     let repaired = v.repair().unwrap();
     assert_eq!(repaired.set_aside.len(), 1);

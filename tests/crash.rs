@@ -6,21 +6,22 @@
 //! the record without its index entries), a dangling index entry, and a vault that no
 //! passphrase (or both) opens after a crash during `change_passphrase` or `rekey`.
 
+mod common {
+    pub mod vaults;
+}
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+use common::vaults::options;
+use tokenvault::{Error, OAuthToken, TokenStore, Vault};
 
 const CHILD_ENV: &str = "TOKENVAULT_TEST_CRASH_CHILD";
 const USERS: u64 = 40;
 const PASSPHRASES: [&str; 2] = ["first passphrase", "second passphrase"];
-
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
 
 /// What operation `k` does.
 #[derive(Clone, Copy, Debug, PartialEq)]

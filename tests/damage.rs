@@ -4,16 +4,19 @@
 //! Protects against: a panic (or a hang) on damaged files, an error that does not say what
 //! is wrong, and intact tokens becoming unreachable because one record is damaged.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+    pub mod vaults;
+}
 
 use std::path::{Path, PathBuf};
 
-use tokenvault::{Error, KdfParams, OAuthToken, Problem, TokenStore, Vault, VaultOptions};
+use common::sled_edit;
+use common::vaults::options;
+use tokenvault::{Error, OAuthToken, Problem, TokenStore, Vault};
 
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
-
+/// A token with three lookup keys and no client: the counts of index entries below are
+/// those of this shape.
 fn token(n: usize) -> OAuthToken {
     OAuthToken::default()
         .with_id(format!("id-{n}"))
@@ -69,7 +72,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
     for file in ["db", "conf"] {
         for (what, damage) in damages {
             let (_tmp, path, tokens) = make(20);
-            let f = common::sled_dir(&path).join(file);
+            let f = sled_edit::sled_dir(&path).join(file);
             let mut bytes = std::fs::read(&f).unwrap();
             damage(&mut bytes);
             std::fs::write(&f, &bytes).unwrap();
@@ -96,11 +99,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
 #[test]
 fn a_vault_without_its_header_is_corrupted() {
     let (_tmp, path, _) = make(3);
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        db.drop_tree("meta").unwrap();
-        db.flush().unwrap();
-    }
+    sled_edit::edit(&path, |db| db.drop_tree("meta"));
     assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
 }
 
@@ -108,11 +107,7 @@ fn a_vault_without_its_header_is_corrupted() {
 fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("other");
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        db.insert("k", "v").unwrap();
-        db.flush().unwrap();
-    }
+    sled_edit::edit(&path, |db| db.insert("not a vault", "k", "v"));
     assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
     assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
     assert!(!path.join("tokenvault.lock").exists());
@@ -121,11 +116,7 @@ fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
 #[test]
 fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
     let (_tmp, path, tokens) = make(3);
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        db.drop_tree("tokens").unwrap();
-        db.flush().unwrap();
-    }
+    sled_edit::edit(&path, |db| db.drop_tree("tokens"));
     let v = options().open(&path, "p").unwrap();
     let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
     assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
@@ -148,15 +139,11 @@ fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
 #[test]
 fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
     let (_tmp, path, tokens) = make(10);
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let t = db.open_tree("tokens").unwrap();
-        let (k, v) = t.iter().nth(4).unwrap().unwrap();
-        let mut v = v.to_vec();
+    sled_edit::edit(&path, |db| {
+        let (k, mut v) = db.entries("tokens").swap_remove(4);
         v[30] ^= 0x01;
-        t.insert(k, v).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("tokens", k, v);
+    });
     // Opening checks the first record only; the damaged one is the fifth.
     let v = options().open(&path, "p").unwrap();
     let mut readable = 0;
@@ -190,16 +177,12 @@ fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
 #[test]
 fn deleted_or_extra_index_entries_are_found_and_repaired() {
     let (_tmp, path, tokens) = make(5);
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let user = db.open_tree("idx.user").unwrap();
-        let (k, _) = user.first().unwrap().unwrap();
-        user.remove(k).unwrap();
-        let access = db.open_tree("idx.access").unwrap();
-        access.insert([7u8; 32], vec![1u8; 32]).unwrap();
-        access.insert([8u8; 32], vec![1u8; 3]).unwrap();
-        db.flush().unwrap();
-    }
+    sled_edit::edit(&path, |db| {
+        let (k, _) = db.entries("idx.user").swap_remove(0);
+        db.remove("idx.user", k);
+        db.insert("idx.access", [7u8; 32], [1u8; 32]);
+        db.insert("idx.access", [8u8; 32], [1u8; 3]);
+    });
     let v = options().open(&path, "p").unwrap();
     let report = v.verify().unwrap();
     assert_eq!(report.problems.len(), 3, "{:?}", report.problems);

@@ -7,33 +7,26 @@
 //! anything. Every case is deterministic: the record damaged is chosen by its position in
 //! key order, the first included, and no case returns early.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+    pub mod vaults;
+}
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use tokenvault::{Error, KdfParams, OAuthToken, Problem, TokenStore, Vault, VaultOptions};
+use common::sled_edit;
+use common::vaults::{options, PASSPHRASE as PASS};
+use tokenvault::{Error, OAuthToken, Problem, TokenStore, Vault};
 
-const PASS: &str = "pass";
 const TOKENS: usize = 6;
 const CLIENT: &str = "1000.CLIENT";
 
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
-
+/// [`common::vaults::token`] `n`, with the id `tok-<n>` (errors name a damaged token by it).
 fn token(n: usize) -> OAuthToken {
-    OAuthToken::default()
-        .with_id(format!("tok-{n}"))
-        .with_user_name(format!("user{n}@example.com"))
-        .with_client_id(CLIENT)
-        .with_client_secret(format!("secret-{n}"))
-        .with_refresh_token(format!("1000.refresh.{n}"))
-        .with_access_token(format!("1000.access.{n}"))
-        .with_grant_token(format!("1000.grant.{n}"))
-        .with_expiry_time(1_764_000_000_000 + n as i64)
+    common::vaults::token(n).with_id(format!("tok-{n}"))
 }
 
 /// Every way a token can be looked up: by id, user name, access token, grant and refresh
@@ -75,9 +68,9 @@ struct Template {
 }
 
 fn slots_of(path: &Path) -> Vec<Vec<u8>> {
-    let db = sled::open(common::sled_dir(path)).unwrap();
-    let tree = db.open_tree("tokens").unwrap();
-    tree.iter().map(|e| e.unwrap().0.to_vec()).collect()
+    sled_edit::edit(path, |db| {
+        db.entries("tokens").into_iter().map(|(slot, _)| slot).collect()
+    })
 }
 
 fn template() -> Template {
@@ -132,21 +125,19 @@ fn damaged_copy(t: &Template, dir: &Path, position: usize, damage: Damage) -> (P
     copy_dir(&t.path, &path);
     let (slot, victim) = &t.slots[position];
     let other = &t.slots[(position + 1) % t.slots.len()].0;
-    let db = sled::open(common::sled_dir(&path)).unwrap();
-    let tree = db.open_tree("tokens").unwrap();
-    let mut value = tree.get(slot).unwrap().unwrap().to_vec();
-    match damage {
-        Damage::Flip => {
-            let middle = value.len() / 2;
-            value[middle] ^= 0x10;
+    sled_edit::edit(&path, |db| {
+        let mut value = db.get("tokens", slot).unwrap();
+        match damage {
+            Damage::Flip => {
+                let middle = value.len() / 2;
+                value[middle] ^= 0x10;
+            }
+            Damage::Truncate => value.truncate(value.len() - 7),
+            Damage::Extend => value.extend_from_slice(&[0u8; 9]),
+            Damage::Overwrite => value = db.get("tokens", other).unwrap(),
         }
-        Damage::Truncate => value.truncate(value.len() - 7),
-        Damage::Extend => value.extend_from_slice(&[0u8; 9]),
-        Damage::Overwrite => value = tree.get(other).unwrap().unwrap().to_vec(),
-    }
-    tree.insert(slot, value).unwrap();
-    db.flush().unwrap();
-    drop((tree, db));
+        db.insert("tokens", slot, value);
+    });
     (path, *victim)
 }
 
@@ -276,16 +267,14 @@ fn a_record_overwritten_by_another_damages_only_its_token() {
 fn a_vault_whose_every_record_is_damaged_is_refused_at_open() {
     let t = template();
     let path = t.path.clone();
-    let db = sled::open(common::sled_dir(&path)).unwrap();
-    let tree = db.open_tree("tokens").unwrap();
-    for (slot, _) in &t.slots {
-        let mut value = tree.get(slot).unwrap().unwrap().to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 1;
-        tree.insert(slot, value).unwrap();
-    }
-    db.flush().unwrap();
-    drop((tree, db));
+    sled_edit::edit(&path, |db| {
+        for (slot, _) in &t.slots {
+            let mut value = db.get("tokens", slot).unwrap();
+            let last = value.len() - 1;
+            value[last] ^= 1;
+            db.insert("tokens", slot, value);
+        }
+    });
     assert!(matches!(
         options().open(&path, PASS),
         Err(Error::Corrupted { .. })
@@ -298,26 +287,13 @@ fn a_meta_tree_transplanted_from_another_vault_is_refused_at_open() {
     // records can tell.
     let a = template();
     let b = template();
-    let meta_of = |path: &Path| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = sled::open(common::sled_dir(path)).unwrap();
-        let tree = db.open_tree("meta").unwrap();
-        tree.iter()
-            .map(|e| {
-                let (k, v) = e.unwrap();
-                (k.to_vec(), v.to_vec())
-            })
-            .collect()
-    };
-    let meta_b = meta_of(&b.path);
+    let meta_b = sled_edit::edit(&b.path, |db| db.entries("meta"));
     assert_eq!(meta_b.len(), 3, "header, seal counter, compaction state");
-    {
-        let db = sled::open(common::sled_dir(&a.path)).unwrap();
-        let tree = db.open_tree("meta").unwrap();
+    sled_edit::edit(&a.path, |db| {
         for (k, v) in &meta_b {
-            tree.insert(k.as_slice(), v.as_slice()).unwrap();
+            db.insert("meta", k, v);
         }
-        db.flush().unwrap();
-    }
+    });
     let got = options().open(&a.path, PASS);
     assert!(matches!(got, Err(Error::Corrupted { .. })), "{got:?}");
 }
@@ -327,15 +303,7 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     let t = template();
     let scratch = tempfile::tempdir().unwrap();
     let (path, victim) = damaged_copy(&t, scratch.path(), 0, Damage::Flip);
-    let damaged_bytes = {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        db.open_tree("tokens")
-            .unwrap()
-            .get(&t.slots[0].0)
-            .unwrap()
-            .unwrap()
-            .to_vec()
-    };
+    let damaged_bytes = sled_edit::edit(&path, |db| db.get("tokens", &t.slots[0].0).unwrap());
     let v = options().open(&path, PASS).unwrap();
     v.repair().unwrap();
     v.rekey("another").unwrap();
@@ -345,16 +313,9 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     assert_eq!(names, vec![Some(format!("tok-{victim}"))]);
     drop(v);
     // The bytes are kept as they were found.
-    let db = sled::open(common::sled_dir(&path)).unwrap();
-    let quarantine: Vec<Vec<u8>> = db
-        .open_tree("quarantine")
-        .unwrap()
-        .iter()
-        .map(|e| e.unwrap().1.to_vec())
-        .collect();
+    let quarantine = sled_edit::edit(&path, |db| db.entries("quarantine"));
     assert_eq!(quarantine.len(), 1);
-    assert!(quarantine[0].ends_with(&damaged_bytes));
-    drop(db);
+    assert!(quarantine[0].1.ends_with(&damaged_bytes));
     // delete_tokens removes the quarantine too.
     let v = options().open(&path, "another").unwrap();
     v.delete_tokens().unwrap();
@@ -396,22 +357,19 @@ fn a_crash_during_repair_loses_nothing() {
         }
     }
     // Damage the first record in key order and a few others.
-    let damaged: Vec<Vec<u8>> = {
-        let db = sled::open(common::sled_dir(&template)).unwrap();
-        let tree = db.open_tree("tokens").unwrap();
-        let slots: Vec<Vec<u8>> = tree.iter().map(|e| e.unwrap().0.to_vec()).collect();
+    let damaged: Vec<Vec<u8>> = sled_edit::edit(&template, |db| {
+        let records = db.entries("tokens");
         let chosen: Vec<Vec<u8>> = [0, 1, MANY / 2, MANY - 1]
             .iter()
-            .map(|&i| slots[i].clone())
+            .map(|&i| records[i].0.clone())
             .collect();
         for slot in &chosen {
-            let mut value = tree.get(slot).unwrap().unwrap().to_vec();
+            let mut value = db.get("tokens", slot).unwrap();
             value[20] ^= 0xff;
-            tree.insert(slot.as_slice(), value).unwrap();
+            db.insert("tokens", slot, value);
         }
-        db.flush().unwrap();
         chosen
-    };
+    });
     // How long one repair takes here, to spread the kills over it.
     let took = {
         let path = tmp.path().join("timed");

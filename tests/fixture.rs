@@ -4,10 +4,13 @@
 //! Protects against: a format change (header layout, key derivation labels, record AAD,
 //! token encoding, index keys) that silently strands existing vaults.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+}
 
 use std::path::Path;
 
+use common::sled_edit;
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, VaultOptions};
 
 const PASSPHRASE: &str = "tokenvault v1 fixture";
@@ -99,13 +102,11 @@ fn opening_the_fixture_with_stronger_defaults_upgrades_its_kdf() {
     };
     drop(VaultOptions::new().kdf(stronger).open(&path, PASSPHRASE).unwrap());
     // The header now carries the stronger parameters: read them from meta/header.
-    let db = sled::open(common::sled_dir(&path)).unwrap();
-    let header = db.open_tree("meta").unwrap().get("header").unwrap().unwrap();
+    let header = sled_edit::edit(&path, |db| db.get("meta", "header").unwrap());
     let m = u32::from_be_bytes(header[27..31].try_into().unwrap());
     let t = u32::from_be_bytes(header[31..35].try_into().unwrap());
     let p = u32::from_be_bytes(header[35..39].try_into().unwrap());
     assert_eq!((m, t, p), (32 * 1024, 3, 2));
-    drop(db);
     let v = VaultOptions::new()
         .kdf(KdfParams::FLOOR)
         .open(&path, PASSPHRASE)

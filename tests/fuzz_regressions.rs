@@ -5,15 +5,12 @@
 //! (replay it with `cargo fuzz run <target> fuzz/regressions/<target>/<file>`). A test
 //! that still fails is `#[ignore]`d with the reason "fuzz finding, fix pending".
 
-use tokenvault::{KdfParams, MemoryStore, OAuthToken, TokenStore, Vault, VaultOptions};
-
-fn vault(dir: &tempfile::TempDir) -> Vault {
-    VaultOptions::new()
-        .kdf(KdfParams::FLOOR)
-        .durable(false)
-        .create(dir.path().join("vault"), "passphrase")
-        .expect("create")
+mod common {
+    pub mod vaults;
 }
+
+use common::vaults::fresh_vault;
+use tokenvault::{MemoryStore, OAuthToken, TokenStore};
 
 /// Two users share an access token; the one that claimed it last moves on to another
 /// value. docs/design.md section 3: "when the owner drops the value ... the entry goes, and the
@@ -23,8 +20,8 @@ fn vault(dir: &tempfile::TempDir) -> Vault {
 /// Found by `differential` (fuzz/regressions/differential/verify-unindexed-shared-value).
 #[test]
 fn verify_accepts_a_shared_value_its_last_owner_dropped() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let vault = vault(&tmp);
+    let fresh = fresh_vault();
+    let vault = &fresh.0;
     let memory = MemoryStore::new();
     let saves = [
         OAuthToken::default()
@@ -73,8 +70,8 @@ fn verify_accepts_a_shared_value_its_last_owner_dropped() {
 /// only that user names are indexed).
 #[test]
 fn verify_accepts_a_shared_refresh_token_its_last_owner_dropped() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let vault = vault(&tmp);
+    let fresh = fresh_vault();
+    let vault = &fresh.0;
     let memory = MemoryStore::new();
     let saves = [
         OAuthToken::default()

@@ -6,26 +6,17 @@
 //! writes weaker KDF parameters than the vault had; a vault made stronger on purpose that
 //! no options can open.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+    pub mod vaults;
+}
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use common::sled_edit;
+use common::vaults::{options, token};
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
-
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
-
-fn token(n: usize) -> OAuthToken {
-    OAuthToken::default()
-        .with_user_name(format!("user{n}@example.com"))
-        .with_client_id("1000.CLIENT")
-        .with_client_secret(format!("secret-{n}"))
-        .with_refresh_token(format!("1000.refresh.{n}"))
-        .with_access_token(format!("1000.access.{n}"))
-        .with_grant_token(format!("1000.grant.{n}"))
-}
 
 /// Every token is found by id and by each of its keys.
 fn assert_all_findable(v: &Vault, tokens: &[OAuthToken]) {
@@ -45,14 +36,17 @@ fn assert_all_findable(v: &Vault, tokens: &[OAuthToken]) {
 
 /// The record epochs present in the vault's `tokens` tree (byte 1..5 of each record).
 fn record_epochs(path: &Path) -> BTreeSet<u32> {
-    let db = sled::open(common::sled_dir(path)).unwrap();
-    let tree = db.open_tree("tokens").unwrap();
-    tree.iter()
-        .map(|e| {
-            let (_, v) = e.unwrap();
-            u32::from_be_bytes(v[1..5].try_into().unwrap())
-        })
+    records(path)
+        .iter()
+        .map(|v| u32::from_be_bytes(v[1..5].try_into().unwrap()))
         .collect()
+}
+
+/// The records of the vault's `tokens` tree.
+fn records(path: &Path) -> BTreeSet<Vec<u8>> {
+    sled_edit::edit(path, |db| {
+        db.entries("tokens").into_iter().map(|(_, v)| v).collect()
+    })
 }
 
 fn save_all(v: &Vault, range: std::ops::Range<usize>) -> Vec<OAuthToken> {
@@ -114,8 +108,7 @@ fn the_seal_budget_rotates_the_key_by_itself() {
 
 /// The stored seal counter: (epoch, count).
 fn stored_seals(path: &Path) -> (u32, u64) {
-    let db = sled::open(common::sled_dir(path)).unwrap();
-    let v = db.open_tree("meta").unwrap().get("seals").unwrap().unwrap();
+    let v = sled_edit::edit(path, |db| db.get("meta", "seals").unwrap());
     (
         u32::from_be_bytes(v[0..4].try_into().unwrap()),
         u64::from_be_bytes(v[4..12].try_into().unwrap()),
@@ -160,14 +153,11 @@ fn a_tampered_seal_counter_is_refused() {
         let v = options().create(&path, "p").unwrap();
         save_all(&v, 0..3);
     }
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let meta = db.open_tree("meta").unwrap();
-        let mut seals = meta.get("seals").unwrap().unwrap().to_vec();
+    sled_edit::edit(&path, |db| {
+        let mut seals = db.get("meta", "seals").unwrap();
         seals[11] = 0; // lower the count
-        meta.insert("seals", seals).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("meta", "seals", seals);
+    });
     assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
 }
 
@@ -181,20 +171,17 @@ fn rekey_replaces_every_key_and_keeps_every_token_findable() {
         let v = options().create(&path, "old").unwrap();
         tokens = save_all(&v, 0..20);
         // A value shared by two tokens: the last saved owns the index entry.
-        let mut shared = token(99).with_access_token("1000.access.3");
+        let shared_access = token(3).access_token().unwrap().to_owned();
+        let mut shared = token(99).with_access_token(&shared_access);
         v.save_token(&mut shared).unwrap();
         tokens[3] = v.find_token_by_id(tokens[3].id().unwrap()).unwrap().unwrap();
         v.rotate_key().unwrap();
         drop(v);
-        old_records = {
-            let db = sled::open(common::sled_dir(&path)).unwrap();
-            let t = db.open_tree("tokens").unwrap();
-            t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
-        };
+        old_records = records(&path);
         let v = options().open(&path, "old").unwrap();
         v.rekey("new").unwrap();
         // Still usable in place.
-        let q = OAuthToken::default().with_access_token("1000.access.3");
+        let q = OAuthToken::default().with_access_token(shared_access);
         assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(&shared));
         let others: Vec<_> = tokens
             .iter()
@@ -215,11 +202,7 @@ fn rekey_replaces_every_key_and_keeps_every_token_findable() {
         assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
     }
     drop(v);
-    let new_records = {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let t = db.open_tree("tokens").unwrap();
-        t.iter().map(|e| e.unwrap().1.to_vec()).collect::<BTreeSet<_>>()
-    };
+    let new_records = records(&path);
     assert!(
         old_records.is_disjoint(&new_records),
         "every record must be re-encrypted"

@@ -6,43 +6,32 @@
 //! directory left readable by others after open, a lock file planted as a symbolic link
 //! that has the vault create, lock or write a file elsewhere.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+    pub mod vaults;
+}
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sled_edit;
+use common::vaults::{options, token};
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
-
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
-}
-
-fn token(n: usize) -> OAuthToken {
-    OAuthToken::default()
-        .with_user_name(format!("user{n}@example.com"))
-        .with_client_id("1000.CLIENT")
-        .with_client_secret(format!("secret-{n}"))
-        .with_refresh_token(format!("1000.refresh.{n}"))
-        .with_access_token(format!("1000.access.{n}"))
-        .with_grant_token(format!("1000.grant.{n}"))
-        .with_expiry_time(1_764_000_000_000 + n as i64)
-}
 
 /// Every entry of every tree, read with sled directly (sled itself rewrites its files on
 /// every open, so the bytes of the files are not comparable; the stored data is).
 fn stored_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let db = sled::open(common::sled_dir(dir)).unwrap();
-    let mut out = Vec::new();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).unwrap();
-        for e in tree.iter() {
-            let (k, v) = e.unwrap();
-            out.push((name.to_vec(), k.to_vec(), v.to_vec()));
+    sled_edit::edit(dir, |db| {
+        let mut out = Vec::new();
+        for name in db.tree_names() {
+            for (k, v) in db.entries(&name) {
+                out.push((name.clone(), k, v));
+            }
         }
-    }
-    out
+        out
+    })
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -5,9 +5,14 @@
 //! was copied, while the token was encoded for sealing. The global allocator of this test
 //! binary (`tests/wipe-probe`) reads every block as it is freed or moved.
 
+mod common {
+    pub mod vaults;
+}
+
 use std::sync::{Mutex, MutexGuard};
 
-use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions};
+use common::vaults::options;
+use tokenvault::{OAuthToken, TokenStore};
 use zeroize::Zeroizing;
 
 #[global_allocator]
@@ -17,10 +22,6 @@ static PROBE: wipe_probe::WipeProbe = wipe_probe::WipeProbe;
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
 }
 
 /// The control: the probe sees a planted secret in a freed block, and a large block freed

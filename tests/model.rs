@@ -1,27 +1,21 @@
 //! `MemoryStore` and `Vault` against an independent model of docs/design.md section 3, on random
 //! sequences of operations (64 cases unless `PROPTEST_CASES` says otherwise).
-mod common;
+mod common {
+    pub mod fresh_id;
+    pub mod model;
+    pub mod vaults;
+}
 
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use tokenvault::{KdfParams, Vault, VaultOptions};
+use tokenvault::Vault;
 
 /// One vault for every case (the model check empties the store first), so the cases pay
 /// for the KDF and sled's start-up once.
 fn shared_vault() -> &'static Vault {
     static VAULT: OnceLock<(Vault, tempfile::TempDir)> = OnceLock::new();
-    &VAULT
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().expect("temp dir");
-            let vault = VaultOptions::new()
-                .kdf(KdfParams::FLOOR)
-                .durable(false)
-                .create(tmp.path().join("vault"), "model")
-                .expect("create vault");
-            (vault, tmp)
-        })
-        .0
+    &VAULT.get_or_init(common::vaults::fresh_vault).0
 }
 
 proptest! {

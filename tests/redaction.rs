@@ -4,8 +4,11 @@
 //! Protects against: a passphrase, client secret, grant, refresh or access token (or a key)
 //! reaching logs through `{:?}` or `{}`.
 
-mod common;
+mod common {
+    pub mod sled_edit;
+}
 
+use common::sled_edit;
 use tokenvault::{Error, KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
 
 const PASSPHRASE: &str = "PASSPHRASE-7c1e-never-print";
@@ -92,16 +95,12 @@ fn no_public_type_or_error_shows_a_secret() {
             .unwrap_err(),
     );
     // A corrupted record.
-    {
-        let db = sled::open(common::sled_dir(&path)).unwrap();
-        let tokens = db.open_tree("tokens").unwrap();
-        let (k, v) = tokens.first().unwrap().unwrap();
-        let mut v = v.to_vec();
+    sled_edit::edit(&path, |db| {
+        let (k, mut v) = db.entries("tokens").swap_remove(0);
         let last = v.len() - 1;
         v[last] ^= 1;
-        tokens.insert(k, v).unwrap();
-        db.flush().unwrap();
-    }
+        db.insert("tokens", k, v);
+    });
     errors.push(options.open(&path, PASSPHRASE).unwrap_err()); // corrupted
     let kinds: Vec<String> = errors.iter().map(|e| format!("{e:?}")).collect();
     for needed in [

@@ -4,10 +4,12 @@
 //! (a crash of the app loses nothing, a power loss may lose the last commits).
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use tokenvault::OAuthToken;
+use tokenvault::{Field, FieldValue, OAuthToken};
 
 use super::harness::{fresh_id, Peer, R};
 
@@ -17,22 +19,39 @@ pub struct SqlPeer {
     key: Option<String>,
 }
 
-const COLUMNS: &str = "id, user_name, client_id, client_secret, refresh_token, access_token, \
-                       grant_token, expiry_time, redirect_url, api_domain";
+/// The table's columns: every token field under its name, in the token's order.
+static COLUMNS: LazyLock<String> = LazyLock::new(|| Field::ALL.map(Field::name).join(", "));
+
+/// An insert of every column.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let places: Vec<String> = (1..=Field::ALL.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO oauthtoken({}) VALUES ({})",
+        *COLUMNS,
+        places.join(", ")
+    )
+});
+
+/// The SDK's seed schema: text columns (the expiry too), the id the primary key.
+fn column_type(field: Field) -> &'static str {
+    match field {
+        Field::Id => "varchar(10) PRIMARY KEY",
+        Field::ExpiryTime => "varchar(20)",
+        _ => "varchar(255)",
+    }
+}
 
 fn row_token(r: &Row<'_>) -> rusqlite::Result<OAuthToken> {
     let mut t = OAuthToken::default();
-    let s = |i: usize| r.get::<_, Option<String>>(i);
-    t.set_id(s(0)?);
-    t.set_user_name(s(1)?);
-    t.set_client_id(s(2)?);
-    t.set_client_secret(s(3)?);
-    t.set_refresh_token(s(4)?);
-    t.set_access_token(s(5)?);
-    t.set_grant_token(s(6)?);
-    t.set_expiry_time(s(7)?.and_then(|e| e.parse().ok()));
-    t.set_redirect_url(s(8)?);
-    t.set_api_domain(s(9)?);
+    for (i, field) in Field::ALL.into_iter().enumerate() {
+        let value = r.get::<_, Option<String>>(i)?;
+        match field {
+            Field::ExpiryTime => t.set_expiry_time(value.and_then(|e| e.parse().ok())),
+            _ => t
+                .set_text(field, value)
+                .expect("every field but the expiry is text"),
+        }
+    }
     Ok(t)
 }
 
@@ -45,16 +64,15 @@ impl SqlPeer {
             key: key.map(str::to_owned),
         };
         p.open(false)?;
-        p.conn()?.execute_batch(
-            "CREATE TABLE oauthtoken(id varchar(10) PRIMARY KEY, user_name varchar(255), \
-             client_id varchar(255), client_secret varchar(255), refresh_token varchar(255), \
-             access_token varchar(255), grant_token varchar(255), expiry_time varchar(20), \
-             redirect_url varchar(255), api_domain varchar(255));
+        let columns = Field::ALL.map(|f| format!("{} {}", f.name(), column_type(f)));
+        p.conn()?.execute_batch(&format!(
+            "CREATE TABLE oauthtoken({});
              CREATE UNIQUE INDEX oauthtoken_user ON oauthtoken(user_name);
              CREATE INDEX oauthtoken_access ON oauthtoken(access_token);
              CREATE INDEX oauthtoken_refresh ON oauthtoken(refresh_token);
              CREATE INDEX oauthtoken_grant ON oauthtoken(grant_token);",
-        )?;
+            columns.join(", ")
+        ))?;
         Ok(p)
     }
 
@@ -98,21 +116,15 @@ impl Peer for SqlPeer {
             return Err("insert: user exists".into());
         }
         let id = fresh_id();
-        conn.prepare_cached(&format!(
-            "INSERT INTO oauthtoken({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))?
-        .execute(params![
-            id,
-            t.user_name(),
-            t.client_id(),
-            t.client_secret(),
-            t.refresh_token(),
-            t.access_token(),
-            t.grant_token(),
-            t.expiry_time().map(|e| e.to_string()),
-            t.redirect_url(),
-            t.api_domain()
-        ])?;
+        // Every field as the SDK stores it (the expiry as text), the id a fresh one.
+        let values = Field::ALL.map(|f| match (f, t.get(f)) {
+            (Field::Id, _) => ToSqlOutput::Borrowed(ValueRef::Text(id.as_bytes())),
+            (_, Some(FieldValue::Text(v))) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            (_, Some(FieldValue::Millis(ms))) => ToSqlOutput::Owned(Value::Text(ms.to_string())),
+            (_, None) => ToSqlOutput::Owned(Value::Null),
+        });
+        conn.prepare_cached(&INSERT)?
+            .execute(rusqlite::params_from_iter(values))?;
         Ok(id)
     }
 
@@ -129,39 +141,48 @@ impl Peer for SqlPeer {
 
     fn by_user(&mut self, user: &str) -> R<Option<OAuthToken>> {
         self.one(
-            &format!("SELECT {COLUMNS} FROM oauthtoken WHERE user_name = ?1"),
+            &format!("SELECT {} FROM oauthtoken WHERE user_name = ?1", *COLUMNS),
             &[&user],
         )
     }
 
     fn by_access(&mut self, access: &str) -> R<Option<OAuthToken>> {
         self.one(
-            &format!("SELECT {COLUMNS} FROM oauthtoken WHERE access_token = ?1"),
+            &format!("SELECT {} FROM oauthtoken WHERE access_token = ?1", *COLUMNS),
             &[&access],
         )
     }
 
     fn by_refresh(&mut self, client_id: &str, _secret: &str, refresh: &str) -> R<Option<OAuthToken>> {
         self.one(
-            &format!("SELECT {COLUMNS} FROM oauthtoken WHERE refresh_token = ?1 AND client_id = ?2"),
+            &format!(
+                "SELECT {} FROM oauthtoken WHERE refresh_token = ?1 AND client_id = ?2",
+                *COLUMNS
+            ),
             &[&refresh, &client_id],
         )
     }
 
     fn by_grant(&mut self, client_id: &str, _secret: &str, grant: &str) -> R<Option<OAuthToken>> {
         self.one(
-            &format!("SELECT {COLUMNS} FROM oauthtoken WHERE grant_token = ?1 AND client_id = ?2"),
+            &format!(
+                "SELECT {} FROM oauthtoken WHERE grant_token = ?1 AND client_id = ?2",
+                *COLUMNS
+            ),
             &[&grant, &client_id],
         )
     }
 
     fn by_id(&mut self, id: &str) -> R<Option<OAuthToken>> {
-        self.one(&format!("SELECT {COLUMNS} FROM oauthtoken WHERE id = ?1"), &[&id])
+        self.one(
+            &format!("SELECT {} FROM oauthtoken WHERE id = ?1", *COLUMNS),
+            &[&id],
+        )
     }
 
     fn all(&mut self) -> R<usize> {
         let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM oauthtoken"))?;
+        let mut st = conn.prepare_cached(&format!("SELECT {} FROM oauthtoken", *COLUMNS))?;
         let all: Vec<OAuthToken> = st.query_map([], row_token)?.collect::<Result<_, _>>()?;
         Ok(all.len())
     }

@@ -15,9 +15,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tokenvault::{Error, KdfParams, MemoryStore, OAuthToken, TokenStore, Vault, VaultOptions};
+use tokenvault::{Error, Field, KdfParams, MemoryStore, OAuthToken, TokenStore, Vault, VaultOptions};
 use tokenvault_fuzz::{copy_dir, process_dir, scratch_dir, variant, PASSPHRASE};
 
 /// Values for every string field: the empty string (stored as absent), plain values,
@@ -35,18 +35,42 @@ enum IdRef {
     Generated(u8),
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-struct Fields {
-    id: Option<IdRef>,
-    user_name: Option<u8>,
-    client_id: Option<u8>,
-    client_secret: Option<u8>,
-    refresh_token: Option<u8>,
-    access_token: Option<u8>,
-    grant_token: Option<u8>,
-    expiry_time: Option<i8>,
-    redirect_url: Option<u8>,
-    api_domain: Option<u8>,
+/// What a token's field is built from.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Id(Option<IdRef>),
+    Expiry(Option<i8>),
+    /// An index into [`VALUES`].
+    Text(Option<u8>),
+}
+
+/// A token to build: the pick of each field of `Field::ALL`, at its position.
+#[derive(Debug, Clone, Copy)]
+struct Fields([Pick; Field::ALL.len()]);
+
+/// The picks are read in `Field::ALL`'s order, one `Option` each: the encoding the seed
+/// corpus and the saved inputs of `fuzz/regressions/` were written in.
+impl<'a> Arbitrary<'a> for Fields {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let mut picks = [Pick::Text(None); Field::ALL.len()];
+        for (pick, field) in picks.iter_mut().zip(Field::ALL) {
+            *pick = match field {
+                Field::Id => Pick::Id(u.arbitrary()?),
+                Field::ExpiryTime => Pick::Expiry(u.arbitrary()?),
+                _ => Pick::Text(u.arbitrary()?),
+            };
+        }
+        Ok(Fields(picks))
+    }
+}
+
+impl Fields {
+    fn id(&self) -> Option<IdRef> {
+        self.0.iter().find_map(|pick| match pick {
+            Pick::Id(id) => *id,
+            _ => None,
+        })
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -152,18 +176,19 @@ impl IdMap {
     }
 }
 
+/// The token `fields` pick, with `id` (the id pick resolved for one store).
 fn build(fields: &Fields, id: Option<String>) -> OAuthToken {
     let mut t = OAuthToken::default();
     t.set_id(id);
-    t.set_user_name(fields.user_name.map(value));
-    t.set_client_id(fields.client_id.map(value));
-    t.set_client_secret(fields.client_secret.map(value));
-    t.set_refresh_token(fields.refresh_token.map(value));
-    t.set_access_token(fields.access_token.map(value));
-    t.set_grant_token(fields.grant_token.map(value));
-    t.set_expiry_time(fields.expiry_time.map(|e| i64::from(e) * 1_000_000_007));
-    t.set_redirect_url(fields.redirect_url.map(value));
-    t.set_api_domain(fields.api_domain.map(value));
+    for (field, pick) in Field::ALL.into_iter().zip(fields.0) {
+        match pick {
+            Pick::Id(_) => {}
+            Pick::Expiry(e) => t.set_expiry_time(e.map(|e| i64::from(e) * 1_000_000_007)),
+            Pick::Text(n) => t
+                .set_text(field, n.map(value))
+                .expect("every field but the expiry is text"),
+        }
+    }
     t
 }
 
@@ -267,7 +292,7 @@ impl Run {
         self.log.push(format!("{op:?}"));
         match op {
             Op::Save(fields) => {
-                let (vid, mid) = match fields.id {
+                let (vid, mid) = match fields.id() {
                     Some(r) => self.ids.resolve(r),
                     None => (None, None),
                 };
@@ -316,7 +341,7 @@ impl Run {
             ),
             Op::Find(fields) => {
                 // The id of a query is not a lookup key; use the vault's form of it.
-                let id = fields.id.and_then(|r| self.ids.resolve(r).0);
+                let id = fields.id().and_then(|r| self.ids.resolve(r).0);
                 self.find(&build(&fields, id));
             }
             Op::FindById(r) => {

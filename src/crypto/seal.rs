@@ -1,74 +1,29 @@
-//! Sealing and opening token records.
+//! Sealing and opening records: bytes in, bytes out.
 //!
 //! A record is `version(1) || epoch(4) || nonce(12) || AES-256-GCM(record key of epoch,
-//! bincode(token))`, with associated data `"tokenvault/record/v1" || vault id || version ||
-//! epoch || len(tree) || tree || slot`.
+//! plaintext)`, with associated data `"tokenvault/record/v1" || vault id || version ||
+//! epoch || len(tree) || tree || slot`. The plaintext of a token record is the token's
+//! encoding (`crate::token::encoding`).
 //!
 //! Invariants: a record opens only in the vault, tree and slot it was sealed for, under the
-//! epoch it names; decoding is bounded ([`MAX_RECORD_PLAINTEXT`]) and rejects trailing
-//! bytes; plaintext buffers are zeroized.
+//! epoch it names; a record longer than the largest encoded token is refused before it is
+//! decrypted; opened plaintext is zeroized.
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 use super::keys::{VaultKeys, MAC_LEN};
-use crate::{Error, OAuthToken};
+use crate::token::encoding::MAX_ENCODED_LEN;
+use crate::Error;
 
 /// The record format this code writes.
 pub(crate) const RECORD_VERSION: u8 = 1;
 use super::NONCE_LEN;
 const TAG_LEN: usize = 16;
 const PREFIX_LEN: usize = 1 + 4 + NONCE_LEN;
-/// The largest encoded token a record may hold (16 MiB).
-pub(crate) const MAX_RECORD_PLAINTEXT: usize = 16 * 1024 * 1024;
 /// Domain separation for record AAD.
 const RECORD_TAG: &[u8] = b"tokenvault/record/v1";
-
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_RECORD_PLAINTEXT>()
-}
-
-/// Encodes a token for sealing, into one buffer of the exact size that is zeroized on
-/// drop: a growing buffer would leave copies of the secrets wherever it reallocated.
-///
-/// # Errors
-/// `InvalidToken` if the encoding exceeds [`MAX_RECORD_PLAINTEXT`].
-pub(crate) fn encode_token(token: &OAuthToken) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let unencodable = || Error::InvalidToken {
-        reason: "the token could not be encoded",
-    };
-    let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(token, &mut size, bincode_config()).map_err(|_| unencodable())?;
-    if size.bytes_written > MAX_RECORD_PLAINTEXT {
-        return Err(Error::InvalidToken {
-            reason: "the token is larger than 16 MiB",
-        });
-    }
-    let mut bytes = Zeroizing::new(vec![0u8; size.bytes_written]);
-    let written = bincode::serde::encode_into_slice(token, bytes.as_mut_slice(), bincode_config())
-        .map_err(|_| unencodable())?;
-    if written != bytes.len() {
-        return Err(unencodable());
-    }
-    Ok(bytes)
-}
-
-/// Decodes a token from opened record bytes: bounded, no trailing bytes.
-///
-/// # Errors
-/// `Corrupted` on any malformed input.
-pub(crate) fn decode_token(bytes: &[u8]) -> Result<OAuthToken, Error> {
-    if bytes.len() > MAX_RECORD_PLAINTEXT {
-        return Err(Error::corrupted("record: too large"));
-    }
-    let (token, used): (OAuthToken, usize) = bincode::serde::decode_from_slice(bytes, bincode_config())
-        .map_err(|_| Error::corrupted("record: undecodable token"))?;
-    if used != bytes.len() {
-        return Err(Error::corrupted("record: trailing bytes"));
-    }
-    Ok(token)
-}
 
 /// AES-256-GCM encryption: ciphertext || 16-byte tag. `None` only if the message is
 /// beyond AES-GCM's length limit.
@@ -148,7 +103,7 @@ pub(crate) fn open_record(
     if record.len() < PREFIX_LEN + TAG_LEN {
         return Err(Error::corrupted("record: truncated"));
     }
-    if record.len() > PREFIX_LEN + MAX_RECORD_PLAINTEXT + TAG_LEN {
+    if record.len() > PREFIX_LEN + MAX_ENCODED_LEN + TAG_LEN {
         return Err(Error::corrupted("record: too large"));
     }
     let Some((prefix, body)) = record.split_first_chunk::<PREFIX_LEN>() else {
@@ -199,18 +154,5 @@ mod tests {
                 assert!(open_record(&k, "tokens", &slot, &bad).is_err());
             }
         }
-    }
-
-    #[test]
-    fn token_decoding_is_bounded_and_strict() {
-        let t = OAuthToken::default().with_user_name("u").with_access_token("a");
-        let bytes = encode_token(&t).unwrap();
-        assert_eq!(decode_token(&bytes).unwrap(), t);
-        let mut trailing = bytes.to_vec();
-        trailing.push(0);
-        assert!(decode_token(&trailing).is_err());
-        // A huge declared string length must be refused, not allocated.
-        let hostile = [1u8, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
-        assert!(decode_token(&hostile).is_err());
     }
 }

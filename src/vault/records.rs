@@ -12,6 +12,7 @@ use crate::backend::{Entry, Op, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::crypto::{fresh_nonce, seal};
 use crate::store::{Change, Index, Owner, Records};
+use crate::token::encoding;
 use crate::{Error, OAuthToken};
 
 /// A record's id sealed into `idx.id` at the record's slot, so that the token can be named
@@ -75,14 +76,14 @@ pub(super) fn open_record_unchecked(
     sealed: &[u8],
 ) -> Result<OAuthToken, Error> {
     let plain = seal::open_record(keys, TreeName::Tokens.name(), slot, sealed)?;
-    seal::decode_token(&plain)
+    encoding::decode_token(&plain)
 }
 
 /// Seals a token into its slot under the current epoch's key, with a fresh random nonce.
 pub(super) fn seal_op(keys: &VaultKeys, epoch: u32, token: &OAuthToken) -> Result<Op, Error> {
     let id = token.id().ok_or_else(|| Error::corrupted("record without id"))?;
     let slot = keys.slot(id);
-    let plain = seal::encode_token(token)?;
+    let plain = encoding::encode_token(token)?;
     let sealed = seal::seal_record(
         keys,
         TreeName::Tokens.name(),

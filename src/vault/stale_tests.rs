@@ -67,7 +67,7 @@ fn memchr_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
 /// files hold that `keys` open.
 fn sealed_copies(dir: &Path, keys: &VaultKeys, token: &OAuthToken) -> usize {
     let slot = keys.slot(token.id().unwrap());
-    let len = 1 + 4 + 12 + seal::encode_token(token).unwrap().len() + 16;
+    let len = 1 + 4 + 12 + crate::token::encoding::encode_token(token).unwrap().len() + 16;
     let mut found = 0;
     for (_, bytes) in files(dir) {
         for at in 0..bytes.len().saturating_sub(len - 1) {
@@ -76,7 +76,7 @@ fn sealed_copies(dir: &Path, keys: &VaultKeys, token: &OAuthToken) -> usize {
             }
             let candidate = &bytes[at..at + len];
             if let Ok(plain) = seal::open_record(keys, TreeName::Tokens.name(), &slot, candidate) {
-                assert_eq!(seal::decode_token(&plain).unwrap(), *token);
+                assert_eq!(crate::token::encoding::decode_token(&plain).unwrap(), *token);
                 found += 1;
             }
         }

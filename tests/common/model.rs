@@ -6,6 +6,8 @@
 //! index values happen often. Store-assigned ids are random: the model takes them from
 //! the store's save result, checking only that they are fresh and well formed.
 //!
+//! Included with `mod common { pub mod fresh_id; pub mod model; }`.
+//!
 //! ```ignore
 //! proptest! {
 //!     #![proptest_config(common::model::config())]
@@ -22,7 +24,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use tokenvault::{Error, OAuthToken, TokenStore};
 
-use super::conformance::assert_fresh_id;
+use super::fresh_id::assert_fresh_id;
 
 // Field positions in `Rec::fields`.
 const USER: usize = 0;
@@ -31,8 +33,7 @@ const SECRET: usize = 2;
 const GRANT: usize = 3;
 const REFRESH: usize = 4;
 const ACCESS: usize = 5;
-const REDIRECT: usize = 6;
-const API: usize = 7;
+// 6 and 7, the redirect URL and the API domain, are carried along and never matched on.
 const FIELDS: usize = 8;
 
 /// The JSON names of the fields, by position.

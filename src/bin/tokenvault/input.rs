@@ -14,7 +14,7 @@ use std::fmt;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer as _, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use tokenvault::OAuthToken;
+use tokenvault::{Field, FieldValue, OAuthToken};
 
 use crate::failure::Failure;
 use crate::limits::{grouped, MAX_ROWS, MAX_STDIN_BYTES};
@@ -137,16 +137,14 @@ fn savable(token: &OAuthToken, i: usize, count: usize, array: bool) -> Result<()
             "{which} has no grant, refresh or access token; nothing was saved"
         )));
     }
-    let secrets = [
-        ("client_secret", token.client_secret()),
-        ("refresh_token", token.refresh_token()),
-        ("access_token", token.access_token()),
-        ("grant_token", token.grant_token()),
-    ];
-    if let Some((field, _)) = secrets.iter().find(|(_, v)| *v == Some(REDACTED)) {
+    let placeholder = Field::ALL
+        .into_iter()
+        .find(|f| f.is_secret() && token.get(*f) == Some(FieldValue::Text(REDACTED)));
+    if let Some(field) = placeholder {
         return Err(Failure::error(format!(
-            "{which} has the placeholder {REDACTED} as its {field} (export with --reveal to copy \
-             secrets); nothing was saved"
+            "{which} has the placeholder {REDACTED} as its {} (export with --reveal to copy \
+             secrets); nothing was saved",
+            field.name()
         )));
     }
     Ok(())
@@ -327,6 +325,30 @@ mod tests {
             message(r#"[{"access_token":"t"},{"access_token":"t","client_secret":"[REDACTED]"}]"#)
                 .contains("token 2 of 2 has the placeholder [REDACTED] as its client_secret")
         );
+    }
+
+    #[test]
+    fn the_placeholder_is_refused_in_every_secret_field_and_only_there() {
+        for field in Field::ALL.into_iter().filter(|f| *f != Field::ExpiryTime) {
+            // A token that could be saved but for the placeholder.
+            let other = if field == Field::AccessToken {
+                "refresh_token"
+            } else {
+                "access_token"
+            };
+            let input = format!(r#"{{"{other}":"t","{}":"[REDACTED]"}}"#, field.name());
+            match parse(input.as_bytes()) {
+                Ok(_) => assert!(!field.is_secret(), "{field:?} accepted the placeholder"),
+                Err(f) => {
+                    let e = f.to_string();
+                    assert!(field.is_secret(), "{field:?}: {e}");
+                    assert!(
+                        e.contains(&format!("placeholder [REDACTED] as its {} ", field.name())),
+                        "{e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

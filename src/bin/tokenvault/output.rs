@@ -1,16 +1,16 @@
 //! How tokens and reports are shown: human text (a field list, a table) or JSON.
 //!
-//! Invariants: a secret field (client secret, grant, refresh and access tokens) is shown
-//! as `[REDACTED]` unless the caller asked to reveal it; human output escapes control
-//! characters, so a stored value cannot drive the terminal; JSON uses the token field
-//! names of docs/design.md section 2 and omits absent fields; output is built in a
-//! [`SecretBuf`] (wiped, and never left behind by growth), and values are escaped as they
-//! are written, never through a copy.
+//! Invariants: every field [`Field::is_secret`] names is shown as `[REDACTED]` unless the
+//! caller asked to reveal it, and [`shown`] is the one place that applies this; human
+//! output escapes control characters, so a stored value cannot drive the terminal; JSON
+//! uses the token's field names ([`Field::name`]) and omits absent fields; output is built
+//! in a [`SecretBuf`] (wiped, and never left behind by growth), and values are escaped as
+//! they are written, never through a copy.
 
 use std::fmt::{self, Write as _};
 
-use serde::Serialize;
-use tokenvault::OAuthToken;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use tokenvault::{Field, FieldValue, OAuthToken};
 use zeroize::Zeroizing;
 
 use crate::secret_buf::SecretBuf;
@@ -21,47 +21,41 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Output text, zeroized on drop (it may hold revealed secrets).
 pub type Text = Zeroizing<String>;
 
-/// A token as JSON, secrets redacted unless revealed.
-#[derive(Serialize)]
+/// The value of `field` as output shows it: a secret is [`REDACTED`] unless `reveal`.
+fn shown(token: &OAuthToken, field: Field, reveal: bool) -> Option<FieldValue<'_>> {
+    let value = token.get(field)?;
+    if field.is_secret() && !reveal {
+        Some(FieldValue::Text(REDACTED))
+    } else {
+        Some(value)
+    }
+}
+
+/// A token as JSON, secrets redacted unless revealed: every present field, by its name, in
+/// the token's order.
 pub struct TokenJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_secret: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    access_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grant_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiry_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redirect_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_domain: Option<&'a str>,
+    token: &'a OAuthToken,
+    reveal: bool,
 }
 
 impl<'a> TokenJson<'a> {
     /// The JSON form of `token`.
     pub fn new(token: &'a OAuthToken, reveal: bool) -> Self {
-        let secret = |v: Option<&'a str>| v.map(|s| if reveal { s } else { REDACTED });
-        TokenJson {
-            id: token.id(),
-            user_name: token.user_name(),
-            client_id: token.client_id(),
-            client_secret: secret(token.client_secret()),
-            refresh_token: secret(token.refresh_token()),
-            access_token: secret(token.access_token()),
-            grant_token: secret(token.grant_token()),
-            expiry_time: token.expiry_time(),
-            redirect_url: token.redirect_url(),
-            api_domain: token.api_domain(),
+        TokenJson { token, reveal }
+    }
+}
+
+impl Serialize for TokenJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for field in Field::ALL {
+            match shown(self.token, field, self.reveal) {
+                Some(FieldValue::Text(v)) => map.serialize_entry(field.name(), v)?,
+                Some(FieldValue::Millis(ms)) => map.serialize_entry(field.name(), &ms)?,
+                None => {}
+            }
         }
+        map.end()
     }
 }
 
@@ -90,57 +84,39 @@ pub fn tokens_json(tokens: &[OAuthToken], reveal: bool) -> Text {
 
 /// One token as an aligned field list.
 pub fn token_text(token: &OAuthToken, reveal: bool) -> Text {
-    let j = TokenJson::new(token, reveal);
-    let expiry = j.expiry_time.map(|ms| format!("{ms} ({})", utc(ms)));
-    let fields = [
-        ("id", j.id),
-        ("user_name", j.user_name),
-        ("client_id", j.client_id),
-        ("client_secret", j.client_secret),
-        ("refresh_token", j.refresh_token),
-        ("access_token", j.access_token),
-        ("grant_token", j.grant_token),
-        ("expiry_time", expiry.as_deref()),
-        ("redirect_url", j.redirect_url),
-        ("api_domain", j.api_domain),
-    ];
     let mut out = SecretBuf::with_capacity(1024);
-    for (name, value) in fields {
-        let _ = writeln!(out, "{name:<14} {}", Escaped(value.unwrap_or("-")));
+    for field in Field::ALL {
+        let name = field.name();
+        let _ = match shown(token, field, reveal) {
+            Some(FieldValue::Text(v)) => writeln!(out, "{name:<14} {}", Escaped(v)),
+            Some(FieldValue::Millis(ms)) => writeln!(out, "{name:<14} {ms} ({})", utc(ms)),
+            None => writeln!(out, "{name:<14} -"),
+        };
     }
     into_text(out)
 }
+
+/// The table's columns: a header and the field shown under it.
+const TABLE: [(&str, Field); 8] = [
+    ("ID", Field::Id),
+    ("USER NAME", Field::UserName),
+    ("CLIENT ID", Field::ClientId),
+    ("EXPIRES (UTC)", Field::ExpiryTime),
+    ("CLIENT SECRET", Field::ClientSecret),
+    ("REFRESH TOKEN", Field::RefreshToken),
+    ("ACCESS TOKEN", Field::AccessToken),
+    ("GRANT TOKEN", Field::GrantToken),
+];
 
 /// Every token as a table, one row each.
 pub fn tokens_table(tokens: &[OAuthToken], reveal: bool) -> Text {
     if tokens.is_empty() {
         return Zeroizing::new("No tokens.\n".to_owned());
     }
-    let header = [
-        "ID",
-        "USER NAME",
-        "CLIENT ID",
-        "EXPIRES (UTC)",
-        "CLIENT SECRET",
-        "REFRESH TOKEN",
-        "ACCESS TOKEN",
-        "GRANT TOKEN",
-    ];
+    let header = TABLE.map(|(h, _)| h);
     let rows: Vec<[Cell<'_>; 8]> = tokens
         .iter()
-        .map(|t| {
-            let j = TokenJson::new(t, reveal);
-            [
-                cell(j.id),
-                cell(j.user_name),
-                cell(j.client_id),
-                Cell::Time(j.expiry_time.map_or_else(|| "-".to_owned(), utc)),
-                cell(j.client_secret),
-                cell(j.refresh_token),
-                cell(j.access_token),
-                cell(j.grant_token),
-            ]
-        })
+        .map(|t| TABLE.map(|(_, field)| cell(shown(t, field, reveal))))
         .collect();
     let mut widths = header.map(|h| h.chars().count());
     for row in &rows {
@@ -176,8 +152,12 @@ enum Cell<'a> {
     Time(String),
 }
 
-fn cell(value: Option<&str>) -> Cell<'_> {
-    Cell::Value(value.unwrap_or("-"))
+fn cell(value: Option<FieldValue<'_>>) -> Cell<'_> {
+    match value {
+        Some(FieldValue::Text(v)) => Cell::Value(v),
+        Some(FieldValue::Millis(ms)) => Cell::Time(utc(ms)),
+        None => Cell::Value("-"),
+    }
 }
 
 impl Cell<'_> {
@@ -276,6 +256,69 @@ mod tests {
         }
         assert!(token_text(&token(), true).contains("SECRET-refresh"));
         assert!(tokens_json(&[token()], true).contains("SECRET-client"));
+    }
+
+    /// A token with every field present, each text field holding `value-of-<name>`.
+    fn every_field() -> OAuthToken {
+        let mut t = OAuthToken::default().with_expiry_time(1_764_000_000_000);
+        for field in Field::ALL {
+            if field != Field::ExpiryTime {
+                t.set_text(field, Some(marker(field))).unwrap();
+            }
+        }
+        t
+    }
+
+    fn marker(field: Field) -> String {
+        match field {
+            Field::ExpiryTime => "1764000000000".to_owned(),
+            _ => format!("value-of-{}", field.name()),
+        }
+    }
+
+    #[test]
+    fn every_field_is_shown_unless_it_is_secret_and_not_revealed() {
+        let t = every_field();
+        let all = Field::ALL.to_vec();
+        let in_table: Vec<Field> = TABLE.iter().map(|(_, f)| *f).collect();
+        let one = std::slice::from_ref(&t);
+        let outputs = [
+            ("text", &all, token_text(&t, false), token_text(&t, true)),
+            ("json", &all, tokens_json(one, false), tokens_json(one, true)),
+            (
+                "table",
+                &in_table,
+                tokens_table(one, false),
+                tokens_table(one, true),
+            ),
+        ];
+        for (what, fields, redacted, revealed) in &outputs {
+            let secrets = fields.iter().filter(|f| f.is_secret()).count();
+            assert_eq!(
+                redacted.matches(REDACTED).count(),
+                secrets,
+                "{what}: {}",
+                redacted.as_str()
+            );
+            assert!(!revealed.contains(REDACTED), "{what}: {}", revealed.as_str());
+            for field in fields.iter() {
+                let value = match (*what, field) {
+                    ("table", Field::ExpiryTime) => utc(1_764_000_000_000),
+                    _ => marker(*field),
+                };
+                assert_eq!(
+                    redacted.contains(&value),
+                    !field.is_secret(),
+                    "{what}, {field:?}: {}",
+                    redacted.as_str()
+                );
+                assert!(
+                    revealed.contains(&value),
+                    "{what}, {field:?}: {}",
+                    revealed.as_str()
+                );
+            }
+        }
     }
 
     #[test]

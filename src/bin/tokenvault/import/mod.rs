@@ -18,7 +18,7 @@ use std::io::{Read, Seek};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use tokenvault::OAuthToken;
+use tokenvault::{Field, OAuthToken};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::failure::{quoted, Failure};
@@ -63,7 +63,7 @@ pub struct Store {
 
 enum Kind {
     /// The CSV file's bytes and the columns its header names.
-    Csv { bytes: SecretBuf, columns: Vec<Column> },
+    Csv { bytes: SecretBuf, columns: Vec<Field> },
     /// The SQLite file, open in a read transaction (so both passes see the same rows).
     Sqlite(sqlite::Table),
 }
@@ -150,8 +150,8 @@ fn malformed(shown: &str, e: &csv::CsvError) -> Failure {
 /// The SDK file store's CSV: a header naming the columns, then one token per record.
 /// Returns the columns and the number of records, having checked every record's shape
 /// and the caps (no token is built here).
-fn check_csv(bytes: &[u8], shown: &str) -> Result<(Vec<Column>, usize), Failure> {
-    let mut reader = csv::Reader::new(bytes, 2 * COLUMNS.len());
+fn check_csv(bytes: &[u8], shown: &str) -> Result<(Vec<Field>, usize), Failure> {
+    let mut reader = csv::Reader::new(bytes, 2 * Field::ALL.len());
     let header = match reader.next() {
         None => {
             return Err(Failure::error(format!(
@@ -191,11 +191,11 @@ fn check_csv(bytes: &[u8], shown: &str) -> Result<(Vec<Column>, usize), Failure>
 /// The second pass over a checked CSV: one token at a time.
 fn csv_rows(
     bytes: &SecretBuf,
-    columns: &[Column],
+    columns: &[Field],
     shown: &str,
     each: &mut dyn FnMut(Row) -> ControlFlow<()>,
 ) -> Result<(), Failure> {
-    let mut reader = csv::Reader::new(bytes.as_bytes(), 2 * COLUMNS.len());
+    let mut reader = csv::Reader::new(bytes.as_bytes(), 2 * Field::ALL.len());
     // The header, checked already.
     let _ = reader.next();
     reader.set_max_fields(columns.len());
@@ -220,35 +220,6 @@ fn csv_rows(
     Ok(())
 }
 
-/// The token fields the SDK's stores persist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Column {
-    Id,
-    UserName,
-    ClientId,
-    ClientSecret,
-    RefreshToken,
-    AccessToken,
-    GrantToken,
-    ExpiryTime,
-    RedirectUrl,
-    ApiDomain,
-}
-
-/// Every column, in the SDK's order.
-const COLUMNS: [Column; 10] = [
-    Column::Id,
-    Column::UserName,
-    Column::ClientId,
-    Column::ClientSecret,
-    Column::RefreshToken,
-    Column::AccessToken,
-    Column::GrantToken,
-    Column::ExpiryTime,
-    Column::RedirectUrl,
-    Column::ApiDomain,
-];
-
 /// Which store a header comes from: the two spell the redirect column differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -256,43 +227,38 @@ enum Source {
     Sqlite,
 }
 
-impl Column {
-    /// The column's name in `source`.
-    fn name(self, source: Source) -> &'static str {
-        match (self, source) {
-            (Column::Id, _) => "id",
-            (Column::UserName, _) => "user_name",
-            (Column::ClientId, _) => "client_id",
-            (Column::ClientSecret, _) => "client_secret",
-            (Column::RefreshToken, _) => "refresh_token",
-            (Column::AccessToken, _) => "access_token",
-            (Column::GrantToken, _) => "grant_token",
-            (Column::ExpiryTime, _) => "expiry_time",
-            (Column::RedirectUrl, Source::Csv) => "redirect_uri",
-            (Column::RedirectUrl, Source::Sqlite) => "redirect_url",
-            (Column::ApiDomain, _) => "api_domain",
-        }
-    }
+/// The SDK's stores persist every token field, each in the column of its name, but for
+/// one: the file store's CSV calls the redirect URL `redirect_uri`.
+const CSV_REDIRECT: &str = "redirect_uri";
 
-    /// The column a header names (either spelling of the redirect column is accepted).
-    fn named(name: &str) -> Option<Column> {
-        if name == "redirect_uri" || name == "redirect_url" {
-            return Some(Column::RedirectUrl);
-        }
-        COLUMNS.into_iter().find(|c| c.name(Source::Csv) == name)
+/// The name of the column that holds `field` in `source`.
+fn column_name(field: Field, source: Source) -> &'static str {
+    match (field, source) {
+        (Field::RedirectUrl, Source::Csv) => CSV_REDIRECT,
+        _ => field.name(),
     }
 }
 
+/// The field a header's column names (either spelling of the redirect column is accepted).
+fn named(name: &str) -> Option<Field> {
+    if name == CSV_REDIRECT {
+        return Some(Field::RedirectUrl);
+    }
+    Field::from_name(name)
+}
+
+/// Every column, in the SDK's order (the token's).
 fn column_list(source: Source) -> String {
-    COLUMNS.map(|c| c.name(source)).join(", ")
+    Field::ALL.map(|f| column_name(f, source)).join(", ")
 }
 
-/// Maps a header to columns: every SDK column exactly once, nothing else.
+/// Maps a header to the fields its columns hold: every SDK column exactly once, nothing
+/// else.
 fn header_columns<'a>(
     names: impl Iterator<Item = &'a str>,
     source: Source,
     shown: &str,
-) -> Result<Vec<Column>, Failure> {
+) -> Result<Vec<Field>, Failure> {
     let what = match source {
         Source::Csv => "the CSV header",
         Source::Sqlite => "the oauthtoken table",
@@ -301,11 +267,11 @@ fn header_columns<'a>(
     let mut columns = Vec::with_capacity(names.len());
     let mut unknown = None;
     for name in &names {
-        match Column::named(name) {
+        match named(name) {
             Some(column) if columns.contains(&column) => {
                 return Err(Failure::error(format!(
                     "cannot import {shown}: {what} names the column {} twice",
-                    quoted(column.name(source))
+                    quoted(column_name(column, source))
                 )))
             }
             Some(column) => columns.push(column),
@@ -336,35 +302,28 @@ fn header_columns<'a>(
             column_list(source)
         )));
     }
-    if let Some(missing) = COLUMNS.into_iter().find(|c| !columns.contains(c)) {
+    if let Some(missing) = Field::ALL.into_iter().find(|c| !columns.contains(c)) {
         return Err(Failure::error(format!(
             "cannot import {shown}: {what} has no {} column",
-            quoted(missing.name(source))
+            quoted(column_name(missing, source))
         )));
     }
     Ok(columns)
 }
 
 /// Stores a cell's text in the token; an empty cell is absent.
-fn set_text(token: &mut OAuthToken, column: Column, mut value: Zeroizing<String>) -> Result<(), String> {
+fn set_text(token: &mut OAuthToken, field: Field, mut value: Zeroizing<String>) -> Result<(), String> {
     if value.is_empty() {
         return Ok(());
     }
-    // Moved, not copied: the token zeroizes it from here on.
-    let value = std::mem::take(&mut *value);
-    match column {
-        Column::Id => token.set_id(Some(value)),
-        Column::UserName => token.set_user_name(Some(value)),
-        Column::ClientId => token.set_client_id(Some(value)),
-        Column::ClientSecret => token.set_client_secret(Some(value)),
-        Column::RefreshToken => token.set_refresh_token(Some(value)),
-        Column::AccessToken => token.set_access_token(Some(value)),
-        Column::GrantToken => token.set_grant_token(Some(value)),
-        Column::ExpiryTime => token.set_expiry_time(Some(parse_expiry(&value)?)),
-        Column::RedirectUrl => token.set_redirect_url(Some(value)),
-        Column::ApiDomain => token.set_api_domain(Some(value)),
+    if field == Field::ExpiryTime {
+        token.set_expiry_time(Some(parse_expiry(&value)?));
+        return Ok(());
     }
-    Ok(())
+    // Moved, not copied: the token zeroizes it from here on.
+    token
+        .set_text(field, Some(std::mem::take(&mut *value)))
+        .map_err(|e| format!("{}: {e}", field.name()))
 }
 
 /// The SDK's expiry: milliseconds since the epoch as a decimal string.
@@ -378,16 +337,29 @@ fn parse_expiry(text: &str) -> Result<i64, String> {
 mod tests {
     use super::*;
 
-    fn header(line: &str) -> Result<Vec<Column>, String> {
+    fn header(line: &str) -> Result<Vec<Field>, String> {
         header_columns(line.split(','), Source::Csv, "f.csv").map_err(|f| f.to_string())
     }
 
     #[test]
     fn the_sdk_header_maps_in_any_order() {
         let sdk = "id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain";
-        assert_eq!(header(sdk).unwrap(), COLUMNS.to_vec());
+        assert_eq!(header(sdk).unwrap(), Field::ALL.to_vec());
         let shuffled = "api_domain,id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_url";
-        assert_eq!(header(shuffled).unwrap().first(), Some(&Column::ApiDomain));
+        assert_eq!(header(shuffled).unwrap().first(), Some(&Field::ApiDomain));
+    }
+
+    #[test]
+    fn the_csv_calls_the_redirect_column_redirect_uri_and_sqlite_redirect_url() {
+        assert_eq!(
+            column_list(Source::Csv),
+            "id, user_name, client_id, client_secret, refresh_token, access_token, grant_token, \
+             expiry_time, redirect_uri, api_domain"
+        );
+        assert_eq!(
+            column_list(Source::Sqlite),
+            column_list(Source::Csv).replace("redirect_uri", "redirect_url")
+        );
     }
 
     #[test]

@@ -18,17 +18,18 @@ use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use tokenvault::OAuthToken;
+use tokenvault::{Field, OAuthToken};
 use zeroize::Zeroizing;
 
-use super::{header_columns, set_text, Column, Location, Row, Source};
+use super::{column_name, header_columns, set_text, Location, Row, Source};
 use crate::failure::{quoted, Failure};
 use crate::limits::{grouped, MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_ROWS};
 
 /// A checked `oauthtoken` table, its file open in a read transaction.
 pub(super) struct Table {
     conn: Connection,
-    columns: Vec<Column>,
+    /// The field each column holds, in the table's order.
+    columns: Vec<Field>,
 }
 
 /// Opens `path` read-only, distrusting its schema and bounding every value.
@@ -184,15 +185,15 @@ impl Table {
     }
 }
 
-fn set_value(token: &mut OAuthToken, column: Column, value: ValueRef<'_>) -> Result<(), String> {
-    let name = column.name(Source::Sqlite);
+fn set_value(token: &mut OAuthToken, column: Field, value: ValueRef<'_>) -> Result<(), String> {
+    let name = column_name(column, Source::Sqlite);
     match (value, column) {
         (ValueRef::Null, _) => Ok(()),
-        (ValueRef::Integer(n), Column::ExpiryTime) => {
+        (ValueRef::Integer(n), Field::ExpiryTime) => {
             token.set_expiry_time(Some(n));
             Ok(())
         }
-        (ValueRef::Real(x), Column::ExpiryTime) => {
+        (ValueRef::Real(x), Field::ExpiryTime) => {
             // Within i64 and whole: the cast is exact.
             if x.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&x) {
                 token.set_expiry_time(Some(x as i64));
