@@ -3,6 +3,14 @@
 //! (KDF excluded), lookups by user name at the default cache, and the compaction itself.
 //!
 //! `cargo bench --bench compaction` (N = 10,000 and 100,000); `-- N...` for other sizes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "benchmark code: a panic ends a run that cannot be measured"
+)]
 
 #[path = "common/harness.rs"]
 mod harness;

@@ -4,6 +4,14 @@
 //! (`cargo bench --features peers`); this bench runs with or without that feature.
 //!
 //! `cargo bench --bench ops` (add `-- find` to filter by name).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "benchmark code: a panic ends a run that cannot be measured"
+)]
 
 use std::sync::LazyLock;
 

@@ -16,6 +16,14 @@
 //! and 100,000, SQLCipher built and run from its package; `SCALE=1` adds the vault at
 //! 1,000,000); `... --bench peers -- all N...`, `... -- run STORE --n N`, `... -- kdf`,
 //! `... -- report RESULTS_FILE` run the parts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "benchmark code: a panic ends a run that cannot be measured"
+)]
 
 #[path = "common/harness.rs"]
 mod harness;

@@ -70,11 +70,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_access_token("1000.access-1-REFRESHED-44aa")
         .with_expiry_time(1_764_003_600_000);
     vault.save_token(&mut refreshed)?;
+    let bob = saved.get(1).ok_or("bob was saved second")?;
     check(
-        refreshed.refresh_token() == saved[1].refresh_token() && refreshed.id() == saved[1].id(),
+        refreshed.refresh_token() == bob.refresh_token() && refreshed.id() == bob.id(),
         "bob refreshed: same id, refresh token kept, new access token",
     )?;
-    let old_access = OAuthToken::default().with_access_token(saved[1].access_token().unwrap_or_default());
+    let old_access = OAuthToken::default().with_access_token(bob.access_token().unwrap_or_default());
     check(
         vault.find_token(&old_access)?.is_none(),
         "bob's old access token finds nothing",

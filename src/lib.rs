@@ -25,14 +25,9 @@
 //! assert_eq!(found.refresh_token(), Some("1000.refresh"));
 //! # Ok::<(), tokenvault::Error>(())
 //! ```
+// The package's lints are declared once, in Cargo.toml's `[lints]`; this one is also
+// spelled out here, where a reader of the library looks for it.
 #![forbid(unsafe_code)]
-#![deny(missing_docs)]
-#![warn(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod backend;
 mod crypto;

@@ -9,9 +9,17 @@
 //! that exhausts memory before it is refused; a secret `find` key that can only be given
 //! where other users see it; a copy of a secret left in memory by a growing buffer.
 //! Every vault here uses `TOKENVAULT_KDF=floor`, so the suite stays fast.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
+    pub(crate) mod sled_edit;
 }
 
 use std::io::Write;

@@ -5,10 +5,18 @@
 //! compaction at every open of a vault that is not, a leftover generation surviving the
 //! next open, and a damaged or hostile pointer file being followed (or panicking) instead
 //! of refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::path::Path;

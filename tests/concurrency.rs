@@ -3,6 +3,14 @@
 //! Protects against: two records for one user name after concurrent saves, a reader seeing
 //! a token that mixes two saves, an index entry left pointing at the wrong record, and
 //! lookups that miss a record they should find once the writers are done.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,9 +1,17 @@
 //! The docs/design.md section 3 semantics, checked against `MemoryStore`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 #[macro_use]
 mod common {
     #[macro_use]
-    pub mod conformance;
-    pub mod fresh_id;
+    pub(crate) mod conformance;
+    pub(crate) mod fresh_id;
 }
 
 conformance_suite!((tokenvault::MemoryStore::new(), ()));

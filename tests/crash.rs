@@ -5,9 +5,17 @@
 //! Protects against: an acknowledged save or delete lost, a torn save (half the fields, or
 //! the record without its index entries), a dangling index entry, and a vault that no
 //! passphrase (or both) opens after a crash during `change_passphrase` or `rekey`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod vaults;
+    pub(crate) mod vaults;
 }
 
 use std::collections::BTreeMap;

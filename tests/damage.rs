@@ -3,10 +3,18 @@
 //!
 //! Protects against: a panic (or a hang) on damaged files, an error that does not say what
 //! is wrong, and intact tokens becoming unreachable because one record is damaged.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::path::{Path, PathBuf};

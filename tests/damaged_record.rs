@@ -6,10 +6,18 @@
 //! readable record or losing the damaged one's bytes, and a crash during `repair` losing
 //! anything. Every case is deterministic: the record damaged is chosen by its position in
 //! key order, the first included, and no case returns early.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::collections::BTreeMap;

@@ -4,9 +4,17 @@
 //! target that found it; the minimized input is kept under `fuzz/regressions/<target>/`
 //! (replay it with `cargo fuzz run <target> fuzz/regressions/<target>/<file>`). A test
 //! that still fails is `#[ignore]`d with the reason "fuzz finding, fix pending".
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod vaults;
+    pub(crate) mod vaults;
 }
 
 use common::vaults::fresh_vault;

@@ -5,10 +5,18 @@
 //! passphrase (or old ciphertext) working; a passphrase change or `rekey` that silently
 //! writes weaker KDF parameters than the vault had; a vault made stronger on purpose that
 //! no options can open.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::collections::BTreeSet;

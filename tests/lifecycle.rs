@@ -5,10 +5,18 @@
 //! that hangs or succeeds, `create` over existing data, `open` that creates files, a vault
 //! directory left readable by others after open, a lock file planted as a symbolic link
 //! that has the vault create, lock or write a file elsewhere.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::io::{BufRead, BufReader, Write};

@@ -4,9 +4,17 @@
 //! passphrase) freed unwiped; a token's secrets left behind in a buffer that grew, and so
 //! was copied, while the token was encoded for sealing. The global allocator of this test
 //! binary (`tests/wipe-probe`) reads every block as it is freed or moved.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod vaults;
+    pub(crate) mod vaults;
 }
 
 use std::sync::{Mutex, MutexGuard};

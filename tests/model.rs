@@ -1,9 +1,17 @@
 //! `MemoryStore` and `Vault` against an independent model of docs/design.md section 3, on random
 //! sequences of operations (64 cases unless `PROPTEST_CASES` says otherwise).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 mod common {
-    pub mod fresh_id;
-    pub mod model;
-    pub mod vaults;
+    pub(crate) mod fresh_id;
+    pub(crate) mod model;
+    pub(crate) mod vaults;
 }
 
 use std::sync::OnceLock;

@@ -3,9 +3,17 @@
 //!
 //! Protects against: a passphrase, client secret, grant, refresh or access token (or a key)
 //! reaching logs through `{:?}` or `{}`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
+    pub(crate) mod sled_edit;
 }
 
 use common::sled_edit;

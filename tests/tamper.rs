@@ -5,10 +5,18 @@
 //! user's record returning that user's token; a header transplanted from another vault;
 //! a header doctored to ask for minutes of KDF work; any of these panicking. Every case
 //! must be an `Error`, never wrong data.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
 
 mod common {
-    pub mod sled_edit;
-    pub mod vaults;
+    pub(crate) mod sled_edit;
+    pub(crate) mod vaults;
 }
 
 use std::path::Path;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokenvault::OAuthToken;
 
-pub type R<T> = Result<T, Box<dyn Error>>;
+pub(crate) type R<T> = Result<T, Box<dyn Error>>;
 
 /// A store under test: the SDK's operations, in the shape each peer does them best.
-pub trait Peer {
+pub(crate) trait Peer {
     /// Inserts a new token (no id); returns the id the store assigned.
     fn insert(&mut self, t: &OAuthToken) -> R<String>;
     /// The SDK's refresh: a new access token and expiry for the token with this id.
@@ -43,16 +43,16 @@ pub trait Peer {
 // ---------------------------------------------------------------- the workload
 
 /// splitmix64: deterministic, so every store sees the same tokens and the same queries.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -71,31 +71,31 @@ fn secret(kind: u64, i: usize, version: u32) -> String {
     s
 }
 
-pub fn user(i: usize) -> String {
+pub(crate) fn user(i: usize) -> String {
     format!("user{i}@example.com")
 }
-pub fn client_id(i: usize) -> String {
+pub(crate) fn client_id(i: usize) -> String {
     // A handful of apps, as in real deployments.
     format!("1000.CLIENT{:022}", i % 8)
 }
-pub fn client_secret(i: usize) -> String {
+pub(crate) fn client_secret(i: usize) -> String {
     format!("{:042x}", (i % 8) as u64 * 0x1234_5678_9abc)
 }
-pub fn grant(i: usize) -> String {
+pub(crate) fn grant(i: usize) -> String {
     secret(1, i, 0)
 }
-pub fn refresh(i: usize) -> String {
+pub(crate) fn refresh(i: usize) -> String {
     secret(2, i, 0)
 }
-pub fn access(i: usize, version: u32) -> String {
+pub(crate) fn access(i: usize, version: u32) -> String {
     secret(3, i, version)
 }
-pub fn expiry(i: usize, version: u32) -> i64 {
+pub(crate) fn expiry(i: usize, version: u32) -> i64 {
     1_764_000_000_000 + i as i64 * 1000 + i64::from(version) * 3_600_000
 }
 
 /// Token `i` as the SDK hands it to the store on first save: ten fields, id left empty.
-pub fn token(i: usize) -> OAuthToken {
+pub(crate) fn token(i: usize) -> OAuthToken {
     OAuthToken::default()
         .with_user_name(user(i))
         .with_client_id(client_id(i))
@@ -109,7 +109,7 @@ pub fn token(i: usize) -> OAuthToken {
 }
 
 /// A fresh random id (128 bits, hex), as the vault assigns.
-pub fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("getrandom");
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -117,7 +117,7 @@ pub fn fresh_id() -> String {
 
 // ---------------------------------------------------------------- the driver
 
-pub fn emit(store: &str, n: usize, mode: &str, op: &str, value: f64, unit: &str) {
+pub(crate) fn emit(store: &str, n: usize, mode: &str, op: &str, value: f64, unit: &str) {
     println!("RESULT\t{store}\t{n}\t{mode}\t{op}\t{value:.3}\t{unit}");
 }
 
@@ -125,7 +125,7 @@ fn rate(count: usize, d: Duration) -> f64 {
     count as f64 / d.as_secs_f64()
 }
 
-pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -142,7 +142,7 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
     total
 }
 
-pub fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -154,7 +154,7 @@ pub fn peak_rss_kib() -> u64 {
 }
 
 /// Operation counts: every lookup kind runs `lookups` times on random tokens.
-pub struct Plan {
+pub(crate) struct Plan {
     pub n: usize,
     pub lookups: usize,
     pub updates: usize,
@@ -163,7 +163,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn for_n(n: usize) -> Plan {
+    pub(crate) fn for_n(n: usize) -> Plan {
         Plan {
             n,
             lookups: n.min(20_000),
@@ -252,7 +252,7 @@ fn lookups(p: &mut dyn Peer, name: &str, mode: &str, plan: &Plan, ids: &[String]
 
 /// The whole run for one store at one N. `open_kdf` is what the store's open spends in
 /// key derivation (subtracted from the reopen time by the store itself).
-pub fn run(p: &mut dyn Peer, name: &str, plan: &Plan) -> R<()> {
+pub(crate) fn run(p: &mut dyn Peer, name: &str, plan: &Plan) -> R<()> {
     let n = plan.n;
     let mut versions = vec![0u32; n];
     let mut ids = Vec::with_capacity(n);
@@ -407,7 +407,7 @@ pub fn run(p: &mut dyn Peer, name: &str, plan: &Plan) -> R<()> {
 // ---------------------------------------------------------------- the report
 
 /// Reads `RESULT` lines and prints the markdown table (ops/s and ratios).
-pub fn report(text: &str) -> String {
+pub(crate) fn report(text: &str) -> String {
     use std::collections::BTreeMap;
     let mut v: BTreeMap<(usize, String, String, String), f64> = BTreeMap::new();
     let mut stores: Vec<String> = Vec::new();
@@ -542,7 +542,7 @@ pub fn report(text: &str) -> String {
 }
 
 /// A fresh temporary directory for one store's files, under `$BENCH_DIR` if set.
-pub fn work_dir() -> R<tempfile::TempDir> {
+pub(crate) fn work_dir() -> R<tempfile::TempDir> {
     let base = std::env::var_os("BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -551,7 +551,7 @@ pub fn work_dir() -> R<tempfile::TempDir> {
 }
 
 /// Parses `--n N` (default 10000) from the arguments, ignoring cargo's `--bench`.
-pub fn arg_n(args: &[String]) -> usize {
+pub(crate) fn arg_n(args: &[String]) -> usize {
     args.windows(2)
         .find(|w| w[0] == "--n")
         .and_then(|w| w[1].replace('_', "").parse().ok())

@@ -13,7 +13,7 @@ use tokenvault::{Field, FieldValue, OAuthToken};
 
 use super::harness::{fresh_id, Peer, R};
 
-pub struct SqlPeer {
+pub(crate) struct SqlPeer {
     conn: Option<Connection>,
     dir: PathBuf,
     key: Option<String>,
@@ -56,7 +56,7 @@ fn row_token(r: &Row<'_>) -> rusqlite::Result<OAuthToken> {
 }
 
 impl SqlPeer {
-    pub fn create(dir: PathBuf, key: Option<&str>) -> R<SqlPeer> {
+    pub(crate) fn create(dir: PathBuf, key: Option<&str>) -> R<SqlPeer> {
         std::fs::create_dir_all(&dir)?;
         let mut p = SqlPeer {
             conn: None,

@@ -105,8 +105,9 @@ impl Header {
         out.extend_from_slice(&self.kdf.memory_kib.to_be_bytes());
         out.extend_from_slice(&self.kdf.iterations.to_be_bytes());
         out.extend_from_slice(&self.kdf.parallelism.to_be_bytes());
-        // The salt length is bounded to MAX_SALT_LEN (64) by build's callers and parse.
-        out.push(self.salt.len() as u8);
+        // The salt length is bounded to MAX_SALT_LEN (64) by build's callers and parse; a
+        // longer one could not be written truthfully, and parse refuses the saturated value.
+        out.push(u8::try_from(self.salt.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.wrap_nonce);

@@ -134,7 +134,9 @@ impl VaultKeys {
     /// Makes sure record keys exist for every epoch up to `epoch`.
     pub(crate) fn extend_epochs(&mut self, epoch: u32) {
         while self.records.len() <= epoch as usize {
-            let e = self.records.len() as u32;
+            let Ok(e) = u32::try_from(self.records.len()) else {
+                break;
+            };
             let k = hkdf_expand(&self.data_key, &self.vault_id, &record_label(e));
             self.records.push(Aes256Gcm::new((&*k).into()));
         }

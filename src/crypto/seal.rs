@@ -57,7 +57,7 @@ fn record_aad(vault_id: &[u8], version: u8, epoch: u32, tree: &str, slot: &[u8])
     aad.push(version);
     aad.extend_from_slice(&epoch.to_be_bytes());
     // Tree names are short constants: their length fits a byte.
-    aad.push(tree.len() as u8);
+    aad.push(u8::try_from(tree.len()).unwrap_or(u8::MAX));
     aad.extend_from_slice(tree.as_bytes());
     aad.extend_from_slice(slot);
     aad

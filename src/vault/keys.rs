@@ -25,9 +25,9 @@ impl Vault {
     ///
     /// # Security
     /// The new header's KDF parameters are, in each parameter, the larger of the vault's
-    /// and the options' [`kdf`](VaultOptions::kdf): a change of passphrase never makes
+    /// and the options' [`kdf`](super::VaultOptions::kdf): a change of passphrase never makes
     /// guessing cheaper, unless the options say
-    /// [`allow_weaker_kdf`](VaultOptions::allow_weaker_kdf).
+    /// [`allow_weaker_kdf`](super::VaultOptions::allow_weaker_kdf).
     ///
     /// # Errors
     /// `InvalidKdfParams`, `Io`, `Storage`. An error from the compaction leaves the new
@@ -58,7 +58,7 @@ impl Vault {
     /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
     /// key derived from the data key; existing records keep opening under theirs. The
     /// vault also does this by itself when a key's seal budget
-    /// ([`VaultOptions::seals_per_key`]) runs out. On disk when it returns.
+    /// ([`VaultOptions::seals_per_key`](super::VaultOptions::seals_per_key)) runs out. On disk when it returns.
     ///
     /// # Errors
     /// `Io`, `Storage`.

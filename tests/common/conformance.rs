@@ -131,18 +131,18 @@ struct Fixture<S, G> {
 }
 
 /// Runs one check on a freshly made `(store, guard)`.
-pub fn run<S, G>((store, guard): (S, G), check: impl FnOnce(&S)) {
+pub(crate) fn run<S, G>((store, guard): (S, G), check: impl FnOnce(&S)) {
     let fixture = Fixture { store, _guard: guard };
     check(&fixture.store);
 }
 
 /// The client id every helper token carries.
-pub const CID: &str = "1000.CLIENT";
+pub(crate) const CID: &str = "1000.CLIENT";
 /// The client secret every helper token and query carries.
-pub const SECRET: &str = "s3cret";
+pub(crate) const SECRET: &str = "s3cret";
 
 /// Values that would break a store gluing strings into SQL, C strings, paths or regexes.
-pub const ODD_VALUES: &[&str] = &[
+pub(crate) const ODD_VALUES: &[&str] = &[
     "nobody' OR '1'='1",
     "1 OR 1=1",
     "'; DROP TABLE oauthtoken; --",
@@ -353,7 +353,7 @@ fn two_sharing<S: TokenStore>(store: &S, key: Key, value: &str) -> (OAuthToken, 
 // ---------------------------------------------------------------------------------------
 // Empty strings are absent.
 
-pub fn empty_user_name_counts_as_absent<S: TokenStore>(store: &S) {
+pub(crate) fn empty_user_name_counts_as_absent<S: TokenStore>(store: &S) {
     let t = saved(store, raw(json!({"user_name": "", "access_token": "a1"})));
     assert_eq!(t.user_name(), None, "written back: an empty user name is absent");
     let stored = by_id(store, &id_of(&t)).expect("saved above");
@@ -368,7 +368,7 @@ pub fn empty_user_name_counts_as_absent<S: TokenStore>(store: &S) {
     assert_eq!(all(store).len(), 2);
 }
 
-pub fn empty_id_counts_as_absent<S: TokenStore>(store: &S) {
+pub(crate) fn empty_id_counts_as_absent<S: TokenStore>(store: &S) {
     let t = saved(store, raw(json!({"id": "", "access_token": "a1"})));
     let id = id_of(&t);
     assert_fresh_id(&id);
@@ -384,7 +384,7 @@ pub fn empty_id_counts_as_absent<S: TokenStore>(store: &S) {
     assert_eq!(all(store).len(), 1);
 }
 
-pub fn empty_strings_in_every_field_are_stored_as_absent<S: TokenStore>(store: &S) {
+pub(crate) fn empty_strings_in_every_field_are_stored_as_absent<S: TokenStore>(store: &S) {
     let t = saved(
         store,
         raw(json!({
@@ -398,7 +398,7 @@ pub fn empty_strings_in_every_field_are_stored_as_absent<S: TokenStore>(store: &
     assert_eq!(all(store), vec![expected], "stored");
 }
 
-pub fn empty_client_credentials_in_a_query_count_as_absent<S: TokenStore>(store: &S) {
+pub(crate) fn empty_client_credentials_in_a_query_count_as_absent<S: TokenStore>(store: &S) {
     let t = saved(
         store,
         OAuthToken::default()
@@ -416,7 +416,7 @@ pub fn empty_client_credentials_in_a_query_count_as_absent<S: TokenStore>(store:
     assert_eq!(found(store, &q), None, "empty client id");
 }
 
-pub fn empty_token_values_in_a_query_count_as_absent<S: TokenStore>(store: &S) {
+pub(crate) fn empty_token_values_in_a_query_count_as_absent<S: TokenStore>(store: &S) {
     let t = saved(store, full("alice"));
     let q = raw(json!({
         "grant_token": "", "refresh_token": "alice.refresh",
@@ -439,17 +439,17 @@ pub fn empty_token_values_in_a_query_count_as_absent<S: TokenStore>(store: &S) {
 // ---------------------------------------------------------------------------------------
 // A query with no usable key finds nothing.
 
-pub fn an_empty_query_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn an_empty_query_finds_nothing<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     assert_eq!(found(store, &OAuthToken::default()), None);
 }
 
-pub fn a_query_with_only_a_client_id_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_query_with_only_a_client_id_finds_nothing<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     assert_eq!(found(store, &OAuthToken::default().with_client_id(CID)), None);
 }
 
-pub fn a_query_with_only_client_credentials_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_query_with_only_client_credentials_finds_nothing<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     let q = OAuthToken::default()
         .with_client_id(CID)
@@ -461,13 +461,13 @@ pub fn a_query_with_only_client_credentials_finds_nothing<S: TokenStore>(store: 
     );
 }
 
-pub fn a_query_with_only_an_id_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_query_with_only_an_id_finds_nothing<S: TokenStore>(store: &S) {
     let t = saved(store, full("alice"));
     let q = OAuthToken::default().with_id(id_of(&t));
     assert_eq!(found(store, &q), None, "find_token does not look up ids");
 }
 
-pub fn a_query_with_only_non_key_fields_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_query_with_only_non_key_fields_finds_nothing<S: TokenStore>(store: &S) {
     let t = saved(store, full("alice"));
     let q = OAuthToken::default()
         .with_expiry_time(t.expiry_time().expect("set by full"))
@@ -476,7 +476,7 @@ pub fn a_query_with_only_non_key_fields_finds_nothing<S: TokenStore>(store: &S) 
     assert_eq!(found(store, &q), None);
 }
 
-pub fn an_access_token_with_a_client_id_or_secret_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn an_access_token_with_a_client_id_or_secret_finds_nothing<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     let a = access("alice.access");
     for (what, q) in [
@@ -488,7 +488,9 @@ pub fn an_access_token_with_a_client_id_or_secret_finds_nothing<S: TokenStore>(s
     }
 }
 
-pub fn a_grant_or_refresh_token_without_both_client_credentials_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_grant_or_refresh_token_without_both_client_credentials_finds_nothing<S: TokenStore>(
+    store: &S,
+) {
     saved(store, full("alice"));
     let g = OAuthToken::default().with_grant_token("alice.grant");
     let r = OAuthToken::default().with_refresh_token("alice.refresh");
@@ -507,7 +509,7 @@ pub fn a_grant_or_refresh_token_without_both_client_credentials_finds_nothing<S:
 // ---------------------------------------------------------------------------------------
 // Rule 1: user name.
 
-pub fn a_user_name_finds_the_token_stored_for_it<S: TokenStore>(store: &S) {
+pub(crate) fn a_user_name_finds_the_token_stored_for_it<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let b = saved(store, full("bob"));
     assert_eq!(found(store, &user("alice@example.com")), Some(a));
@@ -515,7 +517,7 @@ pub fn a_user_name_finds_the_token_stored_for_it<S: TokenStore>(store: &S) {
     assert_eq!(found(store, &user("carol@example.com")), None);
 }
 
-pub fn the_user_name_rule_takes_precedence_over_every_other_key<S: TokenStore>(store: &S) {
+pub(crate) fn the_user_name_rule_takes_precedence_over_every_other_key<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     saved(store, full("bob"));
     // Every other key names bob; the user name names alice.
@@ -527,7 +529,7 @@ pub fn the_user_name_rule_takes_precedence_over_every_other_key<S: TokenStore>(s
     assert_eq!(found(store, &q), Some(a), "bob's refresh token");
 }
 
-pub fn the_user_name_rule_does_not_fall_through_to_other_keys<S: TokenStore>(store: &S) {
+pub(crate) fn the_user_name_rule_does_not_fall_through_to_other_keys<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     for (what, q) in [
         ("access token", access("alice.access")),
@@ -540,7 +542,7 @@ pub fn the_user_name_rule_does_not_fall_through_to_other_keys<S: TokenStore>(sto
     }
 }
 
-pub fn a_user_name_matches_only_exactly<S: TokenStore>(store: &S) {
+pub(crate) fn a_user_name_matches_only_exactly<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     for name in [
         "ALICE@example.com",
@@ -557,7 +559,7 @@ pub fn a_user_name_matches_only_exactly<S: TokenStore>(store: &S) {
     }
 }
 
-pub fn an_sql_injection_user_name_does_not_find_another_users_token<S: TokenStore>(store: &S) {
+pub(crate) fn an_sql_injection_user_name_does_not_find_another_users_token<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     saved(store, full("bob"));
     for name in [
@@ -578,7 +580,7 @@ pub fn an_sql_injection_user_name_does_not_find_another_users_token<S: TokenStor
 // ---------------------------------------------------------------------------------------
 // Rule 2: access token.
 
-pub fn an_access_token_alone_finds_its_token<S: TokenStore>(store: &S) {
+pub(crate) fn an_access_token_alone_finds_its_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let b = saved(store, access("b.access"));
     assert_eq!(found(store, &access("alice.access")), Some(a));
@@ -591,7 +593,7 @@ pub fn an_access_token_alone_finds_its_token<S: TokenStore>(store: &S) {
     assert!(found(store, &q).is_some());
 }
 
-pub fn an_access_token_is_ignored_when_client_credentials_are_given<S: TokenStore>(store: &S) {
+pub(crate) fn an_access_token_is_ignored_when_client_credentials_are_given<S: TokenStore>(store: &S) {
     saved(store, full("alice"));
     let b = saved(store, full("bob"));
     // Alice's access token, bob's refresh token, both credentials: rule 3, by refresh.
@@ -602,45 +604,45 @@ pub fn an_access_token_is_ignored_when_client_credentials_are_given<S: TokenStor
 // ---------------------------------------------------------------------------------------
 // Rule 3: grant, then refresh, with client credentials.
 
-pub fn a_grant_token_with_client_credentials_finds_its_token<S: TokenStore>(store: &S) {
+pub(crate) fn a_grant_token_with_client_credentials_finds_its_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     assert_eq!(found(store, &grant_query("alice.grant", CID)), Some(a));
     assert_eq!(found(store, &grant_query("nobody.grant", CID)), None);
 }
 
-pub fn a_refresh_token_with_client_credentials_finds_its_token<S: TokenStore>(store: &S) {
+pub(crate) fn a_refresh_token_with_client_credentials_finds_its_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     assert_eq!(found(store, &refresh_query("alice.refresh", CID)), Some(a));
     assert_eq!(found(store, &refresh_query("nobody.refresh", CID)), None);
 }
 
-pub fn the_grant_token_is_tried_before_the_refresh_token<S: TokenStore>(store: &S) {
+pub(crate) fn the_grant_token_is_tried_before_the_refresh_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     saved(store, full("bob"));
     let q = grant_query("alice.grant", CID).with_refresh_token("bob.refresh");
     assert_eq!(found(store, &q), Some(a));
 }
 
-pub fn the_refresh_token_is_tried_when_the_grant_token_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn the_refresh_token_is_tried_when_the_grant_token_finds_nothing<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let q = grant_query("nobody.grant", CID).with_refresh_token("alice.refresh");
     assert_eq!(found(store, &q), Some(a));
 }
 
-pub fn the_refresh_token_is_tried_when_the_grant_hit_has_another_client_id<S: TokenStore>(store: &S) {
+pub(crate) fn the_refresh_token_is_tried_when_the_grant_hit_has_another_client_id<S: TokenStore>(store: &S) {
     saved(store, full("other").with_client_id("2000.OTHER"));
     let a = saved(store, full("alice"));
     let q = grant_query("other.grant", CID).with_refresh_token("alice.refresh");
     assert_eq!(found(store, &q), Some(a));
 }
 
-pub fn a_grant_hit_under_another_client_id_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_grant_hit_under_another_client_id_finds_nothing<S: TokenStore>(store: &S) {
     let o = saved(store, full("other").with_client_id("2000.OTHER"));
     assert_eq!(found(store, &grant_query("other.grant", CID)), None);
     assert_eq!(found(store, &grant_query("other.grant", "2000.OTHER")), Some(o));
 }
 
-pub fn a_refresh_hit_under_another_client_id_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_refresh_hit_under_another_client_id_finds_nothing<S: TokenStore>(store: &S) {
     let o = saved(store, full("other").with_client_id("2000.OTHER"));
     assert_eq!(found(store, &refresh_query("other.refresh", CID)), None);
     assert_eq!(
@@ -649,7 +651,7 @@ pub fn a_refresh_hit_under_another_client_id_finds_nothing<S: TokenStore>(store:
     );
 }
 
-pub fn a_hit_on_a_token_without_client_id_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_hit_on_a_token_without_client_id_finds_nothing<S: TokenStore>(store: &S) {
     saved(
         store,
         OAuthToken::default()
@@ -660,7 +662,7 @@ pub fn a_hit_on_a_token_without_client_id_finds_nothing<S: TokenStore>(store: &S
     assert_eq!(found(store, &refresh_query("r", CID)), None);
 }
 
-pub fn the_client_secret_is_not_compared<S: TokenStore>(store: &S) {
+pub(crate) fn the_client_secret_is_not_compared<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let q = refresh_query("alice.refresh", CID).with_client_secret("rotated");
     assert_eq!(found(store, &q), Some(a.clone()), "refresh");
@@ -668,7 +670,7 @@ pub fn the_client_secret_is_not_compared<S: TokenStore>(store: &S) {
     assert_eq!(found(store, &q), Some(a), "grant");
 }
 
-pub fn find_returns_the_full_stored_token_with_its_id<S: TokenStore>(store: &S) {
+pub(crate) fn find_returns_the_full_stored_token_with_its_id<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     assert!(a.id().is_some());
     assert_eq!(a, full("alice").with_id(id_of(&a)));
@@ -680,7 +682,9 @@ pub fn find_returns_the_full_stored_token_with_its_id<S: TokenStore>(store: &S) 
 // ---------------------------------------------------------------------------------------
 // save_token.
 
-pub fn saving_a_token_without_grant_refresh_or_access_token_is_invalid_and_writes_nothing<S: TokenStore>(
+pub(crate) fn saving_a_token_without_grant_refresh_or_access_token_is_invalid_and_writes_nothing<
+    S: TokenStore,
+>(
     store: &S,
 ) {
     let no_tokens = full("alice")
@@ -702,7 +706,7 @@ pub fn saving_a_token_without_grant_refresh_or_access_token_is_invalid_and_write
     assert_eq!(all(store), vec![a]);
 }
 
-pub fn a_grant_refresh_or_access_token_alone_is_enough_to_save<S: TokenStore>(store: &S) {
+pub(crate) fn a_grant_refresh_or_access_token_alone_is_enough_to_save<S: TokenStore>(store: &S) {
     let g = saved(store, OAuthToken::default().with_grant_token("g"));
     let r = saved(store, OAuthToken::default().with_refresh_token("r"));
     let a = saved(store, OAuthToken::default().with_access_token("a"));
@@ -711,14 +715,14 @@ pub fn a_grant_refresh_or_access_token_alone_is_enough_to_save<S: TokenStore>(st
     assert_eq!(all(store), expected);
 }
 
-pub fn saving_assigns_a_fresh_url_safe_id_of_at_least_22_characters<S: TokenStore>(store: &S) {
+pub(crate) fn saving_assigns_a_fresh_url_safe_id_of_at_least_22_characters<S: TokenStore>(store: &S) {
     let t = saved(store, full("alice"));
     let id = id_of(&t);
     assert_fresh_id(&id);
     assert_eq!(by_id(store, &id), Some(t));
 }
 
-pub fn fresh_ids_are_distinct<S: TokenStore>(store: &S) {
+pub(crate) fn fresh_ids_are_distinct<S: TokenStore>(store: &S) {
     let ids: BTreeSet<String> = (0..64)
         .map(|i| id_of(&saved(store, access(&format!("access-{i}")))))
         .collect();
@@ -729,14 +733,14 @@ pub fn fresh_ids_are_distinct<S: TokenStore>(store: &S) {
     assert_eq!(all(store).len(), 64);
 }
 
-pub fn an_insert_keeps_the_tokens_own_id<S: TokenStore>(store: &S) {
+pub(crate) fn an_insert_keeps_the_tokens_own_id<S: TokenStore>(store: &S) {
     let t = saved(store, full("alice").with_id("my-id"));
     assert_eq!(t.id(), Some("my-id"));
     assert_eq!(by_id(store, "my-id"), Some(t.clone()));
     assert_eq!(found(store, &user("alice@example.com")), Some(t));
 }
 
-pub fn saving_with_an_existing_id_updates_that_token<S: TokenStore>(store: &S) {
+pub(crate) fn saving_with_an_existing_id_updates_that_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let id = id_of(&a);
     let u = saved(store, access("new.access").with_id(&id));
@@ -746,7 +750,7 @@ pub fn saving_with_an_existing_id_updates_that_token<S: TokenStore>(store: &S) {
     assert_eq!(found(store, &access("new.access")), Some(u));
 }
 
-pub fn an_update_by_id_takes_precedence_over_find_token<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_by_id_takes_precedence_over_find_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let b = saved(store, full("bob"));
     // The token names A by id and B by access token (and by grant/refresh with CID).
@@ -762,21 +766,21 @@ pub fn an_update_by_id_takes_precedence_over_find_token<S: TokenStore>(store: &S
     assert_eq!(all(store).len(), 2);
 }
 
-pub fn saving_without_an_id_updates_the_token_found_by_user_name<S: TokenStore>(store: &S) {
+pub(crate) fn saving_without_an_id_updates_the_token_found_by_user_name<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let u = saved(store, user("alice@example.com").with_access_token("new.access"));
     assert_eq!(u, a.with_access_token("new.access"));
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn saving_without_an_id_updates_the_token_found_by_access_token<S: TokenStore>(store: &S) {
+pub(crate) fn saving_without_an_id_updates_the_token_found_by_access_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let u = saved(store, access("alice.access").with_api_domain("updated"));
     assert_eq!(u, a.with_api_domain("updated"));
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn saving_without_an_id_updates_the_token_found_by_refresh_token<S: TokenStore>(store: &S) {
+pub(crate) fn saving_without_an_id_updates_the_token_found_by_refresh_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     // Grant unknown, refresh known, secret rotated: an update, and the secret overwritten.
     let t = refresh_query("alice.refresh", CID)
@@ -792,7 +796,7 @@ pub fn saving_without_an_id_updates_the_token_found_by_refresh_token<S: TokenSto
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn saving_with_an_unknown_id_updates_the_token_find_token_returns_and_keeps_the_stored_id<
+pub(crate) fn saving_with_an_unknown_id_updates_the_token_find_token_returns_and_keeps_the_stored_id<
     S: TokenStore,
 >(
     store: &S,
@@ -808,7 +812,7 @@ pub fn saving_with_an_unknown_id_updates_the_token_find_token_returns_and_keeps_
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn a_save_that_matches_nothing_inserts_a_new_token<S: TokenStore>(store: &S) {
+pub(crate) fn a_save_that_matches_nothing_inserts_a_new_token<S: TokenStore>(store: &S) {
     // No usable key (access token with client id; refresh without secret): two inserts.
     let t = access("a1").with_client_id(CID);
     let first = saved(store, t.clone());
@@ -826,7 +830,7 @@ pub fn a_save_that_matches_nothing_inserts_a_new_token<S: TokenStore>(store: &S)
     assert_eq!(all(store).len(), 6);
 }
 
-pub fn a_save_whose_grant_hit_has_another_client_id_inserts_a_new_token<S: TokenStore>(store: &S) {
+pub(crate) fn a_save_whose_grant_hit_has_another_client_id_inserts_a_new_token<S: TokenStore>(store: &S) {
     let o = saved(store, full("other").with_client_id("2000.OTHER"));
     let n = saved(store, grant_query("other.grant", CID));
     assert_ne!(n.id(), o.id());
@@ -835,7 +839,7 @@ pub fn a_save_whose_grant_hit_has_another_client_id_inserts_a_new_token<S: Token
     assert_eq!(found(store, &grant_query("other.grant", CID)), Some(n));
 }
 
-pub fn an_update_keeps_the_fields_absent_from_the_saved_token<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_keeps_the_fields_absent_from_the_saved_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let u = saved(store, access("new.access").with_id(id_of(&a)));
     assert_eq!(u.user_name(), a.user_name());
@@ -849,7 +853,7 @@ pub fn an_update_keeps_the_fields_absent_from_the_saved_token<S: TokenStore>(sto
     assert_eq!(u, a.with_access_token("new.access"));
 }
 
-pub fn an_update_overwrites_every_field_present_in_the_saved_token<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_overwrites_every_field_present_in_the_saved_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let id = id_of(&a);
     let new = full("bob")
@@ -870,7 +874,7 @@ pub fn an_update_overwrites_every_field_present_in_the_saved_token<S: TokenStore
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn an_update_with_empty_strings_keeps_the_stored_values<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_with_empty_strings_keeps_the_stored_values<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let t = raw(json!({
         "id": id_of(&a), "user_name": "", "client_id": "", "client_secret": "",
@@ -882,7 +886,7 @@ pub fn an_update_with_empty_strings_keeps_the_stored_values<S: TokenStore>(store
     assert_eq!(all(store), vec![u]);
 }
 
-pub fn saving_writes_back_exactly_what_is_stored<S: TokenStore>(store: &S) {
+pub(crate) fn saving_writes_back_exactly_what_is_stored<S: TokenStore>(store: &S) {
     // Insert: the id is written back.
     let a = saved(store, full("alice"));
     assert_eq!(by_id(store, &id_of(&a)), Some(a.clone()));
@@ -900,7 +904,9 @@ pub fn saving_writes_back_exactly_what_is_stored<S: TokenStore>(store: &S) {
     assert_eq!(by_id(store, &id_of(&a)), Some(v));
 }
 
-pub fn an_update_that_would_take_another_tokens_user_name_is_invalid_and_writes_nothing<S: TokenStore>(
+pub(crate) fn an_update_that_would_take_another_tokens_user_name_is_invalid_and_writes_nothing<
+    S: TokenStore,
+>(
     store: &S,
 ) {
     saved(store, full("alice"));
@@ -916,7 +922,7 @@ pub fn an_update_that_would_take_another_tokens_user_name_is_invalid_and_writes_
     );
 }
 
-pub fn an_update_may_keep_its_own_user_name<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_may_keep_its_own_user_name<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let t = user("alice@example.com")
         .with_id(id_of(&a))
@@ -925,7 +931,7 @@ pub fn an_update_may_keep_its_own_user_name<S: TokenStore>(store: &S) {
     assert_eq!(u, a.with_access_token("new.access"));
 }
 
-pub fn an_update_may_change_its_user_name_and_frees_the_old_one<S: TokenStore>(store: &S) {
+pub(crate) fn an_update_may_change_its_user_name_and_frees_the_old_one<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let u = saved(
         store,
@@ -941,7 +947,7 @@ pub fn an_update_may_change_its_user_name_and_frees_the_old_one<S: TokenStore>(s
     assert_eq!(all(store).len(), 2);
 }
 
-pub fn concurrent_saves_of_one_user_name_end_with_one_record<S: TokenStore + Sync>(store: &S) {
+pub(crate) fn concurrent_saves_of_one_user_name_end_with_one_record<S: TokenStore + Sync>(store: &S) {
     const THREADS: usize = 8;
     const USERS: usize = 16;
     // One round per user name; in each, every thread saves that user once. A round starts
@@ -1000,7 +1006,7 @@ pub fn concurrent_saves_of_one_user_name_end_with_one_record<S: TokenStore + Syn
 // ---------------------------------------------------------------------------------------
 // Index ownership: an access, refresh or grant entry belongs to the last token to claim it.
 
-pub fn a_value_shared_by_two_tokens_finds_the_last_saved<S: TokenStore>(store: &S) {
+pub(crate) fn a_value_shared_by_two_tokens_finds_the_last_saved<S: TokenStore>(store: &S) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (_, b) = two_sharing(store, key, &value);
@@ -1009,7 +1015,7 @@ pub fn a_value_shared_by_two_tokens_finds_the_last_saved<S: TokenStore>(store: &
     }
 }
 
-pub fn resaving_a_token_that_carries_a_shared_value_claims_it<S: TokenStore>(store: &S) {
+pub(crate) fn resaving_a_token_that_carries_a_shared_value_claims_it<S: TokenStore>(store: &S) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (a, _) = two_sharing(store, key, &value);
@@ -1021,7 +1027,9 @@ pub fn resaving_a_token_that_carries_a_shared_value_claims_it<S: TokenStore>(sto
     }
 }
 
-pub fn deleting_the_token_that_does_not_own_a_shared_value_leaves_the_entry_alone<S: TokenStore>(store: &S) {
+pub(crate) fn deleting_the_token_that_does_not_own_a_shared_value_leaves_the_entry_alone<S: TokenStore>(
+    store: &S,
+) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (a, b) = two_sharing(store, key, &value);
@@ -1031,7 +1039,9 @@ pub fn deleting_the_token_that_does_not_own_a_shared_value_leaves_the_entry_alon
     }
 }
 
-pub fn changing_the_value_of_the_token_that_does_not_own_it_leaves_the_entry_alone<S: TokenStore>(store: &S) {
+pub(crate) fn changing_the_value_of_the_token_that_does_not_own_it_leaves_the_entry_alone<S: TokenStore>(
+    store: &S,
+) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (a, b) = two_sharing(store, key, &value);
@@ -1042,7 +1052,7 @@ pub fn changing_the_value_of_the_token_that_does_not_own_it_leaves_the_entry_alo
     }
 }
 
-pub fn when_the_owner_changes_a_shared_value_the_value_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn when_the_owner_changes_a_shared_value_the_value_finds_nothing<S: TokenStore>(store: &S) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (a, b) = two_sharing(store, key, &value);
@@ -1056,7 +1066,7 @@ pub fn when_the_owner_changes_a_shared_value_the_value_finds_nothing<S: TokenSto
     }
 }
 
-pub fn when_the_owner_is_deleted_a_shared_value_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn when_the_owner_is_deleted_a_shared_value_finds_nothing<S: TokenStore>(store: &S) {
     for key in KEYS {
         let value = format!("{key:?}-shared");
         let (a, b) = two_sharing(store, key, &value);
@@ -1067,7 +1077,7 @@ pub fn when_the_owner_is_deleted_a_shared_value_finds_nothing<S: TokenStore>(sto
     }
 }
 
-pub fn a_value_dropped_by_its_only_token_finds_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn a_value_dropped_by_its_only_token_finds_nothing<S: TokenStore>(store: &S) {
     for key in KEYS {
         let a = saved(store, key.token("a", "before"));
         let a2 = saved(store, key.update(&id_of(&a), "after"));
@@ -1077,7 +1087,7 @@ pub fn a_value_dropped_by_its_only_token_finds_nothing<S: TokenStore>(store: &S)
     }
 }
 
-pub fn stale_index_entries_never_find_a_new_token_under_a_reused_id<S: TokenStore>(store: &S) {
+pub(crate) fn stale_index_entries_never_find_a_new_token_under_a_reused_id<S: TokenStore>(store: &S) {
     let old = saved(store, full("alice").with_id("reused"));
     delete(store, "reused");
     let new = saved(store, full("bob").with_id("reused"));
@@ -1098,7 +1108,7 @@ pub fn stale_index_entries_never_find_a_new_token_under_a_reused_id<S: TokenStor
 // ---------------------------------------------------------------------------------------
 // delete_token, delete_tokens, get_tokens, find_token_by_id.
 
-pub fn deleting_an_absent_id_is_ok_and_changes_nothing<S: TokenStore>(store: &S) {
+pub(crate) fn deleting_an_absent_id_is_ok_and_changes_nothing<S: TokenStore>(store: &S) {
     delete(store, "absent");
     let a = saved(store, full("alice"));
     for id in ["absent", "", "1 OR 1=1", "%", "*"] {
@@ -1110,7 +1120,7 @@ pub fn deleting_an_absent_id_is_ok_and_changes_nothing<S: TokenStore>(store: &S)
     assert!(all(store).is_empty());
 }
 
-pub fn delete_token_removes_the_token_and_all_its_index_entries<S: TokenStore>(store: &S) {
+pub(crate) fn delete_token_removes_the_token_and_all_its_index_entries<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let b = saved(store, full("bob"));
     delete(store, &id_of(&a));
@@ -1128,7 +1138,7 @@ pub fn delete_token_removes_the_token_and_all_its_index_entries<S: TokenStore>(s
     assert_eq!(n.refresh_token(), None);
 }
 
-pub fn delete_tokens_removes_every_token_and_index_entry<S: TokenStore>(store: &S) {
+pub(crate) fn delete_tokens_removes_every_token_and_index_entry<S: TokenStore>(store: &S) {
     store.delete_tokens().expect("delete_tokens on an empty store");
     let tokens: Vec<_> = ["alice", "bob", "carol"]
         .into_iter()
@@ -1147,7 +1157,7 @@ pub fn delete_tokens_removes_every_token_and_index_entry<S: TokenStore>(store: &
     assert_eq!(all(store), vec![n]);
 }
 
-pub fn get_tokens_returns_every_stored_token<S: TokenStore>(store: &S) {
+pub(crate) fn get_tokens_returns_every_stored_token<S: TokenStore>(store: &S) {
     assert!(all(store).is_empty());
     let mut expected: Vec<_> = ["alice", "bob", "carol", "dave", "erin"]
         .into_iter()
@@ -1158,7 +1168,7 @@ pub fn get_tokens_returns_every_stored_token<S: TokenStore>(store: &S) {
     assert_eq!(all(store), expected);
 }
 
-pub fn find_token_by_id_of_an_absent_id_is_none<S: TokenStore>(store: &S) {
+pub(crate) fn find_token_by_id_of_an_absent_id_is_none<S: TokenStore>(store: &S) {
     assert_eq!(by_id(store, "absent"), None);
     saved(store, full("alice").with_id("present"));
     for id in [
@@ -1168,7 +1178,7 @@ pub fn find_token_by_id_of_an_absent_id_is_none<S: TokenStore>(store: &S) {
     }
 }
 
-pub fn find_token_by_id_returns_the_full_stored_token<S: TokenStore>(store: &S) {
+pub(crate) fn find_token_by_id_returns_the_full_stored_token<S: TokenStore>(store: &S) {
     let a = saved(store, full("alice"));
     let b = saved(store, full("bob"));
     assert_eq!(by_id(store, &id_of(&a)), Some(a));
@@ -1178,7 +1188,7 @@ pub fn find_token_by_id_returns_the_full_stored_token<S: TokenStore>(store: &S) 
 // ---------------------------------------------------------------------------------------
 // Any value is legal in any field.
 
-pub fn odd_values_are_stored_and_found_exactly_by_every_key<S: TokenStore>(store: &S) {
+pub(crate) fn odd_values_are_stored_and_found_exactly_by_every_key<S: TokenStore>(store: &S) {
     let tokens: Vec<OAuthToken> = ODD_VALUES
         .iter()
         .map(|v| {
@@ -1226,7 +1236,7 @@ pub fn odd_values_are_stored_and_found_exactly_by_every_key<S: TokenStore>(store
     assert_eq!(all(store).len(), ODD_VALUES.len() - 1);
 }
 
-pub fn a_one_mebibyte_value_is_stored_and_found_exactly<S: TokenStore>(store: &S) {
+pub(crate) fn a_one_mebibyte_value_is_stored_and_found_exactly<S: TokenStore>(store: &S) {
     let big: String = (0..1usize << 20)
         .map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz"[i % 26]))
         .collect();

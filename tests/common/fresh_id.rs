@@ -2,7 +2,7 @@
 //! both (each file that includes either includes this one beside it).
 
 /// A store-assigned id: at least 22 characters (128 bits in base64url), URL-safe.
-pub fn assert_fresh_id(id: &str) {
+pub(crate) fn assert_fresh_id(id: &str) {
     assert!(id.len() >= 22, "fresh id {id:?} is shorter than 22 characters");
     assert!(
         id.bytes()

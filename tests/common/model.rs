@@ -68,7 +68,7 @@ const FIXED_IDS: [&str; 3] = ["id-1", "id-2", "1 OR 1=1"];
 
 /// Which id a generated token or operation uses.
 #[derive(Clone, Debug)]
-pub enum IdPick {
+pub(crate) enum IdPick {
     /// No id.
     Absent,
     /// `Some("")`, which counts as absent.
@@ -82,7 +82,7 @@ pub enum IdPick {
 
 /// A token to save or query: each field absent, empty (`Some("")`) or from its pool.
 #[derive(Clone, Debug)]
-pub struct TokenSpec {
+pub(crate) struct TokenSpec {
     pub id: IdPick,
     pub fields: [Option<&'static str>; FIELDS],
     pub expiry: Option<i64>,
@@ -90,7 +90,7 @@ pub struct TokenSpec {
 
 /// One operation on the store.
 #[derive(Clone, Debug)]
-pub enum Op {
+pub(crate) enum Op {
     Save(TokenSpec),
     Find(TokenSpec),
     FindById(IdPick),
@@ -103,7 +103,7 @@ pub enum Op {
 // Strategies.
 
 /// The proptest configuration: 64 cases unless `PROPTEST_CASES` says otherwise.
-pub fn config() -> ProptestConfig {
+pub(crate) fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -115,11 +115,11 @@ pub fn config() -> ProptestConfig {
 }
 
 /// Sequences of 1 to 40 operations.
-pub fn ops() -> impl Strategy<Value = Vec<Op>> {
+pub(crate) fn ops() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(op(), 1..=40)
 }
 
-pub fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => token_spec().prop_map(Op::Save),
         6 => token_spec().prop_map(Op::Find),
@@ -198,7 +198,7 @@ fn token_spec() -> impl Strategy<Value = TokenSpec> {
 
 /// A token in the model: id, the eight string fields by position, the expiry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rec {
+pub(crate) struct Rec {
     pub id: Option<String>,
     pub fields: [Option<String>; FIELDS],
     pub expiry: Option<i64>,
@@ -393,7 +393,7 @@ impl Model {
 
 /// Runs `ops` on `store` (emptied first) and on the model, and panics at the first
 /// difference: in a result, in the stored tokens, or in any lookup over the value pools.
-pub fn check_against_model<S: TokenStore>(store: &S, ops: &[Op]) {
+pub(crate) fn check_against_model<S: TokenStore>(store: &S, ops: &[Op]) {
     store.delete_tokens().expect("delete_tokens");
     let mut model = Model::default();
     let mut seen: Vec<String> = Vec::new();

@@ -12,11 +12,11 @@ use std::path::Path;
 use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
 
 /// The passphrase of the vaults these helpers make.
-pub const PASSPHRASE: &str = "pass";
+pub(crate) const PASSPHRASE: &str = "pass";
 
 /// Options with the KDF at its floor: what every test that is not about the KDF uses, so
 /// that an open costs milliseconds.
-pub fn options() -> VaultOptions {
+pub(crate) fn options() -> VaultOptions {
     VaultOptions::new().kdf(KdfParams::FLOOR)
 }
 
@@ -24,7 +24,7 @@ pub fn options() -> VaultOptions {
 /// grant tokens) and an expiry, no id (the store assigns one). Its values have a fixed
 /// width for `n` below 10,000, so such tokens encode, and seal, to records of one length.
 #[allow(dead_code, reason = "not every test file that uses this module makes tokens")]
-pub fn token(n: usize) -> OAuthToken {
+pub(crate) fn token(n: usize) -> OAuthToken {
     OAuthToken::default()
         .with_user_name(format!("user{n:04}@example.com"))
         .with_client_id("1000.CLIENT")
@@ -38,7 +38,7 @@ pub fn token(n: usize) -> OAuthToken {
 /// Creates a vault at `path` (with [`options`] and [`PASSPHRASE`]) holding tokens 0 to
 /// `n - 1`, and closes it; returns the tokens as saved (with their ids).
 #[allow(dead_code, reason = "not every test file that uses this module fills a vault")]
-pub fn create_with_tokens(path: &Path, n: usize) -> Vec<OAuthToken> {
+pub(crate) fn create_with_tokens(path: &Path, n: usize) -> Vec<OAuthToken> {
     let v = options().create(path, PASSPHRASE).expect("create a vault");
     (0..n)
         .map(|i| {
@@ -56,7 +56,7 @@ pub fn create_with_tokens(path: &Path, n: usize) -> Vec<OAuthToken> {
     dead_code,
     reason = "not every test file that uses this module wants an empty vault"
 )]
-pub fn fresh_vault() -> (Vault, tempfile::TempDir) {
+pub(crate) fn fresh_vault() -> (Vault, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let vault = options()
         .durable(false)

@@ -7,14 +7,7 @@
 //! behind (`secret_buf`); secrets print as `[REDACTED]` unless `--reveal`; errors
 //! are one line on stderr with the documented exit code (0 success, 1 error, 2 usage,
 //! 3 wrong passphrase, 4 vault locked); input is checked before anything is written.
-#![forbid(unsafe_code)]
-#![deny(missing_docs)]
-#![warn(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+// Lints: Cargo.toml's `[lints]`, for every target of the package.
 
 mod args;
 mod commands;

@@ -196,6 +196,7 @@ fn set_value(token: &mut OAuthToken, column: Field, value: ValueRef<'_>) -> Resu
         (ValueRef::Real(x), Field::ExpiryTime) => {
             // Within i64 and whole: the cast is exact.
             if x.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&x) {
+                #[allow(clippy::cast_possible_truncation, reason = "whole and in range: exact")]
                 token.set_expiry_time(Some(x as i64));
                 Ok(())
             } else {
