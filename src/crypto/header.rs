@@ -67,7 +67,7 @@ impl Header {
             mac: [0; MAC_LEN],
         };
         super::random_bytes(&mut h.wrap_nonce)?;
-        let cipher = Aes256Gcm::new((&*kek.0).into());
+        let cipher = Aes256Gcm::new(kek.bytes().into());
         let aad = h.wrap_aad();
         let wrapped = aead_seal(&cipher, &h.wrap_nonce, &aad, data_key.bytes().as_ref())
             .ok_or_else(|| Error::corrupted("key wrapping failed"))?;
@@ -198,7 +198,7 @@ impl Header {
 
     /// Unwraps the data key with an already derived passphrase key and checks the MAC.
     pub(crate) fn unwrap_with(&self, kek: &PassphraseKey) -> Result<DataKey, Error> {
-        let cipher = Aes256Gcm::new((&*kek.0).into());
+        let cipher = Aes256Gcm::new(kek.bytes().into());
         let plain = aead_open(&cipher, &self.wrap_nonce, &self.wrap_aad(), &self.wrapped_key)
             .ok_or(Error::WrongPassphrase)?;
         let mut key = Zeroizing::new([0u8; 32]);

@@ -51,7 +51,7 @@ fn argon2id_matches_the_reference_implementation_vector() {
     };
     let key = derive_passphrase_key(b"password", b"somesalt", &params).unwrap();
     assert_eq!(
-        key.0.as_slice(),
+        key.bytes().as_slice(),
         unhex("09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7").as_slice()
     );
 }

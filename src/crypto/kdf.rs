@@ -139,7 +139,14 @@ impl Default for KdfParams {
 }
 
 /// The key-encryption key derived from a passphrase.
-pub(crate) struct PassphraseKey(pub(crate) Zeroizing<[u8; 32]>);
+pub(crate) struct PassphraseKey(Zeroizing<[u8; 32]>);
+
+impl PassphraseKey {
+    /// The key's bytes (to wrap or unwrap the data key).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
 
 /// Runs Argon2id (version 0x13) over the passphrase.
 ///
