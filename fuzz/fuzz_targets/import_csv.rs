@@ -11,7 +11,12 @@
 //!   line of the file;
 //! - the two passes disagreeing: the rows handed on are as many as were counted;
 //! - an accepted file that does not round-trip: its accepted tokens written back as the
-//!   SDK's CSV import again, every row accepted, to the same tokens in the same order.
+//!   SDK's CSV import again, every row accepted, to the same tokens in the same order
+//!   (checked for files of up to 100,000 rows: past that it is the same per-row work, at
+//!   seconds an input).
+//!
+//! A file that starts with the SQLite magic is read as SQLite (import_sqlite's concern): it
+//! must only end in a clean result.
 #![no_main]
 
 use std::fs;
@@ -130,6 +135,9 @@ fn check_refusal(bytes: &[u8], message: &str) {
     );
 }
 
+/// Files with more rows than this are not written back (see the module's doc).
+const MAX_ROUND_TRIP_ROWS: usize = 100_000;
+
 fn import(path: &Path, bytes: &[u8]) -> (Result<Store, cli::Failure>, Option<Pass>, usize) {
     fs::write(path, bytes).expect("write the CSV file");
     let ((store, first), held) = peak::measure(|| {
@@ -155,6 +163,12 @@ fuzz_target!(|data: &[u8]| {
         "importing a {}-byte CSV held {held} bytes at once (bound {bound})",
         bytes.len()
     );
+    if bytes.starts_with(b"SQLite format 3\0") {
+        if let Err(f) = store {
+            assert!(!f.to_string().contains('\n'), "a message on two lines: {f}");
+        }
+        return;
+    }
     let store = match store {
         Ok(store) => store,
         Err(f) => return check_refusal(&bytes, &f.to_string()),
@@ -170,6 +184,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The accepted tokens, written back, import again to the same tokens.
+    if store.rows() > MAX_ROUND_TRIP_ROWS {
+        return;
+    }
     let mut exported = sdk_csv::header();
     let second = pass(&store, |t| sdk_csv::write_token(&mut exported, t));
     assert_eq!(second.at, first.at, "a second pass saw other rows");
