@@ -1487,6 +1487,37 @@ fn a_sqlite_view_or_virtual_table_named_oauthtoken_is_refused() {
 }
 
 #[test]
+fn a_sqlite_column_name_that_is_not_utf8_is_refused() {
+    // Found by fuzz/fuzz_targets/import_sqlite.rs: SQLite keeps a name's bytes as the
+    // schema spells them, and reading such a name through rusqlite panicked.
+    let s = Scratch::with_vault();
+    for (file, column) in [("user.db", "user_name"), ("hidden.db", "api_domain")] {
+        let db = s.path(file);
+        let generated = if column == "api_domain" { " as ('x')" } else { "" };
+        hostile_sqlite(
+            &db,
+            &format!(
+                "create table oauthtoken(id, user_name, client_id, client_secret, refresh_token, \
+                 access_token, grant_token, expiry_time, redirect_url, api_domain{generated});
+                 insert into oauthtoken (id, access_token) values ('1', 'SECRET-a');
+                 pragma writable_schema = on;
+                 update sqlite_schema set sql = replace(sql, '{column}', '{column}' || cast(x'ff' as text))
+                 where name = 'oauthtoken';"
+            ),
+        );
+        let shown = db.display().to_string();
+        s.run(&["import", &shown]).fails(
+            1,
+            &format!(
+                "cannot import {shown}: the oauthtoken table has a column whose name is not UTF-8; the \
+                 SDK's columns are {SDK_COLUMNS}; nothing was imported"
+            ),
+        );
+    }
+    assert_eq!(s.ids(), Vec::<String>::new());
+}
+
+#[test]
 fn a_sqlite_table_of_more_than_a_million_rows_is_refused_in_bounded_memory() {
     let s = Scratch::with_vault();
     let db = s.path("many.db");

@@ -3,14 +3,18 @@
 //! Run from `fuzz/` with the fuzzing hooks compiled in:
 //! `RUSTFLAGS="--cfg fuzzing" cargo run --example gen_seeds`
 //! The output is deterministic except for the header and record seeds, which carry the
-//! random salt, nonce and keys of a freshly created vault.
+//! random salt, nonce and keys of a freshly created vault. The seeds of `import_csv` and
+//! `save_json` include inputs that repeat parts of themselves (`expand`) past each cap;
+//! those take a second or so each to run.
 
 use std::fs;
 use std::path::Path;
 
 use tokenvault::fuzzing::{encode_pointer, encode_quarantine_entry, encode_token, seal_record};
 use tokenvault::{KdfParams, OAuthToken, VaultOptions};
-use tokenvault_fuzz::{process_root, sample_tokens, scratch_dir, sled_dir, PASSPHRASE};
+use tokenvault_fuzz::cli::{MAX_FIELD_BYTES, MAX_ROWS};
+use tokenvault_fuzz::expand::segments;
+use tokenvault_fuzz::{process_root, sample_tokens, scratch_dir, sdk_csv, sled_dir, PASSPHRASE};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -106,9 +110,162 @@ fn main() {
             &noise(i as u64 + 101, len),
         );
     }
+    import_csv_seeds();
+    save_json_seeds();
+    // import_sqlite and import_differential: structured (`arbitrary`) inputs.
+    for (i, len) in [16usize, 64, 128, 256, 512, 1024, 2048].into_iter().enumerate() {
+        write(
+            "import_sqlite",
+            &format!("noise-{len}"),
+            &noise(i as u64 + 201, len),
+        );
+        write(
+            "import_differential",
+            &format!("noise-{len}"),
+            &noise(i as u64 + 301, len),
+        );
+    }
     std::fs::remove_dir_all(process_root()).expect("remove the scratch dir");
     println!(
         "seeds written under {}",
         Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").display()
+    );
+}
+
+/// The sample tokens, and one whose values the CSV must quote.
+fn csv_tokens() -> Vec<OAuthToken> {
+    let mut tokens = sample_tokens();
+    tokens.push(
+        OAuthToken::default()
+            .with_id("id-quoted")
+            .with_user_name("dan, \"the man\"")
+            .with_refresh_token("two\r\nlines\nand a \r")
+            .with_expiry_time(0),
+    );
+    tokens
+}
+
+fn import_csv_seeds() {
+    let t = "import_csv";
+    let header = sdk_csv::HEADER.join(",");
+    write(t, "sdk", &sdk_csv::export(&csv_tokens()));
+    write(
+        t,
+        "bom-lf-blank-lines",
+        format!("\u{FEFF}{header}\n\n1,alice,,,,a,,1764000000000,,\n\r\n2,bob,,,r,,,,,\n").as_bytes(),
+    );
+    write(
+        t,
+        "shuffled-redirect-url",
+        b"api_domain,redirect_url,expiry_time,grant_token,access_token,refresh_token,client_secret,\
+          client_id,user_name,id\r\nd,u, -5 ,g,,,,,,7",
+    );
+    write(
+        t,
+        "rejected-expiry",
+        format!(
+            "{header}\r\n1,a,,,,t,,soon,,\r\n2,b,,,,t,,1.5,,\r\n3,c,,,,t,,99999999999999999999,,\r\n\
+             4,d,,,,t,,\"\r\n\",,\r\n"
+        )
+        .as_bytes(),
+    );
+    for (name, body) in [
+        ("unclosed-quote", "1,\"a,,,,,,,,\r\n"),
+        ("quote-in-field", "1,a\"b,,,,,,,,\r\n"),
+        ("text-after-quote", "1,\"a\"b,,,,,,,,\r\n"),
+        ("stray-cr", "1,a\rb,,,,,,,,\r\n"),
+        ("too-many-fields", "1,,,,,,,,,,\r\n"),
+        ("too-few-fields", "1,,,\r\n"),
+    ] {
+        write(t, name, format!("{header}\r\n{body}").as_bytes());
+    }
+    write(
+        t,
+        "not-utf8",
+        &[header.as_bytes(), b"\r\n1,\xff,,,,,,,,\r\n"].concat(),
+    );
+    write(t, "unknown-column", b"id,user_name,colour\r\n");
+    write(t, "duplicate-column", b"id,id\r\n");
+    write(t, "missing-column", b"id,user_name\r\n");
+    write(
+        t,
+        "no-header",
+        b"1,alice@example.com,1000.X,1000.ab3d0c9f.secret\r\n",
+    );
+    write(t, "empty", b"");
+    // The caps, reached by repetition.
+    let head = format!("{header}\r\n");
+    let head = head.as_bytes();
+    let field_cap = u32::try_from(MAX_FIELD_BYTES).expect("a 4 MiB cap");
+    write(
+        t,
+        "field-at-cap",
+        &segments(&[(head, 1), (b"1,", 1), (b"x", field_cap), (b",,,,,,,,\r\n", 1)]),
+    );
+    write(
+        t,
+        "field-over-cap",
+        &segments(&[(head, 1), (b"1,", 1), (b"x", field_cap + 1), (b",,,,,,,,\r\n", 1)]),
+    );
+    let mut record = vec![(head, 1)];
+    for _ in 0..5 {
+        record.extend([(&b"x"[..], field_cap), (b",", 1)]);
+    }
+    record.push((b",,,,\r\n", 1));
+    write(t, "record-over-cap", &segments(&record));
+    let rows = u32::try_from(MAX_ROWS).expect("a million rows");
+    let empty_row: &[u8] = b",,,,,,,,,\r\n";
+    // One row past the cap (the millionth row passes, the next is refused). No seed with
+    // exactly a million rows: accepted, they take over ten seconds to check, read and
+    // round-trip, and the fuzzer would spend its time on the seed's offspring.
+    write(t, "rows-over-cap", &segments(&[(head, 1), (empty_row, rows + 1)]));
+}
+
+fn save_json_seeds() {
+    let t = "save_json";
+    let tokens = sample_tokens();
+    write(t, "object", &serde_json::to_vec(&tokens[0]).expect("json"));
+    write(t, "array", &serde_json::to_vec_pretty(&tokens).expect("json"));
+    for (name, json) in [
+        (
+            "redacted",
+            r#"[{"access_token":"t"},{"access_token":"t","client_secret":"[REDACTED]"}]"#,
+        ),
+        ("nothing-to-store", r#"{"user_name":"u","access_token":""}"#),
+        ("empty-array", "[]"),
+        ("unknown-field", r#"{"user":"u"}"#),
+        ("duplicate-field", r#"{"access_token":"a","access_token":"b"}"#),
+        (
+            "wrong-type",
+            r#"[{"user_name":"u"},{"access_token":"t","expiry_time":"x"}]"#,
+        ),
+        (
+            "fields-as-array",
+            r#"[[null,"u",null,null,null,"t",null,5,null,null]]"#,
+        ),
+        (
+            "escapes",
+            r#"{"id":"\u0000\ud83d\udd11\"\\","refresh_token":"r\n","expiry_time":-9223372036854775808}"#,
+        ),
+        ("nulls", r#"{"id":null,"grant_token":"g","expiry_time":null}"#),
+        ("trailing", r#"{"access_token":"t"} {}"#),
+        ("string", r#""a string""#),
+    ] {
+        write(t, name, json.as_bytes());
+    }
+    let rows = u32::try_from(MAX_ROWS).expect("a million tokens");
+    write(
+        t,
+        "tokens-at-cap",
+        &segments(&[
+            (b"[", 1),
+            (br#"{"access_token":"t"},"#, rows - 1),
+            (br#"{"access_token":"t"}]"#, 1),
+        ]),
+    );
+    write(
+        t,
+        "tokens-over-cap",
+        &segments(&[(b"[", 1), (b"{},", rows), (b"{}]", 1)]),
     );
 }

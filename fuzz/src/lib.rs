@@ -1,5 +1,7 @@
 //! Helpers shared by the fuzz targets and the seed generator: sample tokens, scratch
-//! directories, copying a vault directory.
+//! directories, copying a vault directory; the command line's parsers ([`cli`]), the SDK's
+//! CSV written back ([`sdk_csv`]), inputs grown past the fuzzer's length ([`expand`]) and
+//! peak memory ([`peak`]).
 //!
 //! Everything here runs only in fuzz builds and tools; it panics freely on harness errors
 //! (a harness failure must never be mistaken for a library result).
@@ -9,6 +11,35 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tokenvault::OAuthToken;
+
+pub mod cli;
+pub mod expand;
+pub mod peak;
+pub mod sdk_csv;
+
+// The command line's modules that read untrusted bytes, and those they depend on, compiled
+// from the binary's own source files: the binary is not a library, so they are declared
+// again here, at the crate root where their `crate::` paths look for each other. Only
+// [`cli`] is visible outside; the parts of them the importers and `save` do not use are
+// dead code here.
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/failure.rs"]
+mod failure;
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/import/mod.rs"]
+mod import;
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/input.rs"]
+mod input;
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/limits.rs"]
+mod limits;
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/output.rs"]
+mod output;
+#[allow(dead_code)]
+#[path = "../../src/bin/tokenvault/secret_buf.rs"]
+mod secret_buf;
 
 /// The passphrase of every vault the targets build.
 pub const PASSPHRASE: &str = "fuzz passphrase";

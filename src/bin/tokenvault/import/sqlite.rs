@@ -21,7 +21,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokenvault::{Field, OAuthToken};
 use zeroize::Zeroizing;
 
-use super::{column_name, header_columns, set_text, Location, Row, Source};
+use super::{column_list, column_name, header_columns, set_text, Location, Row, Source};
 use crate::failure::{quoted, Failure};
 use crate::limits::{grouped, MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_ROWS};
 
@@ -101,6 +101,14 @@ pub(super) fn check(path: &Path, shown: &str) -> Result<(Table, usize), Failure>
             )))
         }
     }
+    // SQLite keeps a column name's bytes as the schema spells them, and rusqlite panics on
+    // a name that is not UTF-8: such a table is refused before any name is read as text.
+    if has_a_name_not_utf8(&conn).map_err(failed)? {
+        return Err(refused(format!(
+            "the oauthtoken table has a column whose name is not UTF-8; the SDK's columns are {}",
+            column_list(Source::Sqlite)
+        )));
+    }
     let computed: Option<String> = conn
         .query_row(
             "SELECT name FROM pragma_table_xinfo('oauthtoken') WHERE hidden <> 0 ORDER BY cid LIMIT 1",
@@ -141,6 +149,20 @@ pub(super) fn check(path: &Path, shown: &str) -> Result<(Table, usize), Failure>
     drop(rows);
     drop(statement);
     Ok((Table { conn, columns }, count))
+}
+
+/// Whether a column of `oauthtoken` (hidden ones included) has a name that is not UTF-8.
+fn has_a_name_not_utf8(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_xinfo('oauthtoken')")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        if let ValueRef::Text(name) | ValueRef::Blob(name) = row.get_ref(0)? {
+            if std::str::from_utf8(name).is_err() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 impl Table {
