@@ -20,7 +20,7 @@ use tokenvault::KdfParams;
 /// error; 3 wrong passphrase; 4 the vault is open in another process.
 #[derive(Debug, Parser)]
 #[command(name = "tokenvault", version, max_term_width = 100)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// The vault directory.
     #[arg(long, value_name = "DIR", global = true)]
     pub vault: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub(crate) struct Cli {
 
 /// The Argon2id parameter sets the command line offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum KdfChoice {
+pub enum KdfChoice {
     /// 64 MiB, 3 passes, 4 lanes (RFC 9106's second recommendation).
     Recommended,
     /// 19 MiB, 2 passes, 1 lane: the weakest accepted; for tests.
@@ -62,7 +62,7 @@ pub(crate) enum KdfChoice {
 
 impl KdfChoice {
     /// The library's parameters for this choice.
-    pub(crate) fn params(self) -> KdfParams {
+    pub fn params(self) -> KdfParams {
         match self {
             KdfChoice::Recommended => KdfParams::RECOMMENDED,
             KdfChoice::Floor => KdfParams::FLOOR,
@@ -72,7 +72,7 @@ impl KdfChoice {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Create a new, empty vault at --vault.
     Init,
     /// Change the passphrase; the new one comes from --new-passphrase-file, else
@@ -141,7 +141,7 @@ pub(crate) enum Command {
 
 /// How tokens are shown.
 #[derive(Debug, Args, Clone, Copy)]
-pub(crate) struct Show {
+pub struct Show {
     /// Print secrets (client secret, grant, refresh and access tokens) instead of
     /// [REDACTED].
     #[arg(long)]
@@ -176,7 +176,7 @@ pub(crate) struct Show {
         .requires_all(["client_id", "secret"])
 ))]
 #[command(group(ArgGroup::new("secret").args(["client_secret", "client_secret_file"])))]
-pub(crate) struct FindArgs {
+pub struct FindArgs {
     /// The user name (the SDK's user signature).
     #[arg(
         long,

@@ -92,7 +92,7 @@ fn print(text: &str) -> Result<(), Failure> {
 ///
 /// # Errors
 /// Whatever failed, with its exit code.
-pub(crate) fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
+pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
     let ctx = Context {
         dir,
         passphrase_file: cli.passphrase_file,

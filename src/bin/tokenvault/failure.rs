@@ -10,19 +10,19 @@ use std::path::Path;
 use tokenvault::Error;
 
 /// Success.
-pub(crate) const EXIT_OK: u8 = 0;
+pub const EXIT_OK: u8 = 0;
 /// An error: no match, bad input, a corrupted vault, an I/O failure.
-pub(crate) const EXIT_FAILURE: u8 = 1;
+pub const EXIT_FAILURE: u8 = 1;
 /// A usage error (clap's own errors exit with 2 too).
-pub(crate) const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = 2;
 /// The passphrase does not unlock the vault.
-pub(crate) const EXIT_WRONG_PASSPHRASE: u8 = 3;
+pub const EXIT_WRONG_PASSPHRASE: u8 = 3;
 /// The vault is open in another process.
-pub(crate) const EXIT_LOCKED: u8 = 4;
+pub const EXIT_LOCKED: u8 = 4;
 
 /// A failed command: what to tell the user, and the exit code.
 #[derive(Debug)]
-pub(crate) struct Failure {
+pub struct Failure {
     /// The exit code.
     pub code: u8,
     message: String,
@@ -30,17 +30,17 @@ pub(crate) struct Failure {
 
 impl Failure {
     /// An error (exit 1).
-    pub(crate) fn error(message: impl Into<String>) -> Self {
+    pub fn error(message: impl Into<String>) -> Self {
         Failure::with_code(EXIT_FAILURE, message)
     }
 
     /// A usage error (exit 2).
-    pub(crate) fn usage(message: impl Into<String>) -> Self {
+    pub fn usage(message: impl Into<String>) -> Self {
         Failure::with_code(EXIT_USAGE, message)
     }
 
     /// A failure with this exit code.
-    pub(crate) fn with_code(code: u8, message: impl Into<String>) -> Self {
+    pub fn with_code(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: one_line(&message.into()),
@@ -48,7 +48,7 @@ impl Failure {
     }
 
     /// What failed, as a library error on the vault at `dir`.
-    pub(crate) fn vault(error: Error, dir: &Path) -> Self {
+    pub fn vault(error: Error, dir: &Path) -> Self {
         let dir = dir.display();
         match error {
             Error::WrongPassphrase => Failure::with_code(
@@ -75,7 +75,7 @@ impl Failure {
     }
 
     /// The message, if there is one to print.
-    pub(crate) fn message(&self) -> Option<&str> {
+    pub fn message(&self) -> Option<&str> {
         (!self.message.is_empty()).then_some(self.message.as_str())
     }
 }
@@ -96,7 +96,7 @@ fn one_line(message: &str) -> String {
 
 /// An input-derived name (an id, a column) made safe to quote in a message: control
 /// characters escaped, long values cut.
-pub(crate) fn quoted(value: &str) -> String {
+pub fn quoted(value: &str) -> String {
     const MAX_CHARS: usize = 64;
     let mut out = String::from("\"");
     for (i, c) in value.chars().enumerate() {

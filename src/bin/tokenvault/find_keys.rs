@@ -22,11 +22,11 @@ use crate::secret_buf::{self, ReadError, SecretBuf};
 const STDIN: &str = "-";
 
 /// A key's value, zeroized on drop.
-pub(crate) type Secret = Zeroizing<String>;
+pub type Secret = Zeroizing<String>;
 
 /// The secret keys of one `find`, wherever they came from.
 #[derive(Default)]
-pub(crate) struct Keys {
+pub struct Keys {
     /// `--access-token`.
     pub access_token: Option<Secret>,
     /// `--grant-token`.
@@ -50,7 +50,7 @@ struct Key<'a> {
 /// # Errors
 /// A usage error (exit 2) if more than one key is `-` or a value read is empty; an
 /// error if stdin or a file cannot be read, is over the cap or is not UTF-8.
-pub(crate) fn read(args: &FindArgs) -> Result<Keys, Failure> {
+pub fn read(args: &FindArgs) -> Result<Keys, Failure> {
     let keys = [
         key(
             "--access-token",

@@ -22,7 +22,7 @@ use crate::output::REDACTED;
 use crate::secret_buf::{self, ReadError, SecretBuf};
 
 /// What `save` read, checked: the tokens are parsed again, one at a time, to be saved.
-pub(crate) struct Tokens {
+pub struct Tokens {
     bytes: SecretBuf,
     count: usize,
     array: bool,
@@ -30,12 +30,12 @@ pub(crate) struct Tokens {
 
 impl Tokens {
     /// How many tokens there are.
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.count
     }
 
     /// Whether the input was an array (the output then is one too).
-    pub(crate) fn array(&self) -> bool {
+    pub fn array(&self) -> bool {
         self.array
     }
 
@@ -44,7 +44,7 @@ impl Tokens {
     ///
     /// # Errors
     /// What `each` returned.
-    pub(crate) fn for_each(
+    pub fn for_each(
         &self,
         mut each: impl FnMut(usize, OAuthToken) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
@@ -69,7 +69,7 @@ impl Tokens {
 ///
 /// # Errors
 /// Unreadable, oversized or malformed input, or a token that cannot be saved.
-pub(crate) fn read_stdin() -> Result<Tokens, Failure> {
+pub fn read_stdin() -> Result<Tokens, Failure> {
     let unreadable = |e: std::io::Error| Failure::error(format!("cannot read stdin: {e}"));
     let (mut stdin, hint) = secret_buf::stdin().map_err(unreadable)?;
     let bytes = secret_buf::read_bounded(&mut stdin, MAX_STDIN_BYTES, hint).map_err(|e| match e {
@@ -85,7 +85,7 @@ pub(crate) fn read_stdin() -> Result<Tokens, Failure> {
 ///
 /// # Errors
 /// As [`read_stdin`].
-pub(crate) fn check(bytes: SecretBuf) -> Result<Tokens, Failure> {
+pub fn check(bytes: SecretBuf) -> Result<Tokens, Failure> {
     let too_many = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(bytes.as_bytes());
     let shape = de

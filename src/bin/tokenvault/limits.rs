@@ -6,28 +6,28 @@
 
 /// The longest value (a field, a cell, a secret read for `find`): 4 MiB. Token values of
 /// 1 MiB and more are legal; 4 MiB is well above any real token.
-pub(crate) const MAX_FIELD_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_FIELD_BYTES: usize = 4 * 1024 * 1024;
 /// How [`MAX_FIELD_BYTES`] reads in messages.
-pub(crate) const MAX_FIELD_TEXT: &str = "4 MiB";
+pub const MAX_FIELD_TEXT: &str = "4 MiB";
 
 // A 1 MiB token value must import, and a field never exceeds a record.
 const _: () = assert!(MAX_FIELD_BYTES >= 1024 * 1024 && MAX_FIELD_BYTES < MAX_RECORD_BYTES);
 
 /// The longest CSV record (one logical line, quoted line breaks included): 16 MiB, the
 /// most a vault record holds.
-pub(crate) const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most rows one import reads, and the most tokens one `save` takes.
-pub(crate) const MAX_ROWS: usize = 1_000_000;
+pub const MAX_ROWS: usize = 1_000_000;
 
 /// The most `save` reads from stdin.
-pub(crate) const MAX_STDIN_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_STDIN_BYTES: usize = 256 * 1024 * 1024;
 
 /// The largest CSV file imported (it is held in memory while it is checked and imported).
-pub(crate) const MAX_CSV_BYTES: usize = 1024 * 1024 * 1024;
+pub const MAX_CSV_BYTES: usize = 1024 * 1024 * 1024;
 
 /// A count with thousands separators, as messages show caps: `1,000,000`.
-pub(crate) fn grouped(n: usize) -> String {
+pub fn grouped(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

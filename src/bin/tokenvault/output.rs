@@ -16,10 +16,10 @@ use zeroize::Zeroizing;
 use crate::secret_buf::SecretBuf;
 
 /// What a secret is shown as unless revealed.
-pub(crate) const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = "[REDACTED]";
 
 /// Output text, zeroized on drop (it may hold revealed secrets).
-pub(crate) type Text = Zeroizing<String>;
+pub type Text = Zeroizing<String>;
 
 /// The value of `field` as output shows it: a secret is [`REDACTED`] unless `reveal`.
 fn shown(token: &OAuthToken, field: Field, reveal: bool) -> Option<FieldValue<'_>> {
@@ -33,14 +33,14 @@ fn shown(token: &OAuthToken, field: Field, reveal: bool) -> Option<FieldValue<'_
 
 /// A token as JSON, secrets redacted unless revealed: every present field, by its name, in
 /// the token's order.
-pub(crate) struct TokenJson<'a> {
+pub struct TokenJson<'a> {
     token: &'a OAuthToken,
     reveal: bool,
 }
 
 impl<'a> TokenJson<'a> {
     /// The JSON form of `token`.
-    pub(crate) fn new(token: &'a OAuthToken, reveal: bool) -> Self {
+    pub fn new(token: &'a OAuthToken, reveal: bool) -> Self {
         TokenJson { token, reveal }
     }
 }
@@ -60,7 +60,7 @@ impl Serialize for TokenJson<'_> {
 }
 
 /// Pretty JSON, ending in a newline.
-pub(crate) fn json(value: &impl Serialize) -> Text {
+pub fn json(value: &impl Serialize) -> Text {
     let mut out = SecretBuf::with_capacity(4096);
     // Serializing strings and numbers into memory cannot fail.
     if serde_json::to_writer_pretty(&mut out, value).is_err() {
@@ -77,13 +77,13 @@ fn into_text(out: SecretBuf) -> Text {
 }
 
 /// Every token, as a JSON array.
-pub(crate) fn tokens_json(tokens: &[OAuthToken], reveal: bool) -> Text {
+pub fn tokens_json(tokens: &[OAuthToken], reveal: bool) -> Text {
     let view: Vec<TokenJson<'_>> = tokens.iter().map(|t| TokenJson::new(t, reveal)).collect();
     json(&view)
 }
 
 /// One token as an aligned field list.
-pub(crate) fn token_text(token: &OAuthToken, reveal: bool) -> Text {
+pub fn token_text(token: &OAuthToken, reveal: bool) -> Text {
     let mut out = SecretBuf::with_capacity(1024);
     for field in Field::ALL {
         let name = field.name();
@@ -109,7 +109,7 @@ const TABLE: [(&str, Field); 8] = [
 ];
 
 /// Every token as a table, one row each.
-pub(crate) fn tokens_table(tokens: &[OAuthToken], reveal: bool) -> Text {
+pub fn tokens_table(tokens: &[OAuthToken], reveal: bool) -> Text {
     if tokens.is_empty() {
         return Zeroizing::new("No tokens.\n".to_owned());
     }
@@ -175,11 +175,11 @@ impl Cell<'_> {
 
 /// A value made safe for a terminal, written without a copy: control characters escaped.
 #[derive(Clone, Copy)]
-pub(crate) struct Escaped<'a>(pub &'a str);
+pub struct Escaped<'a>(pub &'a str);
 
 impl Escaped<'_> {
     /// The characters it shows.
-    pub(crate) fn width(self) -> usize {
+    pub fn width(self) -> usize {
         self.0
             .chars()
             .map(|c| {
@@ -209,7 +209,7 @@ impl fmt::Display for Escaped<'_> {
 }
 
 /// Milliseconds since the Unix epoch as an ISO 8601 UTC time.
-pub(crate) fn utc(ms: i64) -> String {
+pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil-from-days; exact for every i64 input (no overflow: |days| < 2^47).

@@ -15,17 +15,17 @@ use crate::failure::{quoted, Failure};
 use crate::secret_buf::{self, ReadError};
 
 /// The environment variable holding the passphrase.
-pub(crate) const ENV_PASSPHRASE: &str = "TOKENVAULT_PASSPHRASE";
+pub const ENV_PASSPHRASE: &str = "TOKENVAULT_PASSPHRASE";
 /// The environment variable holding the new passphrase for `passwd`.
-pub(crate) const ENV_NEW_PASSPHRASE: &str = "TOKENVAULT_NEW_PASSPHRASE";
+pub const ENV_NEW_PASSPHRASE: &str = "TOKENVAULT_NEW_PASSPHRASE";
 /// A passphrase file larger than this is not a passphrase file.
 const MAX_FILE_BYTES: usize = 64 * 1024;
 
 /// A passphrase, zeroized on drop.
-pub(crate) type Passphrase = Zeroizing<String>;
+pub type Passphrase = Zeroizing<String>;
 
 /// Where to look for one passphrase, in order.
-pub(crate) struct Source<'a> {
+pub struct Source<'a> {
     /// A file given on the command line.
     pub file: Option<&'a Path>,
     /// The environment variable to read.
@@ -40,7 +40,7 @@ pub(crate) struct Source<'a> {
 ///
 /// # Errors
 /// A usage error if no source is available; an error if the file cannot be read.
-pub(crate) fn existing(source: &Source<'_>, dir: &Path) -> Result<Passphrase, Failure> {
+pub fn existing(source: &Source<'_>, dir: &Path) -> Result<Passphrase, Failure> {
     if let Some(p) = from_file_or_env(source)? {
         return Ok(p);
     }
@@ -51,7 +51,7 @@ pub(crate) fn existing(source: &Source<'_>, dir: &Path) -> Result<Passphrase, Fa
 ///
 /// # Errors
 /// As [`existing`]; an error if the passphrase is empty or the two entries differ.
-pub(crate) fn new(source: &Source<'_>, dir: &Path) -> Result<Passphrase, Failure> {
+pub fn new(source: &Source<'_>, dir: &Path) -> Result<Passphrase, Failure> {
     let passphrase = match from_file_or_env(source)? {
         Some(p) => p,
         None => {

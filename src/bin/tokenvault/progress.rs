@@ -9,10 +9,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Below this many tokens a run is too short to need a bar.
-pub(crate) const THRESHOLD: usize = 2_000;
+pub const THRESHOLD: usize = 2_000;
 
 /// A bar over `len` steps: drawn if `len` exceeds [`THRESHOLD`] and stderr is a terminal.
-pub(crate) fn bar(len: usize, message: &'static str) -> ProgressBar {
+pub fn bar(len: usize, message: &'static str) -> ProgressBar {
     if len <= THRESHOLD || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -27,7 +27,7 @@ pub(crate) fn bar(len: usize, message: &'static str) -> ProgressBar {
 }
 
 /// A spinner for work of unknown length: drawn if stderr is a terminal.
-pub(crate) fn spinner(message: &'static str) -> ProgressBar {
+pub fn spinner(message: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

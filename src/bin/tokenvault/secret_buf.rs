@@ -18,7 +18,7 @@ use zeroize::{Zeroize, Zeroizing};
 const INITIAL_CAPACITY: usize = 64 * 1024;
 
 /// A growable byte buffer that never leaves a copy behind.
-pub(crate) struct SecretBuf {
+pub struct SecretBuf {
     /// Always initialized (zero) to its full length, which is the capacity in use.
     bytes: Zeroizing<Vec<u8>>,
     /// How many bytes are content.
@@ -27,7 +27,7 @@ pub(crate) struct SecretBuf {
 
 impl SecretBuf {
     /// An empty buffer with room for `capacity` bytes.
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(capacity: usize) -> Self {
         SecretBuf {
             bytes: Zeroizing::new(vec![0; capacity]),
             len: 0,
@@ -35,12 +35,12 @@ impl SecretBuf {
     }
 
     /// The content.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
+    pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
 
     /// The content's length.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
@@ -57,7 +57,7 @@ impl SecretBuf {
     }
 
     /// Appends `data`.
-    pub(crate) fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         let end = self.len.saturating_add(data.len());
         if end > self.bytes.len() {
             self.grow_to(end.max(self.bytes.len().saturating_mul(2)));
@@ -69,7 +69,7 @@ impl SecretBuf {
     }
 
     /// Cuts the content to `len` bytes, wiping the rest.
-    pub(crate) fn truncate(&mut self, len: usize) {
+    pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             if let Some(tail) = self.bytes.get_mut(len..self.len) {
                 tail.zeroize();
@@ -80,7 +80,7 @@ impl SecretBuf {
 
     /// The content as text, without a copy; `None` (and the bytes wiped) if it is not
     /// UTF-8.
-    pub(crate) fn into_text(mut self) -> Option<Zeroizing<String>> {
+    pub fn into_text(mut self) -> Option<Zeroizing<String>> {
         let mut bytes = std::mem::take(&mut *self.bytes);
         // The bytes past the content are zero: only the length changes.
         bytes.truncate(self.len);
@@ -114,7 +114,7 @@ impl fmt::Write for SecretBuf {
 
 /// Why a bounded read failed.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The reader failed.
     Io(io::Error),
     /// There was more than the cap.
@@ -126,7 +126,7 @@ pub(crate) enum ReadError {
 ///
 /// # Errors
 /// [`ReadError::TooLarge`] past `max` bytes (having read one more), or the reader's error.
-pub(crate) fn read_bounded(reader: &mut impl Read, max: usize, hint: usize) -> Result<SecretBuf, ReadError> {
+pub fn read_bounded(reader: &mut impl Read, max: usize, hint: usize) -> Result<SecretBuf, ReadError> {
     // One byte past the cap tells a full input from an oversized one.
     let limit = max.saturating_add(1);
     let first = if hint == 0 {
@@ -159,7 +159,7 @@ pub(crate) fn read_bounded(reader: &mut impl Read, max: usize, hint: usize) -> R
 ///
 /// # Errors
 /// Standard input cannot be duplicated (it is closed).
-pub(crate) fn stdin() -> io::Result<(File, usize)> {
+pub fn stdin() -> io::Result<(File, usize)> {
     let file = File::from(duplicate(&io::stdin())?);
     let hint = file
         .metadata()
@@ -173,7 +173,7 @@ pub(crate) fn stdin() -> io::Result<(File, usize)> {
 ///
 /// # Errors
 /// Standard output is closed or the write failed.
-pub(crate) fn write_stdout(data: &[u8]) -> io::Result<()> {
+pub fn write_stdout(data: &[u8]) -> io::Result<()> {
     let mut out = File::from(duplicate(&io::stdout())?);
     out.write_all(data)
 }

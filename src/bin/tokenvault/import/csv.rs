@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use crate::limits::{MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_RECORD_BYTES};
 
 /// One record: the line it starts on (1-based) and its fields.
-pub(super) struct Record {
+pub struct Record {
     /// The line the record starts on.
     pub line: usize,
     /// The fields, in order; zeroized on drop (they hold secrets).
@@ -27,7 +27,7 @@ pub(super) struct Record {
 
 /// Why the input is not CSV as the SDK writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum CsvError {
+pub enum CsvError {
     /// A quoted field is still open at the end of the input.
     Unclosed {
         /// The line the field starts on.
@@ -98,7 +98,7 @@ impl fmt::Display for CsvError {
 }
 
 /// Reads records from a byte slice.
-pub(super) struct Reader<'a> {
+pub struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
     line: usize,
@@ -108,7 +108,7 @@ pub(super) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader over `input` allowing at most `max_fields` fields per record.
-    pub(super) fn new(input: &'a [u8], max_fields: usize) -> Self {
+    pub fn new(input: &'a [u8], max_fields: usize) -> Self {
         let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
         Reader {
             input,
@@ -120,7 +120,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Changes the field limit (after the header has told how many there are).
-    pub(super) fn set_max_fields(&mut self, max_fields: usize) {
+    pub fn set_max_fields(&mut self, max_fields: usize) {
         self.max_fields = max_fields;
     }
 

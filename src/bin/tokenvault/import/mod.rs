@@ -30,7 +30,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Where a row came from, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Location {
+pub enum Location {
     /// The line a CSV record starts on (the header is line 1).
     Line(usize),
     /// The position of a row in the SQLite table (1-based).
@@ -47,7 +47,7 @@ impl fmt::Display for Location {
 }
 
 /// One row of the source: a token, or why its cells cannot make one.
-pub(crate) struct Row {
+pub struct Row {
     /// Where it came from.
     pub at: Location,
     /// The token (its id kept), or the reason it is rejected.
@@ -55,7 +55,7 @@ pub(crate) struct Row {
 }
 
 /// A checked SDK store, ready to be read row by row.
-pub(crate) struct Store {
+pub struct Store {
     shown: String,
     rows: usize,
     kind: Kind,
@@ -70,7 +70,7 @@ enum Kind {
 
 impl Store {
     /// How many rows the source holds.
-    pub(crate) fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.rows
     }
 
@@ -79,7 +79,7 @@ impl Store {
     /// # Errors
     /// The source could not be read again (its rows were checked already, so this is an
     /// I/O failure); the message names the row.
-    pub(crate) fn for_each_row(&self, mut each: impl FnMut(Row) -> ControlFlow<()>) -> Result<(), Failure> {
+    pub fn for_each_row(&self, mut each: impl FnMut(Row) -> ControlFlow<()>) -> Result<(), Failure> {
         match &self.kind {
             Kind::Csv { bytes, columns } => csv_rows(bytes, columns, &self.shown, &mut each),
             Kind::Sqlite(table) => table.for_each_row(&self.shown, &mut each),
@@ -93,7 +93,7 @@ impl Store {
 /// The file cannot be read, is neither the SDK's CSV nor a SQLite file with an
 /// `oauthtoken` table, is malformed, or is over a cap (the message names the line or row
 /// and says nothing was imported).
-pub(crate) fn check(path: &Path) -> Result<Store, Failure> {
+pub fn check(path: &Path) -> Result<Store, Failure> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| Failure::error(format!("cannot read {shown}: {e}"));
     let mut file = File::open(path).map_err(unreadable)?;

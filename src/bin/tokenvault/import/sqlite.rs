@@ -26,7 +26,7 @@ use crate::failure::{quoted, Failure};
 use crate::limits::{grouped, MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_ROWS};
 
 /// A checked `oauthtoken` table, its file open in a read transaction.
-pub(super) struct Table {
+pub struct Table {
     conn: Connection,
     /// The field each column holds, in the table's order.
     columns: Vec<Field>,
@@ -62,7 +62,7 @@ fn sqlite_failure(shown: &str, at: Option<Location>, e: &rusqlite::Error) -> Fai
 }
 
 /// Opens the file, checks the table and every row; returns the table and its row count.
-pub(super) fn check(path: &Path, shown: &str) -> Result<(Table, usize), Failure> {
+pub fn check(path: &Path, shown: &str) -> Result<(Table, usize), Failure> {
     let failed = |e: rusqlite::Error| sqlite_failure(shown, None, &e);
     let refused = |why: String| Failure::error(format!("cannot import {shown}: {why}; nothing was imported"));
     let conn = open(path).map_err(failed)?;
@@ -167,7 +167,7 @@ fn has_a_name_not_utf8(conn: &Connection) -> rusqlite::Result<bool> {
 
 impl Table {
     /// The second pass: one token at a time, in the order of the first.
-    pub(super) fn for_each_row(
+    pub fn for_each_row(
         &self,
         shown: &str,
         each: &mut dyn FnMut(Row) -> ControlFlow<()>,
