@@ -97,7 +97,7 @@ impl Vault {
     /// let vault = VaultOptions::new().kdf(KdfParams::FLOOR).create(tmp.path().join("v"), "pass")?;
     /// let mut t = OAuthToken::default().with_user_name("a").with_access_token("t");
     /// vault.save_token(&mut t)?;
-    /// vault.delete_token(t.id().unwrap())?;
+    /// vault.delete_token(t.id().ok_or("save_token sets the id")?)?;
     /// vault.compact()?;   // the deleted record is gone from the files
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
