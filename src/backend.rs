@@ -1,8 +1,10 @@
 //! The storage seam: named trees of bytes, with one all-or-nothing batch per write.
 //!
-//! The vault never talks to sled directly; it talks to [`Storage`]. Only ciphertext and
-//! keyed hashes ever cross this seam. Invariant: [`Storage::apply`] applies every operation
-//! of a batch or none of them.
+//! The vault never talks to an engine directly; it talks to [`Storage`], in plain bytes.
+//! Only ciphertext and keyed hashes ever cross this seam. Invariants: [`Storage::apply`]
+//! applies every operation of a batch or none of them, and only if every condition of the
+//! batch holds when it applies (each key the writer read to decide still holds what it
+//! read), so a writer that lost a race learns it and decides again instead of overwriting.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,8 +64,28 @@ pub(crate) enum Op {
     Remove(TreeName, Vec<u8>),
 }
 
-/// Bytes read from storage: sled's reference-counted buffer, so a read copies nothing.
-pub(crate) type Bytes = sled::IVec;
+/// What a batch expects of one key when it applies: the value the writer read (`None`:
+/// the key was absent). Values are compared whole; a record or sealed value changes with
+/// every write (fresh nonce), so an unchanged value means an unchanged key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Expect {
+    pub(crate) tree: TreeName,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+/// Whether a conditional batch applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Outcome {
+    /// Every condition held: every operation is applied.
+    Applied,
+    /// A condition failed: nothing is applied; the writer re-reads and decides again.
+    Conflict,
+}
+
+/// Bytes read from storage: plain bytes, whatever the engine.
+pub(crate) type Bytes = Vec<u8>;
 
 /// A key and its value.
 pub(crate) type Entry = (Bytes, Bytes);
@@ -86,8 +108,16 @@ pub(crate) trait Storage: Send + Sync {
     /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
     /// until it returns an error.
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error>;
-    /// Applies every operation, or none.
-    fn apply(&self, ops: &[Op]) -> Result<(), Error>;
+    /// Applies every operation, or none: all of them when every expectation holds at the
+    /// moment the batch applies, else none ([`Outcome::Conflict`]).
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error>;
+    /// Applies every operation, or none, unconditionally.
+    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+        match self.apply_if(&[], ops)? {
+            Outcome::Applied => Ok(()),
+            Outcome::Conflict => Err(Error::internal("a batch without conditions conflicted")),
+        }
+    }
     /// Makes every applied batch durable (as far as the engine can).
     fn flush(&self) -> Result<(), Error>;
     /// The bytes the engine's files take on disk.
@@ -104,7 +134,8 @@ fn storage_error(e: sled::Error) -> Error {
     }
 }
 
-/// [`Storage`] on a sled 0.34 database.
+/// [`Storage`] on a sled 0.34 database. A clone is another handle on the same database.
+#[derive(Clone)]
 pub(crate) struct SledStorage {
     db: sled::Db,
     trees: [sled::Tree; 8],
@@ -160,7 +191,11 @@ impl SledStorage {
 
 impl Storage for SledStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        self.tree(tree).get(key).map_err(storage_error)
+        Ok(self
+            .tree(tree)
+            .get(key)
+            .map_err(storage_error)?
+            .map(|v| v.to_vec()))
     }
 
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
@@ -174,10 +209,11 @@ impl Storage for SledStorage {
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        // The entries share sled's buffers (no copy); a batch at a time bounds the memory.
+        // A batch at a time bounds the memory.
         let mut entries = Vec::with_capacity(batch.max(1));
         for entry in self.tree(tree).iter() {
-            entries.push(entry.map_err(storage_error)?);
+            let (k, v) = entry.map_err(storage_error)?;
+            entries.push((k.to_vec(), v.to_vec()));
             if entries.len() >= batch {
                 f(&entries)?;
                 entries.clear();
@@ -198,43 +234,60 @@ impl Storage for SledStorage {
         Ok(())
     }
 
-    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         // sled 0.34 panics on a transaction over no trees.
-        if ops.is_empty() {
-            return Ok(());
+        if ops.is_empty() && expects.is_empty() {
+            return Ok(Outcome::Applied);
         }
-        // One sled batch per touched tree, all applied in one transaction.
+        // One sled batch per touched tree, all applied in one transaction that first checks
+        // the expectations in it.
         let mut batches: Vec<(TreeName, sled::Batch)> = Vec::new();
+        let touched = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(t, ..) | Op::Remove(t, ..) => *t,
+            })
+            .chain(expects.iter().map(|e| e.tree));
+        for t in touched {
+            if !batches.iter().any(|(bt, _)| *bt == t) {
+                batches.push((t, sled::Batch::default()));
+            }
+        }
         for op in ops {
             let (Op::Put(t, ..) | Op::Remove(t, ..)) = op;
-            let batch = match batches.iter_mut().position(|(bt, _)| bt == t) {
-                Some(i) => batches.get_mut(i),
-                None => {
-                    batches.push((*t, sled::Batch::default()));
-                    batches.last_mut()
-                }
+            let Some((_, batch)) = batches.iter_mut().find(|(bt, _)| bt == t) else {
+                continue;
             };
-            let Some((_, batch)) = batch else { continue };
             match op {
                 Op::Put(_, k, v) => batch.insert(k.as_slice(), v.as_slice()),
                 Op::Remove(_, k) => batch.remove(k.as_slice()),
             }
         }
         let trees: Vec<&sled::Tree> = batches.iter().map(|(t, _)| self.tree(*t)).collect();
-        trees
-            .as_slice()
-            .transaction(|views| {
-                for (view, (_, batch)) in views.iter().zip(&batches) {
-                    view.apply_batch(batch)?;
+        let result = trees.as_slice().transaction(|views| {
+            for expect in expects {
+                let Some(view) = batches
+                    .iter()
+                    .position(|(t, _)| *t == expect.tree)
+                    .and_then(|i| views.get(i))
+                else {
+                    return Err(ConflictableTransactionError::Abort(()));
+                };
+                let now = view.get(expect.key.as_slice())?;
+                if now.as_deref() != expect.value.as_deref() {
+                    return Err(ConflictableTransactionError::Abort(()));
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => storage_error(e),
-                TransactionError::Abort(()) => Error::Storage {
-                    message: "transaction aborted".into(),
-                },
-            })
+            }
+            for (view, (_, batch)) in views.iter().zip(&batches) {
+                view.apply_batch(batch)?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(Outcome::Applied),
+            Err(TransactionError::Abort(())) => Ok(Outcome::Conflict),
+            Err(TransactionError::Storage(e)) => Err(storage_error(e)),
+        }
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -282,8 +335,64 @@ impl SledStorage {
     pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
         for (k, v) in entries {
-            batch.insert(k.clone(), v.clone());
+            batch.insert(k.as_slice(), v.as_slice());
         }
         self.tree(tree).apply_batch(batch).map_err(storage_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(t: TreeName, k: &[u8], v: &[u8]) -> Op {
+        Op::Put(t, k.to_vec(), v.to_vec())
+    }
+
+    fn expect(t: TreeName, k: &[u8], v: Option<&[u8]>) -> Expect {
+        Expect {
+            tree: t,
+            key: k.to_vec(),
+            value: v.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_only_when_every_expectation_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(tmp.path(), 1 << 20).unwrap();
+        s.apply(&[put(TreeName::Tokens, b"k", b"v1")]).unwrap();
+        let write = [
+            put(TreeName::Tokens, b"k", b"v2"),
+            put(TreeName::User, b"u", b"k"),
+        ];
+
+        // A stale value, an entry expected absent that exists, a present one expected
+        // absent in another tree: nothing applies.
+        for stale in [
+            expect(TreeName::Tokens, b"k", Some(b"v0")),
+            expect(TreeName::Tokens, b"k", None),
+            expect(TreeName::Tokens, b"other", Some(b"v1")),
+        ] {
+            let outcome = s.apply_if(&[expect(TreeName::User, b"u", None), stale], &write);
+            assert_eq!(outcome.unwrap(), Outcome::Conflict);
+            assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v1".to_vec()));
+            assert_eq!(s.get(TreeName::User, b"u").unwrap(), None);
+        }
+        // Every expectation holds, one in a tree the batch does not write.
+        s.apply(&[put(TreeName::Grant, b"g", b"x")]).unwrap();
+        let holds = [
+            expect(TreeName::Tokens, b"k", Some(b"v1")),
+            expect(TreeName::User, b"u", None),
+            expect(TreeName::Grant, b"g", Some(b"x")),
+        ];
+        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Applied);
+        assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(s.get(TreeName::User, b"u").unwrap(), Some(b"k".to_vec()));
+        // The same expectations are stale now.
+        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Conflict);
+        // Expectations alone (nothing to write) are checked too.
+        assert_eq!(s.apply_if(&holds[..1], &[]).unwrap(), Outcome::Conflict);
+        assert_eq!(s.apply_if(&[], &[]).unwrap(), Outcome::Applied);
     }
 }

@@ -131,7 +131,7 @@ impl Inner {
                 if tree == TreeName::Meta {
                     let kept: Vec<Entry> = batch
                         .iter()
-                        .filter(|(k, _)| k.as_ref() != COMPACTION_KEY)
+                        .filter(|(k, _)| k.as_slice() != COMPACTION_KEY)
                         .cloned()
                         .collect();
                     return fresh.load(tree, &kept);

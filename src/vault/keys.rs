@@ -5,11 +5,11 @@
 //! in the files; the KDF is never weakened unless the options allow it.
 
 use super::compaction::{compaction_op, read_compaction};
-use super::records::{id_op, seal_op};
+use super::records::{id_op, seal_op, View};
 use super::seals::seals_op;
 use super::HEADER_KEY;
 use super::{derive_keys, entry_key, lock, quarantine, KeyState, Vault};
-use crate::backend::{Op, TreeName};
+use crate::backend::{Op, Outcome, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
 use crate::crypto::random_bytes;
@@ -65,7 +65,12 @@ impl Vault {
     pub fn rotate_key(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
         let mut state = lock(&self.inner.key_state);
-        self.inner.rotate_locked(&mut state)
+        match self.inner.rotate_locked(&mut state)? {
+            Outcome::Applied => Ok(()),
+            Outcome::Conflict => Err(Error::Storage {
+                message: "another writer moved the seal counter meanwhile: try again".into(),
+            }),
+        }
     }
 
     /// Re-encrypts every token under a fresh data key and vault id, wrapped under
@@ -96,6 +101,7 @@ impl Vault {
             &data_key,
         )?;
         let new_keys = derive_keys(data_key, vault_id, 0);
+        let view = View::reading(inner);
         let mut ops = inner.remove_every_token(false)?;
         let mut seals = 0u64;
         for token in &tokens {
@@ -106,7 +112,7 @@ impl Vault {
             for index in Index::ALL {
                 if let Some(value) = index.field(token) {
                     // Keep exactly the entries that exist: the owner of a shared value stays.
-                    if inner.owner(index, value, id)? == Owner::This {
+                    if view.owner(index, value, id)? == Owner::This {
                         ops.push(Op::Put(
                             index.tree(),
                             entry_key(&new_keys, index, value)?.to_vec(),

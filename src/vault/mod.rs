@@ -19,6 +19,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 mod compaction;
 mod fs;
@@ -37,7 +38,7 @@ mod verify;
 pub use options::VaultOptions;
 pub use verify::{Problem, QuarantinedRecord, VerifyReport};
 
-use crate::backend::{Op, Storage};
+use crate::backend::{Expect, Op, Outcome, Storage};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
 use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
@@ -45,6 +46,7 @@ use crate::store::{self, Index, Records, Saved};
 use crate::{Error, OAuthToken, TokenStore};
 use fs::VaultLock;
 use generations::Generation;
+use records::View;
 
 /// The key of the header in the `meta` tree.
 pub(super) const HEADER_KEY: &[u8] = b"header";
@@ -250,7 +252,7 @@ impl Vault {
     /// As [`TokenStore::save_token`].
     pub fn upsert_token(&self, token: &mut OAuthToken) -> Result<Saved, Error> {
         let _writer = lock(&self.inner.writer);
-        store::save(&*self.inner, token)
+        self.inner.write(|view| store::save(view, token))
     }
 
     /// The vault's directory.
@@ -285,6 +287,23 @@ impl fmt::Debug for Vault {
     }
 }
 
+/// How many times a write is decided again after losing a race (see [`Inner::write`]).
+const WRITE_ATTEMPTS: u32 = 16;
+
+/// The pause after the `n`th lost race: up to 2^n ms (at most 256 ms), a random part of it,
+/// so that writers that collided do not collide again in step.
+fn back_off(n: u32) -> Result<(), Error> {
+    if n == 0 {
+        return Ok(());
+    }
+    let cap_us = 1000u64 << n.min(8);
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r)?;
+    let pause = u64::from_le_bytes(r) % cap_us;
+    std::thread::sleep(Duration::from_micros(pause));
+    Ok(())
+}
+
 /// Every key of a vault: the crypto's key hierarchy, with one index key per index.
 fn derive_keys(data_key: DataKey, vault_id: [u8; VAULT_ID_LEN], epoch: u32) -> VaultKeys {
     VaultKeys::derive(data_key, vault_id, epoch, Index::ALL.map(Index::key_label))
@@ -306,6 +325,35 @@ impl Inner {
         self.storage().apply(ops)
     }
 
+    /// Applies one all-or-nothing batch if its expectations hold, with no lookup in
+    /// between its reads.
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+        self.storage().apply_if(expects, ops)
+    }
+
+    /// Runs a read-decide-write until its commit applies: a commit that finds a value it
+    /// read changed meanwhile (another writer of the same storage won the race) writes
+    /// nothing, and the write is decided again from fresh reads, at most
+    /// [`WRITE_ATTEMPTS`] times, with a short randomised pause between attempts.
+    fn write<T>(&self, mut attempt: impl FnMut(&View<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        for n in 0..WRITE_ATTEMPTS {
+            let view = View::writing(self);
+            match attempt(&view) {
+                Err(_) if view.conflicted() => {
+                    self.reload_seals()?;
+                    back_off(n)?;
+                }
+                done => return done,
+            }
+        }
+        Err(Error::Storage {
+            message: format!(
+                "gave up after {WRITE_ATTEMPTS} attempts: other writers kept changing the same tokens"
+            ),
+        })
+    }
+
     fn after_write(&self) -> Result<(), Error> {
         if self.options.durable {
             self.storage().flush()?;
@@ -316,7 +364,7 @@ impl Inner {
 
 impl TokenStore for Vault {
     fn find_token(&self, token: &OAuthToken) -> Result<Option<OAuthToken>, Error> {
-        store::find(&*self.inner, token)
+        store::find(&View::reading(&self.inner), token)
     }
 
     fn save_token(&self, token: &mut OAuthToken) -> Result<(), Error> {
@@ -325,7 +373,7 @@ impl TokenStore for Vault {
 
     fn delete_token(&self, id: &str) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        store::delete(&*self.inner, id)
+        self.inner.write(|view| store::delete(view, id))
     }
 
     fn get_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
@@ -340,6 +388,6 @@ impl TokenStore for Vault {
     }
 
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>, Error> {
-        self.inner.record(id)
+        View::reading(&self.inner).record(id)
     }
 }

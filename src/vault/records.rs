@@ -5,10 +5,12 @@
 //! slot it was read from; every index hit is decrypted and compared with the queried value
 //! in constant time; a commit is one all-or-nothing batch.
 
+use std::cell::{Cell, RefCell};
+
 use subtle::ConstantTimeEq;
 
 use super::{entry_key, lock, Inner, MIN_OPEN_CHUNK, OPEN_BATCH, OPEN_THREADS};
-use crate::backend::{Entry, Op, TreeName};
+use crate::backend::{Bytes, Entry, Expect, Op, Outcome, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::crypto::{fresh_nonce, seal};
 use crate::store::{Change, Index, Owner, Records};
@@ -96,14 +98,6 @@ pub(super) fn seal_op(keys: &VaultKeys, epoch: u32, token: &OAuthToken) -> Resul
 }
 
 impl Inner {
-    /// Opens and decodes the record stored at `slot`, if any.
-    pub(super) fn open_slot(&self, keys: &VaultKeys, slot: &[u8]) -> Result<Option<OAuthToken>, Error> {
-        let Some(sealed) = self.storage().get(TreeName::Tokens, slot)? else {
-            return Ok(None);
-        };
-        Ok(Some(open_sealed(keys, slot, &sealed)?))
-    }
-
     /// Refuses a header that unlocks but belongs to another vault (the same passphrase,
     /// transplanted with its `meta` tree) at open rather than at the first lookup: the
     /// records are tried in key order until one opens. A vault with records of which none
@@ -194,14 +188,81 @@ impl Inner {
     }
 }
 
-impl Records for Inner {
+/// The records as one operation sees them. A writer's view remembers every value its
+/// decision rests on (the record by id, each index entry's owner), and its commit applies
+/// only if each still holds: a writer that lost a race to another gets a conflict, re-reads
+/// and decides again ([`Inner::write`]). A reader's view remembers nothing.
+pub(super) struct View<'a> {
+    inner: &'a Inner,
+    reads: Option<RefCell<Vec<Expect>>>,
+    conflicted: Cell<bool>,
+}
+
+impl<'a> View<'a> {
+    /// A lookup's view.
+    pub(super) fn reading(inner: &'a Inner) -> Self {
+        View {
+            inner,
+            reads: None,
+            conflicted: Cell::new(false),
+        }
+    }
+
+    /// A read-decide-write's view.
+    pub(super) fn writing(inner: &'a Inner) -> Self {
+        View {
+            inner,
+            reads: Some(RefCell::new(Vec::new())),
+            conflicted: Cell::new(false),
+        }
+    }
+
+    /// Whether the commit found a value read meanwhile changed (nothing was written).
+    pub(super) fn conflicted(&self) -> bool {
+        self.conflicted.get()
+    }
+
+    /// Reads `key` of `tree`; a writer's view remembers what it saw.
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        let value = self.inner.storage().get(tree, key)?;
+        if let Some(reads) = &self.reads {
+            let mut reads = reads.borrow_mut();
+            if !reads.iter().any(|r| r.tree == tree && r.key == key) {
+                reads.push(Expect {
+                    tree,
+                    key: key.to_vec(),
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(value)
+    }
+
+    /// Opens and decodes the record stored at `slot`, if any.
+    fn open_slot(&self, keys: &VaultKeys, slot: &[u8]) -> Result<Option<OAuthToken>, Error> {
+        let Some(sealed) = self.get(TreeName::Tokens, slot)? else {
+            return Ok(None);
+        };
+        Ok(Some(open_sealed(keys, slot, &sealed)?))
+    }
+
+    /// The conflict a commit reports: nothing written, the caller decides again.
+    fn conflict(&self) -> Error {
+        self.conflicted.set(true);
+        Error::Storage {
+            message: "the vault changed while this write was decided".into(),
+        }
+    }
+}
+
+impl Records for View<'_> {
     fn record(&self, id: &str) -> Result<Option<OAuthToken>, Error> {
         if id.is_empty() {
             return Ok(None);
         }
-        let keys = self.keys();
+        let keys = self.inner.keys();
         let slot = keys.slot(id);
-        let Some(sealed) = self.storage().get(TreeName::Tokens, &slot)? else {
+        let Some(sealed) = self.get(TreeName::Tokens, &slot)? else {
             return Ok(None);
         };
         // The slot is this id's, so the record must carry this id: comparing the ids is
@@ -219,12 +280,10 @@ impl Records for Inner {
     }
 
     fn indexed(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
-        let keys = self.keys();
-        let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = self
-            .storage()
-            .get(index.tree(), &entry_key(&keys, index, value)?)?
-        else {
+        let inner = self.inner;
+        let keys = inner.keys();
+        let _gate = inner.commit_gate.read().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = self.get(index.tree(), &entry_key(&keys, index, value)?)? else {
             return Ok(None);
         };
         if slot.len() != MAC_LEN {
@@ -232,7 +291,7 @@ impl Records for Inner {
         }
         let Some(token) = self
             .open_slot(&keys, &slot)
-            .map_err(|e| self.damaged(&keys, &slot, e))?
+            .map_err(|e| inner.damaged(&keys, &slot, e))?
         else {
             return Err(Error::corrupted("index entry: points at no record"));
         };
@@ -247,21 +306,17 @@ impl Records for Inner {
     }
 
     fn owner(&self, index: Index, value: &str, id: &str) -> Result<Owner, Error> {
-        let keys = self.keys();
-        Ok(
-            match self
-                .storage()
-                .get(index.tree(), &entry_key(&keys, index, value)?)?
-            {
-                None => Owner::Absent,
-                Some(slot) if slot == keys.slot(id) => Owner::This,
-                Some(_) => Owner::Other,
-            },
-        )
+        let keys = self.inner.keys();
+        Ok(match self.get(index.tree(), &entry_key(&keys, index, value)?)? {
+            None => Owner::Absent,
+            Some(slot) if slot == keys.slot(id) => Owner::This,
+            Some(_) => Owner::Other,
+        })
     }
 
     fn commit(&self, changes: &[Change<'_>]) -> Result<(), Error> {
-        let mut state = lock(&self.key_state);
+        let inner = self.inner;
+        let mut state = lock(&inner.key_state);
         // A new record is sealed twice: the token, and its id in `idx.id`.
         let seals = changes
             .iter()
@@ -271,8 +326,10 @@ impl Records for Inner {
                 _ => 0,
             })
             .sum::<u64>();
-        self.make_room_for_seals(&mut state, seals)?;
-        let keys = self.keys();
+        if inner.make_room_for_seals(&mut state, seals)? == Outcome::Conflict {
+            return Err(self.conflict());
+        }
+        let keys = inner.keys();
         let mut ops = Vec::with_capacity(changes.len() + 2);
         for change in changes {
             let op = match change {
@@ -297,11 +354,17 @@ impl Records for Inner {
             };
             ops.push(op);
         }
-        let counted = self.count_seals(&state, &keys, seals, &mut ops);
+        let mut expects = match &self.reads {
+            Some(reads) => reads.borrow().clone(),
+            None => Vec::new(),
+        };
+        let counted = inner.count_seals(&state, &keys, seals, &mut ops, &mut expects);
         drop(keys);
-        self.apply(&ops)?;
+        if inner.apply_if(&expects, &ops)? == Outcome::Conflict {
+            return Err(self.conflict());
+        }
         counted.record(&mut state);
         drop(state);
-        self.after_write()
+        inner.after_write()
     }
 }

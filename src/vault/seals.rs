@@ -5,7 +5,7 @@
 //! batch that seals past the reservation carries the new bound in the same transaction.
 
 use super::{Inner, KeyState, HEADER_KEY};
-use crate::backend::{Op, Storage, TreeName};
+use crate::backend::{Expect, Op, Outcome, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::Error;
@@ -20,12 +20,32 @@ pub(super) const SEAL_RESERVE: u64 = 1024;
 
 /// The seal counter as stored: `epoch(4) || seals(8) || MAC(meta key, "seals", both)`.
 pub(super) fn seals_op(keys: &VaultKeys, epoch: u32, seals: u64) -> Op {
+    Op::Put(
+        TreeName::Meta,
+        SEALS_KEY.to_vec(),
+        seals_value(keys, epoch, seals),
+    )
+}
+
+fn seals_value(keys: &VaultKeys, epoch: u32, seals: u64) -> Vec<u8> {
     let mut value = Vec::with_capacity(4 + 8 + MAC_LEN);
     value.extend_from_slice(&epoch.to_be_bytes());
     value.extend_from_slice(&seals.to_be_bytes());
     let tag = keys.meta_mac(SEALS_KEY, &value);
     value.extend_from_slice(&tag);
-    Op::Put(TreeName::Meta, SEALS_KEY.to_vec(), value)
+    value
+}
+
+/// What a batch that writes the seal counter expects of it: the value this process last
+/// knew (the counter's MAC is deterministic, so the value is rebuilt from epoch and
+/// bound). Another writer that reserved seals meanwhile makes the batch conflict, so no
+/// two writers ever count the same seals.
+pub(super) fn seals_expect(keys: &VaultKeys, epoch: u32, seals: u64) -> Expect {
+    Expect {
+        tree: TreeName::Meta,
+        key: SEALS_KEY.to_vec(),
+        value: Some(seals_value(keys, epoch, seals)),
+    }
 }
 
 /// Reads and authenticates the seal counter of the header's epoch.
@@ -67,9 +87,22 @@ impl SealCount {
 impl Inner {
     /// Moves to a new key epoch first if `seals` more would exceed the current key's budget.
     /// The caller holds the writer and key-state locks and seals only after this.
-    pub(super) fn make_room_for_seals(&self, state: &mut KeyState, seals: u64) -> Result<(), Error> {
+    pub(super) fn make_room_for_seals(&self, state: &mut KeyState, seals: u64) -> Result<Outcome, Error> {
         if seals > 0 && state.seals.saturating_add(seals) > self.options.seals_per_key {
-            self.rotate_locked(state)?;
+            return self.rotate_locked(state);
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// After a batch conflicted: takes up the seal counter as stored, since another writer
+    /// may have reserved seals meanwhile; this writer's next seals count from there.
+    pub(super) fn reload_seals(&self) -> Result<(), Error> {
+        let mut state = super::lock(&self.key_state);
+        let keys = self.keys();
+        let stored = read_seals(&*self.storage(), &keys, state.header.epoch)?;
+        if stored > state.reserved {
+            state.seals = stored;
+            state.reserved = stored;
         }
         Ok(())
     }
@@ -83,6 +116,7 @@ impl Inner {
         keys: &VaultKeys,
         seals: u64,
         ops: &mut Vec<Op>,
+        expects: &mut Vec<Expect>,
     ) -> SealCount {
         let total = state.seals + seals;
         let reserved = if total > state.reserved {
@@ -90,6 +124,7 @@ impl Inner {
                 .saturating_add(SEAL_RESERVE)
                 .min(self.options.seals_per_key)
                 .max(total);
+            expects.push(seals_expect(keys, state.header.epoch, state.reserved));
             ops.push(seals_op(keys, state.header.epoch, bound));
             bound
         } else {
@@ -99,7 +134,8 @@ impl Inner {
     }
 
     /// Moves to the next record-key epoch. The caller holds the writer and key-state locks.
-    pub(super) fn rotate_locked(&self, state: &mut KeyState) -> Result<(), Error> {
+    /// `Conflict` (nothing changed) when another writer moved the seal counter meanwhile.
+    pub(super) fn rotate_locked(&self, state: &mut KeyState) -> Result<Outcome, Error> {
         let epoch = state
             .header
             .epoch
@@ -118,7 +154,10 @@ impl Inner {
             Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
             seals_op(&keys, epoch, 0),
         ];
-        self.apply(&ops)?;
+        let expects = [seals_expect(&keys, state.header.epoch, state.reserved)];
+        if self.apply_if(&expects, &ops)? == Outcome::Conflict {
+            return Ok(Outcome::Conflict);
+        }
         // Applied is committed (a later flush persists it): the state follows the storage
         // even if this flush fails, and the new key exists only once its header does.
         keys.extend_epochs(epoch);
@@ -126,6 +165,7 @@ impl Inner {
         state.seals = 0;
         state.reserved = 0;
         drop(keys);
-        self.storage().flush()
+        self.storage().flush()?;
+        Ok(Outcome::Applied)
     }
 }

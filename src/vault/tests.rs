@@ -88,7 +88,9 @@ mod faults {
     use std::sync::Arc;
 
     use super::super::VaultOptions;
-    use crate::backend::{BatchVisitor, Bytes, EntryVisitor, Op, SledStorage, Storage, TreeName};
+    use crate::backend::{
+        BatchVisitor, Bytes, EntryVisitor, Expect, Op, Outcome, SledStorage, Storage, TreeName,
+    };
     use crate::{Error, KdfParams, OAuthToken, TokenStore};
 
     struct FullDisk {
@@ -114,14 +116,14 @@ mod faults {
         ) -> Result<(), Error> {
             self.inner.for_each_batch(tree, batch, f)
         }
-        fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+        fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
             if self.full.load(Ordering::SeqCst) {
                 return Err(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
                     "no space left",
                 )));
             }
-            self.inner.apply(ops)
+            self.inner.apply_if(expects, ops)
         }
         fn size_on_disk(&self) -> Result<u64, Error> {
             self.inner.size_on_disk()
@@ -183,5 +185,221 @@ mod faults {
         // The failed passphrase change left the old passphrase in place.
         let v = options.open(&path, "p").unwrap();
         assert_eq!(v.get_tokens().unwrap().len(), 4);
+    }
+}
+
+mod races {
+    //! Another writer of the same storage (a second server on a shared engine) changes a
+    //! value a save read, between its reads and its commit: the commit must not apply; the
+    //! save decides again from fresh reads, and gives up, changing nothing, when it keeps
+    //! losing.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::super::VaultOptions;
+    use crate::backend::{
+        BatchVisitor, Bytes, EntryVisitor, Expect, Op, Outcome, SledStorage, Storage, TreeName,
+    };
+    use crate::{Error, KdfParams, OAuthToken, TokenStore};
+
+    type Hook = Box<dyn FnMut(&SledStorage) + Send>;
+
+    /// Runs `hook` (the rival writer) just before each conditional batch applies.
+    struct Rival {
+        inner: SledStorage,
+        hook: Arc<Mutex<Option<Hook>>>,
+        conflicts: Arc<AtomicUsize>,
+    }
+
+    impl Storage for Rival {
+        fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+            self.inner.get(tree, key)
+        }
+        fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+            self.inner.any(tree, f)
+        }
+        fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+            self.inner.for_each(tree, f)
+        }
+        fn for_each_batch(
+            &self,
+            tree: TreeName,
+            batch: usize,
+            f: &mut BatchVisitor<'_>,
+        ) -> Result<(), Error> {
+            self.inner.for_each_batch(tree, batch, f)
+        }
+        fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+            if !expects.is_empty() {
+                if let Some(hook) = self.hook.lock().unwrap().as_mut() {
+                    hook(&self.inner);
+                }
+            }
+            let outcome = self.inner.apply_if(expects, ops)?;
+            if outcome == Outcome::Conflict {
+                self.conflicts.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(outcome)
+        }
+        fn size_on_disk(&self) -> Result<u64, Error> {
+            self.inner.size_on_disk()
+        }
+        fn flush(&self) -> Result<(), Error> {
+            self.inner.flush()
+        }
+    }
+
+    /// Every entry of every tree but `meta` (whose seal counter the process keeps track of).
+    fn snapshot(s: &SledStorage) -> Vec<(TreeName, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for tree in TreeName::ALL.into_iter().filter(|t| *t != TreeName::Meta) {
+            s.for_each(tree, &mut |k, v| {
+                out.push((tree, k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    /// Makes the trees but `meta` hold exactly `snap`, as a rival writer would.
+    fn install(s: &SledStorage, snap: &[(TreeName, Vec<u8>, Vec<u8>)]) {
+        let mut ops: Vec<Op> = snapshot(s)
+            .into_iter()
+            .map(|(t, k, _)| Op::Remove(t, k))
+            .collect();
+        ops.extend(snap.iter().map(|(t, k, v)| Op::Put(*t, k.clone(), v.clone())));
+        s.apply(&ops).unwrap();
+    }
+
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        vault: crate::Vault,
+        raw: SledStorage,
+        hook: Arc<Mutex<Option<Hook>>>,
+        conflicts: Arc<AtomicUsize>,
+        /// alice with access token a1, and after her update to a2.
+        before: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
+        after: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
+    }
+
+    fn alice(access: &str) -> OAuthToken {
+        OAuthToken::default()
+            .with_user_name("alice")
+            .with_access_token(access)
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+        drop(options.create(&path, "p").unwrap());
+        let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(None));
+        let conflicts = Arc::new(AtomicUsize::new(0));
+        let raw = Arc::new(Mutex::new(None));
+        let (h, c, r) = (hook.clone(), conflicts.clone(), raw.clone());
+        let vault = options
+            .open_with(&path, "p", move |inner: SledStorage| {
+                *r.lock().unwrap() = Some(inner.clone());
+                Rival {
+                    inner,
+                    hook: h,
+                    conflicts: c,
+                }
+            })
+            .unwrap();
+        let raw = raw.lock().unwrap().take().unwrap();
+        vault.save_token(&mut alice("a1")).unwrap();
+        let before = snapshot(&raw);
+        vault.save_token(&mut alice("a2")).unwrap();
+        let after = snapshot(&raw);
+        assert_ne!(before, after);
+        Setup {
+            _tmp: tmp,
+            vault,
+            raw,
+            hook,
+            conflicts,
+            before,
+            after,
+        }
+    }
+
+    fn find_access(v: &crate::Vault, access: &str) -> Option<OAuthToken> {
+        v.find_token(&OAuthToken::default().with_access_token(access))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_save_that_lost_a_race_decides_again_from_what_the_winner_wrote() {
+        let s = setup();
+        // The vault holds alice at a1; a rival moves her to a2 after this save read her.
+        install(&s.raw, &s.before);
+        let after = s.after.clone();
+        let mut once = Some(());
+        *s.hook.lock().unwrap() = Some(Box::new(move |raw| {
+            if once.take().is_some() {
+                install(raw, &after);
+            }
+        }));
+        let mut update = alice("a3").with_refresh_token("r3");
+        s.vault.save_token(&mut update).unwrap();
+        assert_eq!(s.conflicts.load(Ordering::SeqCst), 1);
+        // Decided from a2: a2's access entry went with it, nothing dangles.
+        let tokens = s.vault.get_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].access_token(), Some("a3"));
+        assert_eq!(tokens[0].refresh_token(), Some("r3"));
+        assert_eq!(find_access(&s.vault, "a3"), Some(update));
+        assert_eq!(find_access(&s.vault, "a2"), None);
+        assert_eq!(find_access(&s.vault, "a1"), None);
+        let report = s.vault.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+    }
+
+    #[test]
+    fn a_save_that_keeps_losing_gives_up_and_writes_nothing() {
+        let s = setup();
+        let (before, after) = (s.before.clone(), s.after.clone());
+        let mut flip = false;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        *s.hook.lock().unwrap() = Some(Box::new(move |raw| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            install(raw, if flip { &after } else { &before });
+            flip = !flip;
+        }));
+        let err = s.vault.save_token(&mut alice("a4")).unwrap_err();
+        assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+        assert!(err.to_string().contains("gave up"), "{err}");
+        let attempts = calls.load(Ordering::SeqCst);
+        assert_eq!(attempts, super::super::WRITE_ATTEMPTS as usize);
+        assert_eq!(s.conflicts.load(Ordering::SeqCst), attempts);
+        assert_eq!(find_access(&s.vault, "a4"), None);
+        *s.hook.lock().unwrap() = None;
+        // Unhindered, the same save goes through.
+        s.vault.save_token(&mut alice("a4")).unwrap();
+        assert_eq!(find_access(&s.vault, "a4").unwrap().access_token(), Some("a4"));
+        assert!(s.vault.verify().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_delete_that_lost_a_race_removes_what_the_winner_wrote() {
+        let s = setup();
+        install(&s.raw, &s.before);
+        let after = s.after.clone();
+        let mut once = Some(());
+        *s.hook.lock().unwrap() = Some(Box::new(move |raw| {
+            if once.take().is_some() {
+                install(raw, &after);
+            }
+        }));
+        let id = find_access(&s.vault, "a1").unwrap().id().unwrap().to_owned();
+        s.vault.delete_token(&id).unwrap();
+        assert_eq!(s.conflicts.load(Ordering::SeqCst), 1);
+        assert!(s.vault.get_tokens().unwrap().is_empty());
+        // a2's entry, written by the rival, went with the token.
+        let report = s.vault.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use super::quarantine::{self, Entry};
 use super::records::{hex_prefix, id_op, open_id, open_sealed};
 use super::{entry_key, lock, KeyState, Vault};
-use crate::backend::{Op, TreeName};
+use crate::backend::{Op, Outcome, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
 use crate::{Error, OAuthToken};
@@ -189,7 +189,9 @@ impl Vault {
         let mut state = lock(&inner.key_state);
         let mut survey = self.survey(Some(&state))?;
         if inner.options.seals_per_key.saturating_sub(state.seals) < survey.seals {
-            inner.make_room_for_seals(&mut state, survey.seals)?;
+            if inner.make_room_for_seals(&mut state, survey.seals)? == Outcome::Conflict {
+                return Err(changed_meanwhile());
+            }
             survey = self.survey(Some(&state))?;
         }
         let mut set_aside = Vec::new();
@@ -202,9 +204,12 @@ impl Vault {
             }
         }
         let keys = inner.keys();
-        let counted = inner.count_seals(&state, &keys, survey.seals, &mut survey.fixes);
+        let mut expects = Vec::new();
+        let counted = inner.count_seals(&state, &keys, survey.seals, &mut survey.fixes, &mut expects);
         drop(keys);
-        inner.apply(&survey.fixes)?;
+        if inner.apply_if(&expects, &survey.fixes)? == Outcome::Conflict {
+            return Err(changed_meanwhile());
+        }
         counted.record(&mut state);
         inner.storage().flush()?;
         let mut report = self.survey(None)?.report;
@@ -385,5 +390,13 @@ impl Vault {
             }
         }
         Ok(Survey { report, fixes, seals })
+    }
+}
+
+/// A repair that found the seal counter moved by another writer: nothing was changed.
+fn changed_meanwhile() -> Error {
+    Error::Storage {
+        message: "another writer changed the vault during repair (nothing was changed): run repair again"
+            .into(),
     }
 }
