@@ -41,6 +41,7 @@ mod store;
 mod token;
 mod vault;
 
+pub use backend::Engine;
 pub use crypto::KdfParams;
 pub use error::Error;
 pub use memory::MemoryStore;

@@ -1,5 +1,5 @@
 //! The docs/design.md section 3 semantics, checked against `Vault` (the same suite as
-//! `MemoryStore`), on a fresh vault in a temporary directory per test.
+//! `MemoryStore`), on a fresh vault in a temporary directory per test, on each engine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,4 +16,19 @@ mod common {
     pub(crate) mod vaults;
 }
 
-conformance_suite!(common::vaults::fresh_vault());
+/// The suite on sled.
+mod sled {
+    conformance_suite!(crate::common::vaults::on(
+        tokenvault::Engine::Sled,
+        crate::common::vaults::fresh_vault
+    ));
+}
+
+/// The suite on redb.
+#[cfg(feature = "redb")]
+mod redb {
+    conformance_suite!(crate::common::vaults::on(
+        tokenvault::Engine::Redb,
+        crate::common::vaults::fresh_vault
+    ));
+}

@@ -17,13 +17,20 @@ mod common {
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use tokenvault::Vault;
+use tokenvault::{Engine, Vault};
 
-/// One vault for every case (the model check empties the store first), so the cases pay
-/// for the KDF and sled's start-up once.
-fn shared_vault() -> &'static Vault {
-    static VAULT: OnceLock<(Vault, tempfile::TempDir)> = OnceLock::new();
-    &VAULT.get_or_init(common::vaults::fresh_vault).0
+/// One vault per engine for every case (the model check empties the store first), so the
+/// cases pay for the KDF and the engine's start-up once.
+fn shared_vault(engine: Engine) -> &'static Vault {
+    static SLED: OnceLock<(Vault, tempfile::TempDir)> = OnceLock::new();
+    static REDB: OnceLock<(Vault, tempfile::TempDir)> = OnceLock::new();
+    let cell = match engine {
+        Engine::Redb => &REDB,
+        _ => &SLED,
+    };
+    &cell
+        .get_or_init(|| common::vaults::on(engine, common::vaults::fresh_vault))
+        .0
 }
 
 proptest! {
@@ -36,6 +43,12 @@ proptest! {
 
     #[test]
     fn vault_behaves_like_the_model(ops in common::model::ops()) {
-        common::model::check_against_model(shared_vault(), &ops);
+        common::model::check_against_model(shared_vault(Engine::Sled), &ops);
+    }
+
+    #[test]
+    #[cfg(feature = "redb")]
+    fn redb_vault_behaves_like_the_model(ops in common::model::ops()) {
+        common::model::check_against_model(shared_vault(Engine::Redb), &ops);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::fs::{create_private_dir, restrict_files};
 use super::generations::{self, Generation};
 use super::{lock, Inner, Vault};
-use crate::backend::{Entry, Op, SledStorage, Storage, TreeName};
+use crate::backend::{Entry, LocalStorage, Op, Storage, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::Error;
 
@@ -124,7 +124,8 @@ impl Inner {
             fs::remove_dir_all(&new_dir)?;
         }
         create_private_dir(&new_dir)?;
-        let fresh = SledStorage::open(&new_dir, self.options.cache_capacity)?;
+        // The engine of the live generation; the copy is loaded buffered and flushed below.
+        let fresh = LocalStorage::open(self.engine, &new_dir, self.options.local_config())?;
         let old = self.storage();
         for tree in TreeName::ALL {
             old.for_each_batch(tree, COPY_BATCH, &mut |batch| {

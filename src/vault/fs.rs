@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::lock;
-use crate::backend::SledStorage;
+use crate::backend::LocalStorage;
 use crate::Error;
 
 /// The lock file every open vault holds.
@@ -35,7 +35,7 @@ impl Drop for VaultLock {
     fn drop(&mut self) {
         // The engine may hold its files a moment after it is dropped: release our lock only
         // once it let go, so that a reopen right after the drop succeeds.
-        SledStorage::wait_until_released(&lock(&self.db_dir), Duration::from_secs(5));
+        LocalStorage::wait_until_released(&lock(&self.db_dir), Duration::from_secs(5));
         let _ = self.file.unlock();
     }
 }

@@ -15,7 +15,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::backend::SledStorage;
+use crate::backend::{Engine, SledStorage};
 use crate::Error;
 
 /// The pointer to the live generation.
@@ -87,7 +87,7 @@ pub(super) fn parse_pointer(bytes: &[u8]) -> Result<u64, Error> {
 
 /// Whether `dir` holds a database.
 fn holds_database(dir: &Path) -> bool {
-    SledStorage::exists_in(dir)
+    Engine::in_dir(dir).is_some()
 }
 
 /// The live generation of the vault directory `dir`: `None` when it holds no database

@@ -38,7 +38,7 @@ mod verify;
 pub use options::VaultOptions;
 pub use verify::{Problem, QuarantinedRecord, VerifyReport};
 
-use crate::backend::{Expect, Op, Outcome, Storage};
+use crate::backend::{Engine, Expect, Op, Outcome, Storage};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::{KdfParams, PassphraseKey};
 use crate::crypto::keys::{DataKey, VaultKeys, MAC_LEN, VAULT_ID_LEN};
@@ -143,6 +143,8 @@ struct Inner {
     storage: RwLock<Arc<dyn Storage>>,
     /// Which generation `storage` is.
     generation: Mutex<Generation>,
+    /// The engine that writes the vault's files.
+    engine: Engine,
     keys: RwLock<VaultKeys>,
     key_state: Mutex<KeyState>,
     /// Lookups that read an index entry and then its record hold this shared; commits hold
@@ -206,6 +208,7 @@ impl Vault {
         dir: &Path,
         options: VaultOptions,
         storage: impl Storage + 'static,
+        engine: Engine,
         lock: VaultLock,
         generation: Generation,
         header: Header,
@@ -217,6 +220,7 @@ impl Vault {
             inner: Arc::new(Inner {
                 storage: RwLock::new(Arc::new(storage)),
                 generation: Mutex::new(generation),
+                engine,
                 keys: RwLock::new(keys),
                 key_state: Mutex::new(KeyState {
                     header,
@@ -260,6 +264,11 @@ impl Vault {
         &self.inner.dir
     }
 
+    /// The storage engine that writes the vault's files.
+    pub fn engine(&self) -> Engine {
+        self.inner.engine
+    }
+
     /// The Argon2id parameters the vault's header holds now (what a passphrase guess
     /// against a copy of the vault costs).
     pub fn kdf_params(&self) -> KdfParams {
@@ -282,6 +291,7 @@ impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("path", &self.inner.dir)
+            .field("engine", &self.inner.engine)
             .field("durable", &self.inner.options.durable)
             .finish_non_exhaustive()
     }

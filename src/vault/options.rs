@@ -12,7 +12,7 @@ use super::fs::{create_private_dir, lock_vault, restrict_dir, restrict_files, LO
 use super::generations::{self, Generation};
 use super::seals::{read_seals, seals_op};
 use super::{derive_keys, Vault, HEADER_KEY};
-use crate::backend::{Op, SledStorage, Storage, TreeName};
+use crate::backend::{Engine, LocalConfig, LocalStorage, Op, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
@@ -41,6 +41,7 @@ pub struct VaultOptions {
     pub(super) cache_capacity: u64,
     pub(super) seals_per_key: u64,
     pub(super) auto_compact: bool,
+    pub(super) engine: Engine,
 }
 
 impl Default for VaultOptions {
@@ -53,6 +54,7 @@ impl Default for VaultOptions {
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
             seals_per_key: Self::DEFAULT_SEALS_PER_KEY,
             auto_compact: true,
+            engine: Engine::Sled,
         }
     }
 }
@@ -189,6 +191,38 @@ impl VaultOptions {
         self
     }
 
+    /// The storage engine `create` writes the vault with (default [`Engine::Sled`]). `open`
+    /// ignores it: a vault is opened with the engine that wrote it, recognised from its
+    /// files. [`Engine::Redb`] needs the feature `redb`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "redb")] {
+    /// use tokenvault::{Engine, KdfParams, VaultOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+    /// let vault = options.clone().engine(Engine::Redb).create(dir.path().join("v"), "pass")?;
+    /// assert_eq!(vault.engine(), Engine::Redb);
+    /// drop(vault);
+    /// // Opened with the default options (which name sled), it is still a redb vault.
+    /// assert_eq!(options.open(dir.path().join("v"), "pass")?.engine(), Engine::Redb);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// How the local engine is opened.
+    pub(super) fn local_config(&self) -> LocalConfig {
+        LocalConfig {
+            cache_capacity: self.cache_capacity,
+            durable: self.durable,
+        }
+    }
+
     /// Creates a new vault at `dir` (missing parents are created).
     ///
     /// # Errors
@@ -210,7 +244,7 @@ impl VaultOptions {
         let gen_dir = generation.dir(dir);
         create_private_dir(&gen_dir)?;
         lock.watch(&gen_dir);
-        let storage = SledStorage::open(&gen_dir, self.cache_capacity)?;
+        let storage = LocalStorage::open(self.engine, &gen_dir, self.local_config())?;
         if storage.get(TreeName::Meta, HEADER_KEY)?.is_some() {
             return Err(Error::VaultExists);
         }
@@ -233,10 +267,12 @@ impl VaultOptions {
             return Err(Error::corrupted("a new vault starts at generation 1"));
         };
         generations::switch(dir, n)?;
+        let engine = storage.engine();
         Ok(Vault::assemble(
             dir,
             self.clone(),
             storage,
+            engine,
             lock,
             generation,
             header,
@@ -264,7 +300,7 @@ impl VaultOptions {
         &self,
         dir: &Path,
         passphrase: &str,
-        wrap: impl FnOnce(SledStorage) -> S,
+        wrap: impl FnOnce(LocalStorage) -> S,
     ) -> Result<Vault, Error> {
         self.kdf.validate()?;
         if !dir.is_dir() || generations::live(dir).ok() == Some(None) {
@@ -277,9 +313,16 @@ impl VaultOptions {
         // Checked again under the lock: a compaction may have switched generations.
         let generation = generations::live(dir)?.ok_or(Error::VaultNotFound)?;
         lock.watch(&generation.dir(dir));
-        let storage = SledStorage::open(&generation.dir(dir), self.cache_capacity)?;
-        let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
-            drop(storage);
+        let gen_dir = generation.dir(dir);
+        let storage = match Engine::in_dir(&gen_dir) {
+            Some(engine) => Some(LocalStorage::open(engine, &gen_dir, self.local_config())?),
+            None => None,
+        };
+        let header = match &storage {
+            Some(storage) => storage.get(TreeName::Meta, HEADER_KEY)?,
+            None => None,
+        };
+        let (Some(storage), Some(bytes)) = (storage, header) else {
             drop(lock);
             if was_vault {
                 return Err(Error::corrupted(
@@ -323,10 +366,12 @@ impl VaultOptions {
         }
         restrict_dir(dir)?;
         restrict_files(dir)?;
+        let engine = storage.engine();
         let vault = Vault::assemble(
             dir,
             self.clone(),
             wrap(storage),
+            engine,
             lock,
             generation,
             header,

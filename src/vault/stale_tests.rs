@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::generations;
 use super::{derive_keys, VaultOptions, HEADER_KEY};
-use crate::backend::{SledStorage, Storage, TreeName};
+use crate::backend::{Engine, LocalConfig, LocalStorage, Storage, TreeName};
 use crate::crypto::header::Header;
 use crate::crypto::keys::VaultKeys;
 use crate::crypto::seal::{self, RECORD_VERSION};
@@ -97,7 +97,12 @@ fn token(n: u32) -> OAuthToken {
 /// The keys of the vault at `dir` (closed), from its live header.
 fn keys_of(dir: &Path, passphrase: &str) -> VaultKeys {
     let gen = generations::live(dir).unwrap().unwrap();
-    let storage = SledStorage::open(&gen.dir(dir), 1 << 20).unwrap();
+    let config = LocalConfig {
+        cache_capacity: 1 << 20,
+        durable: false,
+    };
+    let engine = Engine::in_dir(&gen.dir(dir)).unwrap();
+    let storage = LocalStorage::open(engine, &gen.dir(dir), config).unwrap();
     let header = Header::parse(&storage.get(TreeName::Meta, HEADER_KEY).unwrap().unwrap()).unwrap();
     let (data_key, _) = header.unlock(passphrase.as_bytes()).unwrap();
     derive_keys(data_key, header.vault_id, header.epoch)

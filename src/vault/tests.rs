@@ -89,12 +89,12 @@ mod faults {
 
     use super::super::VaultOptions;
     use crate::backend::{
-        BatchVisitor, Bytes, EntryVisitor, Expect, Op, Outcome, SledStorage, Storage, TreeName,
+        BatchVisitor, Bytes, EntryVisitor, Expect, LocalStorage, Op, Outcome, Storage, TreeName,
     };
     use crate::{Error, KdfParams, OAuthToken, TokenStore};
 
     struct FullDisk {
-        inner: SledStorage,
+        inner: LocalStorage,
         full: Arc<AtomicBool>,
     }
 
@@ -198,15 +198,15 @@ mod races {
 
     use super::super::VaultOptions;
     use crate::backend::{
-        BatchVisitor, Bytes, EntryVisitor, Expect, Op, Outcome, SledStorage, Storage, TreeName,
+        BatchVisitor, Bytes, EntryVisitor, Expect, LocalStorage, Op, Outcome, Storage, TreeName,
     };
     use crate::{Error, KdfParams, OAuthToken, TokenStore};
 
-    type Hook = Box<dyn FnMut(&SledStorage) + Send>;
+    type Hook = Box<dyn FnMut(&LocalStorage) + Send>;
 
     /// Runs `hook` (the rival writer) just before each conditional batch applies.
     struct Rival {
-        inner: SledStorage,
+        inner: LocalStorage,
         hook: Arc<Mutex<Option<Hook>>>,
         conflicts: Arc<AtomicUsize>,
     }
@@ -250,7 +250,7 @@ mod races {
     }
 
     /// Every entry of every tree but `meta` (whose seal counter the process keeps track of).
-    fn snapshot(s: &SledStorage) -> Vec<(TreeName, Vec<u8>, Vec<u8>)> {
+    fn snapshot(s: &LocalStorage) -> Vec<(TreeName, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
         for tree in TreeName::ALL.into_iter().filter(|t| *t != TreeName::Meta) {
             s.for_each(tree, &mut |k, v| {
@@ -263,7 +263,7 @@ mod races {
     }
 
     /// Makes the trees but `meta` hold exactly `snap`, as a rival writer would.
-    fn install(s: &SledStorage, snap: &[(TreeName, Vec<u8>, Vec<u8>)]) {
+    fn install(s: &LocalStorage, snap: &[(TreeName, Vec<u8>, Vec<u8>)]) {
         let mut ops: Vec<Op> = snapshot(s)
             .into_iter()
             .map(|(t, k, _)| Op::Remove(t, k))
@@ -275,7 +275,7 @@ mod races {
     struct Setup {
         _tmp: tempfile::TempDir,
         vault: crate::Vault,
-        raw: SledStorage,
+        raw: LocalStorage,
         hook: Arc<Mutex<Option<Hook>>>,
         conflicts: Arc<AtomicUsize>,
         /// alice with access token a1, and after her update to a2.
@@ -299,7 +299,7 @@ mod races {
         let raw = Arc::new(Mutex::new(None));
         let (h, c, r) = (hook.clone(), conflicts.clone(), raw.clone());
         let vault = options
-            .open_with(&path, "p", move |inner: SledStorage| {
+            .open_with(&path, "p", move |inner: LocalStorage| {
                 *r.lock().unwrap() = Some(inner.clone());
                 Rival {
                     inner,

@@ -7,17 +7,91 @@
 //! other dead code in `common` (a conformance check left out of the suite's list, say) is
 //! still reported.
 
+use std::cell::Cell;
 use std::path::Path;
 
-use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+use tokenvault::{Engine, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+
+thread_local! {
+    /// The engine the running test is on: set by the tests [`engine_suite!`] makes.
+    static ENGINE: Cell<Option<Engine>> = const { Cell::new(None) };
+}
+
+/// Every engine this build has: each suite runs once on each.
+#[allow(dead_code, reason = "not every test file that uses this module lists engines")]
+pub(crate) const ENGINES: &[Engine] = &[
+    Engine::Sled,
+    #[cfg(feature = "redb")]
+    Engine::Redb,
+];
+
+/// The engine of the running test (sled outside [`engine_suite!`]).
+pub(crate) fn engine() -> Engine {
+    ENGINE.with(Cell::get).unwrap_or(Engine::Sled)
+}
+
+/// Runs `f` on this thread with `engine` as the test's engine.
+#[allow(dead_code, reason = "not every test file that uses this module runs suites")]
+pub(crate) fn on<T>(engine: Engine, f: impl FnOnce() -> T) -> T {
+    ENGINE.with(|e| e.set(Some(engine)));
+    f()
+}
+
+/// Makes each function given one test per engine: `sled::NAME` and, with the feature
+/// `redb`, `redb::NAME`, each running the function with [`options`] on its engine.
+/// Attributes (`#[ignore]`, ...) go to the tests; write none of `#[test]`.
+///
+/// ```ignore
+/// common::vaults::engine_suite! {
+///     fn a_vault_opens() { let (v, _tmp) = common::vaults::fresh_vault(); ... }
+/// }
+/// ```
+#[allow(
+    unused_macros,
+    reason = "not every test file that uses this module runs suites"
+)]
+macro_rules! engine_suite {
+    ($($(#[$attr:meta])* fn $name:ident() $body:block)*) => {
+        $(fn $name() $body)*
+
+        /// The suite on sled.
+        mod sled {
+            $(
+                #[test]
+                $(#[$attr])*
+                fn $name() {
+                    $crate::common::vaults::on(tokenvault::Engine::Sled, super::$name)
+                }
+            )*
+        }
+
+        /// The suite on redb.
+        #[cfg(feature = "redb")]
+        mod redb {
+            $(
+                #[test]
+                $(#[$attr])*
+                fn $name() {
+                    $crate::common::vaults::on(tokenvault::Engine::Redb, super::$name)
+                }
+            )*
+        }
+    };
+}
+#[allow(
+    unused_imports,
+    reason = "not every test file that uses this module runs suites"
+)]
+pub(crate) use engine_suite;
 
 /// The passphrase of the vaults these helpers make.
 pub(crate) const PASSPHRASE: &str = "pass";
 
 /// Options with the KDF at its floor: what every test that is not about the KDF uses, so
 /// that an open costs milliseconds.
+/// On the running test's [`engine`].
 pub(crate) fn options() -> VaultOptions {
-    VaultOptions::new().kdf(KdfParams::FLOOR)
+    VaultOptions::new().kdf(KdfParams::FLOOR).engine(engine())
 }
 
 /// Token `n`: every key field set (user name, client id and secret, refresh, access and

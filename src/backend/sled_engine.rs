@@ -1,10 +1,5 @@
-//! The storage seam: named trees of bytes, with one all-or-nothing batch per write.
-//!
-//! The vault never talks to an engine directly; it talks to [`Storage`], in plain bytes.
-//! Only ciphertext and keyed hashes ever cross this seam. Invariants: [`Storage::apply`]
-//! applies every operation of a batch or none of them, and only if every condition of the
-//! batch holds when it applies (each key the writer read to decide still holds what it
-//! read), so a writer that lost a race learns it and decides again instead of overwriting.
+//! The sled 0.34 engine: one sled tree per vault tree; a batch is one sled transaction
+//! across the trees it touches, its expectations checked inside it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,117 +7,8 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::{BatchVisitor, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
 use crate::Error;
-
-/// The trees of a vault, in a fixed order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TreeName {
-    Meta,
-    Tokens,
-    User,
-    Access,
-    Refresh,
-    Grant,
-    /// Each live record's id, sealed, at the record's slot: names a record that no longer
-    /// opens.
-    Ids,
-    /// Records that `repair` set aside because they no longer open, with their ids when known.
-    Quarantine,
-}
-
-impl TreeName {
-    /// Every tree, in the order the storage opens them.
-    pub(crate) const ALL: [TreeName; 8] = [
-        TreeName::Meta,
-        TreeName::Tokens,
-        TreeName::User,
-        TreeName::Access,
-        TreeName::Refresh,
-        TreeName::Grant,
-        TreeName::Ids,
-        TreeName::Quarantine,
-    ];
-
-    /// The tree's name on disk (also bound into record AAD).
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            TreeName::Meta => "meta",
-            TreeName::Tokens => "tokens",
-            TreeName::User => "idx.user",
-            TreeName::Access => "idx.access",
-            TreeName::Refresh => "idx.refresh",
-            TreeName::Grant => "idx.grant",
-            TreeName::Ids => "idx.id",
-            TreeName::Quarantine => "quarantine",
-        }
-    }
-}
-
-/// One write of a batch.
-pub(crate) enum Op {
-    Put(TreeName, Vec<u8>, Vec<u8>),
-    Remove(TreeName, Vec<u8>),
-}
-
-/// What a batch expects of one key when it applies: the value the writer read (`None`:
-/// the key was absent). Values are compared whole; a record or sealed value changes with
-/// every write (fresh nonce), so an unchanged value means an unchanged key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Expect {
-    pub(crate) tree: TreeName,
-    pub(crate) key: Vec<u8>,
-    pub(crate) value: Option<Vec<u8>>,
-}
-
-/// Whether a conditional batch applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
-pub(crate) enum Outcome {
-    /// Every condition held: every operation is applied.
-    Applied,
-    /// A condition failed: nothing is applied; the writer re-reads and decides again.
-    Conflict,
-}
-
-/// Bytes read from storage: plain bytes, whatever the engine.
-pub(crate) type Bytes = Vec<u8>;
-
-/// A key and its value.
-pub(crate) type Entry = (Bytes, Bytes);
-
-/// A callback over the entries of a tree: key, value.
-pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
-
-/// A callback over a batch of entries of a tree.
-pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a;
-
-/// Byte storage in named trees.
-pub(crate) trait Storage: Send + Sync {
-    /// The value at `key` in `tree`.
-    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error>;
-    /// Calls `f` with the entries of `tree` in key order until it returns `true`; whether
-    /// it did.
-    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error>;
-    /// Calls `f` with every entry of `tree`, in key order, until it returns an error.
-    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
-    /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
-    /// until it returns an error.
-    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error>;
-    /// Applies every operation, or none: all of them when every expectation holds at the
-    /// moment the batch applies, else none ([`Outcome::Conflict`]).
-    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error>;
-    /// Applies every operation, or none, unconditionally.
-    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
-        match self.apply_if(&[], ops)? {
-            Outcome::Applied => Ok(()),
-            Outcome::Conflict => Err(Error::internal("a batch without conditions conflicted")),
-        }
-    }
-    /// Makes every applied batch durable (as far as the engine can).
-    fn flush(&self) -> Result<(), Error>;
-    /// The bytes the engine's files take on disk.
-    fn size_on_disk(&self) -> Result<u64, Error>;
-}
 
 fn storage_error(e: sled::Error) -> Error {
     match e {
@@ -338,61 +224,5 @@ impl SledStorage {
             batch.insert(k.as_slice(), v.as_slice());
         }
         self.tree(tree).apply_batch(batch).map_err(storage_error)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(t: TreeName, k: &[u8], v: &[u8]) -> Op {
-        Op::Put(t, k.to_vec(), v.to_vec())
-    }
-
-    fn expect(t: TreeName, k: &[u8], v: Option<&[u8]>) -> Expect {
-        Expect {
-            tree: t,
-            key: k.to_vec(),
-            value: v.map(<[u8]>::to_vec),
-        }
-    }
-
-    #[test]
-    fn a_batch_applies_only_when_every_expectation_holds() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = SledStorage::open(tmp.path(), 1 << 20).unwrap();
-        s.apply(&[put(TreeName::Tokens, b"k", b"v1")]).unwrap();
-        let write = [
-            put(TreeName::Tokens, b"k", b"v2"),
-            put(TreeName::User, b"u", b"k"),
-        ];
-
-        // A stale value, an entry expected absent that exists, a present one expected
-        // absent in another tree: nothing applies.
-        for stale in [
-            expect(TreeName::Tokens, b"k", Some(b"v0")),
-            expect(TreeName::Tokens, b"k", None),
-            expect(TreeName::Tokens, b"other", Some(b"v1")),
-        ] {
-            let outcome = s.apply_if(&[expect(TreeName::User, b"u", None), stale], &write);
-            assert_eq!(outcome.unwrap(), Outcome::Conflict);
-            assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v1".to_vec()));
-            assert_eq!(s.get(TreeName::User, b"u").unwrap(), None);
-        }
-        // Every expectation holds, one in a tree the batch does not write.
-        s.apply(&[put(TreeName::Grant, b"g", b"x")]).unwrap();
-        let holds = [
-            expect(TreeName::Tokens, b"k", Some(b"v1")),
-            expect(TreeName::User, b"u", None),
-            expect(TreeName::Grant, b"g", Some(b"x")),
-        ];
-        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Applied);
-        assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v2".to_vec()));
-        assert_eq!(s.get(TreeName::User, b"u").unwrap(), Some(b"k".to_vec()));
-        // The same expectations are stale now.
-        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Conflict);
-        // Expectations alone (nothing to write) are checked too.
-        assert_eq!(s.apply_if(&holds[..1], &[]).unwrap(), Outcome::Conflict);
-        assert_eq!(s.apply_if(&[], &[]).unwrap(), Outcome::Applied);
     }
 }

@@ -1,0 +1,448 @@
+//! The storage seam: named trees of bytes, with one all-or-nothing batch per write.
+//!
+//! The vault never talks to an engine directly; it talks to [`Storage`], in plain bytes.
+//! Only ciphertext and keyed hashes ever cross this seam. Invariants: [`Storage::apply`]
+//! applies every operation of a batch or none of them, and only if every condition of the
+//! batch holds when it applies (each key the writer read to decide still holds what it
+//! read), so a writer that lost a race learns it and decides again instead of overwriting.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Error;
+
+#[cfg(feature = "redb")]
+mod redb_engine;
+mod sled_engine;
+
+#[cfg(feature = "redb")]
+pub(crate) use redb_engine::RedbStorage;
+pub(crate) use sled_engine::SledStorage;
+
+/// The trees of a vault, in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TreeName {
+    Meta,
+    Tokens,
+    User,
+    Access,
+    Refresh,
+    Grant,
+    /// Each live record's id, sealed, at the record's slot: names a record that no longer
+    /// opens.
+    Ids,
+    /// Records that `repair` set aside because they no longer open, with their ids when known.
+    Quarantine,
+}
+
+impl TreeName {
+    /// Every tree, in the order the storage opens them.
+    pub(crate) const ALL: [TreeName; 8] = [
+        TreeName::Meta,
+        TreeName::Tokens,
+        TreeName::User,
+        TreeName::Access,
+        TreeName::Refresh,
+        TreeName::Grant,
+        TreeName::Ids,
+        TreeName::Quarantine,
+    ];
+
+    /// The tree's number, where an engine keeps every tree in one table (redb): the first
+    /// byte of each key. Fixed on disk: docs/format.md.
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            TreeName::Meta => 0,
+            TreeName::Tokens => 1,
+            TreeName::User => 2,
+            TreeName::Access => 3,
+            TreeName::Refresh => 4,
+            TreeName::Grant => 5,
+            TreeName::Ids => 6,
+            TreeName::Quarantine => 7,
+        }
+    }
+
+    /// The tree's name on disk (also bound into record AAD).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TreeName::Meta => "meta",
+            TreeName::Tokens => "tokens",
+            TreeName::User => "idx.user",
+            TreeName::Access => "idx.access",
+            TreeName::Refresh => "idx.refresh",
+            TreeName::Grant => "idx.grant",
+            TreeName::Ids => "idx.id",
+            TreeName::Quarantine => "quarantine",
+        }
+    }
+}
+
+/// One write of a batch.
+pub(crate) enum Op {
+    Put(TreeName, Vec<u8>, Vec<u8>),
+    Remove(TreeName, Vec<u8>),
+}
+
+/// What a batch expects of one key when it applies: the value the writer read (`None`:
+/// the key was absent). Values are compared whole; a record or sealed value changes with
+/// every write (fresh nonce), so an unchanged value means an unchanged key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Expect {
+    pub(crate) tree: TreeName,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+/// Whether a conditional batch applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Outcome {
+    /// Every condition held: every operation is applied.
+    Applied,
+    /// A condition failed: nothing is applied; the writer re-reads and decides again.
+    Conflict,
+}
+
+/// Bytes read from storage: plain bytes, whatever the engine.
+pub(crate) type Bytes = Vec<u8>;
+
+/// A key and its value.
+pub(crate) type Entry = (Bytes, Bytes);
+
+/// A callback over the entries of a tree: key, value.
+pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> + 'a;
+
+/// A callback over a batch of entries of a tree.
+pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a;
+
+/// Byte storage in named trees.
+pub(crate) trait Storage: Send + Sync {
+    /// The value at `key` in `tree`.
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error>;
+    /// Calls `f` with the entries of `tree` in key order until it returns `true`; whether
+    /// it did.
+    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error>;
+    /// Calls `f` with every entry of `tree`, in key order, until it returns an error.
+    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error>;
+    /// Calls `f` with the entries of `tree` in key order, `batch` (at least 1) at a time,
+    /// until it returns an error.
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error>;
+    /// Applies every operation, or none: all of them when every expectation holds at the
+    /// moment the batch applies, else none ([`Outcome::Conflict`]).
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error>;
+    /// Applies every operation, or none, unconditionally.
+    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
+        match self.apply_if(&[], ops)? {
+            Outcome::Applied => Ok(()),
+            Outcome::Conflict => Err(Error::internal("a batch without conditions conflicted")),
+        }
+    }
+    /// Makes every applied batch durable (as far as the engine can).
+    fn flush(&self) -> Result<(), Error>;
+    /// The bytes the engine's files take on disk.
+    fn size_on_disk(&self) -> Result<u64, Error>;
+}
+
+/// The storage engine a vault's files are written by. Chosen when a vault is created
+/// ([`VaultOptions::engine`](crate::VaultOptions::engine)); `open` recognises it from the
+/// files, whatever the options name.
+///
+/// | | sled (default) | redb (feature `redb`) |
+/// |---|---|---|
+/// | files | sled's log and snapshots | one file, `vault.redb` |
+/// | a durable write | `sync_file_range` | `fdatasync` |
+/// | best for | vaults that fit the cache | vaults larger than the cache |
+///
+/// docs/performance.md has the measured figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// sled 0.34: the engine the vault format was first specified on.
+    #[default]
+    Sled,
+    /// redb 4.6 (feature `redb`): a copy-on-write B-tree in one file; faster lookups and
+    /// reopens on large vaults, real `fdatasync` on durable writes. Without the feature,
+    /// creating or opening a redb vault is an error that says so.
+    Redb,
+}
+
+impl Engine {
+    /// Its name, as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+        }
+    }
+
+    /// The engine whose files `dir` holds, if any.
+    pub(crate) fn in_dir(dir: &Path) -> Option<Engine> {
+        if SledStorage::exists_in(dir) {
+            Some(Engine::Sled)
+        } else if dir.join(REDB_FILE).is_file() {
+            Some(Engine::Redb)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "sled" => Ok(Engine::Sled),
+            "redb" => Ok(Engine::Redb),
+            _ => Err(Error::Storage {
+                message: format!("unknown storage engine {s:?}: sled or redb"),
+            }),
+        }
+    }
+}
+
+/// The redb engine's one file in a generation's directory.
+pub(crate) const REDB_FILE: &str = "vault.redb";
+
+/// How a local engine is opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LocalConfig {
+    /// The page cache, in bytes.
+    pub(crate) cache_capacity: u64,
+    /// Whether every applied batch must be on disk when `apply_if` returns (redb commits
+    /// durably; sled is flushed by the vault).
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
+    pub(crate) durable: bool,
+}
+
+/// A vault's storage on the local disk, whichever engine wrote it. A clone is another
+/// handle on the same database.
+#[derive(Clone)]
+pub(crate) enum LocalStorage {
+    Sled(SledStorage),
+    #[cfg(feature = "redb")]
+    Redb(RedbStorage),
+}
+
+impl LocalStorage {
+    /// Opens (or creates) the database of `engine` in `dir`.
+    pub(crate) fn open(engine: Engine, dir: &Path, config: LocalConfig) -> Result<Self, Error> {
+        match engine {
+            Engine::Sled => Ok(LocalStorage::Sled(SledStorage::open(dir, config.cache_capacity)?)),
+            #[cfg(feature = "redb")]
+            Engine::Redb => Ok(LocalStorage::Redb(RedbStorage::open(
+                &dir.join(REDB_FILE),
+                config,
+            )?)),
+            #[cfg(not(feature = "redb"))]
+            Engine::Redb => Err(Error::Storage {
+                message: "this vault is stored by the redb engine: build tokenvault with its feature `redb`"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The engine.
+    pub(crate) fn engine(&self) -> Engine {
+        match self {
+            LocalStorage::Sled(_) => Engine::Sled,
+            #[cfg(feature = "redb")]
+            LocalStorage::Redb(_) => Engine::Redb,
+        }
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        match self {
+            LocalStorage::Sled(s) => s,
+            #[cfg(feature = "redb")]
+            LocalStorage::Redb(s) => s,
+        }
+    }
+
+    /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
+    /// new generation).
+    pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
+        match self {
+            LocalStorage::Sled(s) => s.load(tree, entries),
+            #[cfg(feature = "redb")]
+            LocalStorage::Redb(s) => s.load(tree, entries),
+        }
+    }
+
+    /// Waits (at most `patience`) until no handle of this process holds the engine's lock
+    /// on the database in `dir` (sled lets go only when its background jobs end).
+    pub(crate) fn wait_until_released(dir: &Path, patience: Duration) {
+        SledStorage::wait_until_released(dir, patience);
+    }
+}
+
+impl Storage for LocalStorage {
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        self.storage().get(tree, key)
+    }
+    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+        self.storage().any(tree, f)
+    }
+    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+        self.storage().for_each(tree, f)
+    }
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
+        self.storage().for_each_batch(tree, batch, f)
+    }
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        self.storage().apply_if(expects, ops)
+    }
+    fn flush(&self) -> Result<(), Error> {
+        self.storage().flush()
+    }
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.storage().size_on_disk()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(t: TreeName, k: &[u8], v: &[u8]) -> Op {
+        Op::Put(t, k.to_vec(), v.to_vec())
+    }
+
+    fn expect(t: TreeName, k: &[u8], v: Option<&[u8]>) -> Expect {
+        Expect {
+            tree: t,
+            key: k.to_vec(),
+            value: v.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// Every engine of this build.
+    const ENGINES: &[Engine] = &[
+        Engine::Sled,
+        #[cfg(feature = "redb")]
+        Engine::Redb,
+    ];
+
+    #[test]
+    fn a_batch_applies_only_when_every_expectation_holds() {
+        for engine in ENGINES {
+            batch_conditions(*engine);
+        }
+    }
+
+    fn batch_conditions(engine: Engine) {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LocalConfig {
+            cache_capacity: 1 << 20,
+            durable: false,
+        };
+        let s = LocalStorage::open(engine, tmp.path(), config).unwrap();
+        assert_eq!(s.engine(), engine);
+        s.apply(&[put(TreeName::Tokens, b"k", b"v1")]).unwrap();
+        let write = [
+            put(TreeName::Tokens, b"k", b"v2"),
+            put(TreeName::User, b"u", b"k"),
+        ];
+
+        // A stale value, an entry expected absent that exists, a present one expected
+        // absent in another tree: nothing applies.
+        for stale in [
+            expect(TreeName::Tokens, b"k", Some(b"v0")),
+            expect(TreeName::Tokens, b"k", None),
+            expect(TreeName::Tokens, b"other", Some(b"v1")),
+        ] {
+            let outcome = s.apply_if(&[expect(TreeName::User, b"u", None), stale], &write);
+            assert_eq!(outcome.unwrap(), Outcome::Conflict);
+            assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v1".to_vec()));
+            assert_eq!(s.get(TreeName::User, b"u").unwrap(), None);
+        }
+        // Every expectation holds, one in a tree the batch does not write.
+        s.apply(&[put(TreeName::Grant, b"g", b"x")]).unwrap();
+        let holds = [
+            expect(TreeName::Tokens, b"k", Some(b"v1")),
+            expect(TreeName::User, b"u", None),
+            expect(TreeName::Grant, b"g", Some(b"x")),
+        ];
+        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Applied);
+        assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(s.get(TreeName::User, b"u").unwrap(), Some(b"k".to_vec()));
+        // The same expectations are stale now.
+        assert_eq!(s.apply_if(&holds, &write).unwrap(), Outcome::Conflict);
+        // Expectations alone (nothing to write) are checked too.
+        assert_eq!(s.apply_if(&holds[..1], &[]).unwrap(), Outcome::Conflict);
+        assert_eq!(s.apply_if(&[], &[]).unwrap(), Outcome::Applied);
+    }
+}
+
+#[cfg(all(test, feature = "redb"))]
+mod redb_tests {
+    use super::*;
+
+    fn config(durable: bool) -> LocalConfig {
+        LocalConfig {
+            cache_capacity: 1 << 20,
+            durable,
+        }
+    }
+
+    #[test]
+    fn trees_are_kept_apart_and_iterated_in_key_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+        assert_eq!(Engine::in_dir(tmp.path()), Some(Engine::Redb));
+        let mut ops = Vec::new();
+        for tree in TreeName::ALL {
+            for k in [b"b".as_slice(), b"a", b"", b"c\xff"] {
+                ops.push(Op::Put(tree, k.to_vec(), vec![tree.tag(); 3]));
+            }
+        }
+        s.apply(&ops).unwrap();
+        for tree in TreeName::ALL {
+            let mut seen = Vec::new();
+            s.for_each(tree, &mut |k, v| {
+                assert_eq!(v, [tree.tag(); 3]);
+                seen.push(k.to_vec());
+                Ok(())
+            })
+            .unwrap();
+            let want: Vec<Vec<u8>> = vec![b"".to_vec(), b"a".to_vec(), b"b".to_vec(), b"c\xff".to_vec()];
+            assert_eq!(seen, want);
+            let mut batches = Vec::new();
+            s.for_each_batch(tree, 3, &mut |b| {
+                batches.push(b.len());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(batches, [3, 1]);
+            assert!(s.any(tree, &mut |k, _| k == b"b").unwrap());
+        }
+        s.apply(&[Op::Remove(TreeName::Tokens, b"a".to_vec())]).unwrap();
+        assert_eq!(s.get(TreeName::Tokens, b"a").unwrap(), None);
+        assert_eq!(
+            s.get(TreeName::User, b"a").unwrap(),
+            Some(vec![TreeName::User.tag(); 3])
+        );
+    }
+
+    #[test]
+    fn buffered_commits_are_made_durable_by_flush_and_survive_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = LocalStorage::open(Engine::Redb, tmp.path(), config(false)).unwrap();
+            s.apply(&[Op::Put(TreeName::Tokens, b"k".to_vec(), b"v".to_vec())])
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(false)).unwrap();
+        assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(b"v".to_vec()));
+        assert!(s.size_on_disk().unwrap() > 0);
+    }
+}

@@ -1,0 +1,311 @@
+//! The redb 4.6 engine: every tree in one table, `vault`, each key prefixed by its tree's
+//! number ([`TreeName::tag`]); a batch is one redb write transaction, its expectations
+//! checked inside it. A durable vault commits each batch with `fdatasync`
+//! (`Durability::Immediate`); a buffered one commits without (`Durability::None`) and
+//! `flush` makes everything committed so far durable, as does a background thread about
+//! every 500 ms (the promise of `VaultOptions::durable(false)`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{BatchVisitor, Bytes, Entry, EntryVisitor, Expect, LocalConfig, Op, Outcome, Storage, TreeName};
+use crate::Error;
+
+/// The one table: `tag(tree) || key` → value.
+const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("vault");
+
+fn redb_error(e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        redb::Error::Io(io) => Error::Io(io),
+        redb::Error::DatabaseAlreadyOpen => Error::VaultLocked,
+        redb::Error::Corrupted(what) => {
+            Error::corrupted(format!("the storage engine found its file damaged ({what})"))
+        }
+        other => Error::Storage {
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The table's key of `key` in `tree`.
+fn prefixed(tree: TreeName, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(tree.tag());
+    k.extend_from_slice(key);
+    k
+}
+
+/// A callback over the entries of a tree: key, value; `Ok(false)` stops.
+type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, Error> + 'a;
+
+/// How often a buffered vault's commits are made durable in the background.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// [`Storage`] on a redb 4.6 database file. A clone is another handle on the same database.
+#[derive(Clone)]
+pub(crate) struct RedbStorage {
+    db: Arc<Database>,
+    path: PathBuf,
+    durable: bool,
+    /// Whether a batch was committed without `fdatasync` since the last durable commit.
+    unflushed: Arc<AtomicBool>,
+    /// Stops the background flusher when the last handle goes.
+    _flusher: Option<Arc<Flusher>>,
+}
+
+/// The background flusher of a buffered database: wakes every [`FLUSH_EVERY`], or at once
+/// when dropped (with the last handle), and holds the database only while it flushes.
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+    }
+}
+
+impl Flusher {
+    fn start(db: Weak<Database>, unflushed: Arc<AtomicBool>) -> Result<Flusher, Error> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        std::thread::Builder::new()
+            .name("tokenvault-redb-flush".into())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let mut guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let deadline = Instant::now() + FLUSH_EVERY;
+                    while !*guard {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        guard = wake
+                            .wait_timeout(guard, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    if *guard {
+                        return;
+                    }
+                    // Flushed outside the lock, so that dropping the last handle never waits
+                    // for a flush; the last handle's own flush runs in `Vault`'s drop.
+                    drop(guard);
+                    if let Some(db) = db.upgrade() {
+                        if unflushed.swap(false, Ordering::SeqCst) && durable_commit(&db).is_err() {
+                            unflushed.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                }
+            })?;
+        Ok(Flusher { stop })
+    }
+}
+
+/// An empty commit with `fdatasync`: every earlier commit is durable after it.
+fn durable_commit(db: &Database) -> Result<(), Error> {
+    let mut txn = db.begin_write().map_err(redb_error)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| Error::Storage {
+            message: e.to_string(),
+        })?;
+    txn.commit().map_err(redb_error)
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the redb database file at `path`.
+    pub(crate) fn open(path: &Path, config: LocalConfig) -> Result<Self, Error> {
+        let cache = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(cache);
+        // The caller holds the vault's own lock, so redb's lock on its file can only be held
+        // by a handle of this process just dropped (its flusher may hold it an instant
+        // longer): wait briefly.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let db = loop {
+            match builder.create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other.map_err(redb_error)?,
+            }
+        };
+        let missing = match db.begin_read().map_err(redb_error)?.open_table(TABLE) {
+            Ok(_) => false,
+            Err(redb::TableError::TableDoesNotExist(_)) => true,
+            Err(e) => return Err(redb_error(e)),
+        };
+        if missing {
+            let txn = db.begin_write().map_err(redb_error)?;
+            txn.open_table(TABLE).map_err(redb_error)?;
+            txn.commit().map_err(redb_error)?;
+        }
+        let db = Arc::new(db);
+        let unflushed = Arc::new(AtomicBool::new(false));
+        let flusher = if config.durable {
+            None
+        } else {
+            Some(Arc::new(Flusher::start(Arc::downgrade(&db), unflushed.clone())?))
+        };
+        Ok(RedbStorage {
+            db,
+            path: path.to_path_buf(),
+            durable: config.durable,
+            unflushed,
+            _flusher: flusher,
+        })
+    }
+
+    /// Calls `f` with the entries of `tree`, in key order, until it returns `Ok(false)` or
+    /// an error; whether it stopped early.
+    fn scan(&self, tree: TreeName, f: &mut ScanVisitor<'_>) -> Result<bool, Error> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let table = txn.open_table(TABLE).map_err(redb_error)?;
+        let tag = tree.tag();
+        let range = match tag.checked_add(1) {
+            Some(next) => table.range::<&[u8]>([tag].as_slice()..[next].as_slice()),
+            None => table.range::<&[u8]>([tag].as_slice()..),
+        }
+        .map_err(redb_error)?;
+        for entry in range {
+            let (k, v) = entry.map_err(redb_error)?;
+            let key = k.value();
+            let Some(key) = key.get(1..) else {
+                return Err(Error::corrupted("storage: a key without its tree"));
+            };
+            if !f(key, v.value())? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
+    /// new generation): one commit without `fdatasync` (the caller flushes).
+    pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        txn.set_durability(Durability::None).map_err(|e| Error::Storage {
+            message: e.to_string(),
+        })?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+            for (k, v) in entries {
+                table
+                    .insert(prefixed(tree, k).as_slice(), v.as_slice())
+                    .map_err(redb_error)?;
+            }
+        }
+        txn.commit().map_err(redb_error)?;
+        self.unflushed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Storage for RedbStorage {
+    fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let table = txn.open_table(TABLE).map_err(redb_error)?;
+        let value = table.get(prefixed(tree, key).as_slice()).map_err(redb_error)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
+        self.scan(tree, &mut |k, v| Ok(!f(k, v)))
+    }
+
+    fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
+        self.scan(tree, &mut |k, v| f(k, v).map(|()| true)).map(|_| ())
+    }
+
+    fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch.max(1));
+        self.scan(tree, &mut |k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            if entries.len() >= batch {
+                f(&entries)?;
+                entries.clear();
+            }
+            Ok(true)
+        })?;
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            f(&entries)
+        }
+    }
+
+    fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        if ops.is_empty() && expects.is_empty() {
+            return Ok(Outcome::Applied);
+        }
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        let durability = if self.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(|e| Error::Storage {
+            message: e.to_string(),
+        })?;
+        let held = {
+            let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+            let mut held = true;
+            for expect in expects {
+                let now = table
+                    .get(prefixed(expect.tree, &expect.key).as_slice())
+                    .map_err(redb_error)?;
+                if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
+                    held = false;
+                    break;
+                }
+            }
+            if held {
+                for op in ops {
+                    match op {
+                        Op::Put(t, k, v) => {
+                            table
+                                .insert(prefixed(*t, k).as_slice(), v.as_slice())
+                                .map_err(redb_error)?;
+                        }
+                        Op::Remove(t, k) => {
+                            table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
+                        }
+                    }
+                }
+            }
+            held
+        };
+        if !held {
+            txn.abort().map_err(redb_error)?;
+            return Ok(Outcome::Conflict);
+        }
+        txn.commit().map_err(redb_error)?;
+        if !self.durable {
+            self.unflushed.store(true, Ordering::SeqCst);
+        }
+        Ok(Outcome::Applied)
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        if !self.unflushed.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = durable_commit(&self.db);
+        if result.is_err() {
+            self.unflushed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+}
