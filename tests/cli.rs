@@ -19,14 +19,14 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
 }
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::sled_edit;
+use common::raw_edit;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokenvault::{KdfParams, VaultOptions};
@@ -1090,7 +1090,7 @@ fn verify_reports_each_problem_and_exits_1() {
     let id = s.run_stdin(&["save"], &alice().to_string()).ok();
     let id = id.trim_end();
     // Damage the vault behind its back: drop the user index entry.
-    sled_edit::edit(&s.vault, |db| {
+    raw_edit::edit(&s.vault, |db| {
         let users = db.entries("idx.user");
         assert_eq!(users.len(), 1);
         db.remove("idx.user", &users[0].0);
@@ -1117,7 +1117,7 @@ fn verify_reports_each_problem_and_exits_1() {
 #[test]
 fn a_corrupted_vault_exits_1_naming_the_damage() {
     let s = Scratch::with_vault();
-    sled_edit::edit(&s.vault, |db| {
+    raw_edit::edit(&s.vault, |db| {
         let mut header = db.get("meta", "header").unwrap();
         let last = header.len() - 1;
         header[last] ^= 1;
@@ -1149,7 +1149,7 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
         );
     }
     // Damage the first record in key order (one changed byte), whichever token it holds.
-    sled_edit::edit(&s.vault, |db| {
+    raw_edit::edit(&s.vault, |db| {
         let (slot, mut damaged) = db.entries("tokens").swap_remove(0);
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0x04;
@@ -1224,7 +1224,7 @@ fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
 
 /// The values of a tree of the vault's live database.
 fn tree_values(s: &Scratch, tree: &str) -> Vec<Vec<u8>> {
-    sled_edit::edit(&s.vault, |db| {
+    raw_edit::edit(&s.vault, |db| {
         db.entries(tree).into_iter().map(|(_, v)| v).collect()
     })
 }

@@ -15,13 +15,13 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
 use std::path::Path;
 
-use common::sled_edit;
+use common::raw_edit;
 use common::vaults::options;
 use tokenvault::{Error, OAuthToken, TokenStore};
 
@@ -176,7 +176,7 @@ fn compaction_keeps_every_token_index_and_the_quarantine() {
     }
     // Damage one record and set it aside, so the quarantine has something to carry.
     drop(v);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let (slot, mut damaged) = db.entries("tokens").swap_remove(5);
         damaged[30] ^= 1;
         db.insert("tokens", slot, damaged);

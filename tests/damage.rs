@@ -13,13 +13,13 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
 use std::path::{Path, PathBuf};
 
-use common::sled_edit;
+use common::raw_edit;
 use common::vaults::options;
 use tokenvault::{Error, OAuthToken, Problem, TokenStore, Vault};
 
@@ -80,7 +80,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
     for file in ["db", "conf"] {
         for (what, damage) in damages {
             let (_tmp, path, tokens) = make(20);
-            let f = sled_edit::sled_dir(&path).join(file);
+            let f = raw_edit::db_dir(&path).join(file);
             let mut bytes = std::fs::read(&f).unwrap();
             damage(&mut bytes);
             std::fs::write(&f, &bytes).unwrap();
@@ -107,7 +107,7 @@ fn damaged_sled_files_give_an_error_not_a_panic() {
 #[test]
 fn a_vault_without_its_header_is_corrupted() {
     let (_tmp, path, _) = make(3);
-    sled_edit::edit(&path, |db| db.drop_tree("meta"));
+    raw_edit::edit(&path, |db| db.drop_tree("meta"));
     assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
 }
 
@@ -115,7 +115,7 @@ fn a_vault_without_its_header_is_corrupted() {
 fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("other");
-    sled_edit::edit(&path, |db| db.insert("not a vault", "k", "v"));
+    raw_edit::edit(&path, |db| db.insert("not a vault", "k", "v"));
     assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
     assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
     assert!(!path.join("tokenvault.lock").exists());
@@ -124,7 +124,7 @@ fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
 #[test]
 fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
     let (_tmp, path, tokens) = make(3);
-    sled_edit::edit(&path, |db| db.drop_tree("tokens"));
+    raw_edit::edit(&path, |db| db.drop_tree("tokens"));
     let v = options().open(&path, "p").unwrap();
     let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
     assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
@@ -147,7 +147,7 @@ fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
 #[test]
 fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
     let (_tmp, path, tokens) = make(10);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let (k, mut v) = db.entries("tokens").swap_remove(4);
         v[30] ^= 0x01;
         db.insert("tokens", k, v);
@@ -185,7 +185,7 @@ fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
 #[test]
 fn deleted_or_extra_index_entries_are_found_and_repaired() {
     let (_tmp, path, tokens) = make(5);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let (k, _) = db.entries("idx.user").swap_remove(0);
         db.remove("idx.user", k);
         db.insert("idx.access", [7u8; 32], [1u8; 32]);

@@ -16,7 +16,7 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::sled_edit;
+use common::raw_edit;
 use common::vaults::{options, PASSPHRASE as PASS};
 use tokenvault::{Error, OAuthToken, Problem, TokenStore, Vault};
 
@@ -76,7 +76,7 @@ struct Template {
 }
 
 fn slots_of(path: &Path) -> Vec<Vec<u8>> {
-    sled_edit::edit(path, |db| {
+    raw_edit::edit(path, |db| {
         db.entries("tokens").into_iter().map(|(slot, _)| slot).collect()
     })
 }
@@ -133,7 +133,7 @@ fn damaged_copy(t: &Template, dir: &Path, position: usize, damage: Damage) -> (P
     copy_dir(&t.path, &path);
     let (slot, victim) = &t.slots[position];
     let other = &t.slots[(position + 1) % t.slots.len()].0;
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let mut value = db.get("tokens", slot).unwrap();
         match damage {
             Damage::Flip => {
@@ -275,7 +275,7 @@ fn a_record_overwritten_by_another_damages_only_its_token() {
 fn a_vault_whose_every_record_is_damaged_is_refused_at_open() {
     let t = template();
     let path = t.path.clone();
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         for (slot, _) in &t.slots {
             let mut value = db.get("tokens", slot).unwrap();
             let last = value.len() - 1;
@@ -295,9 +295,9 @@ fn a_meta_tree_transplanted_from_another_vault_is_refused_at_open() {
     // records can tell.
     let a = template();
     let b = template();
-    let meta_b = sled_edit::edit(&b.path, |db| db.entries("meta"));
+    let meta_b = raw_edit::edit(&b.path, |db| db.entries("meta"));
     assert_eq!(meta_b.len(), 3, "header, seal counter, compaction state");
-    sled_edit::edit(&a.path, |db| {
+    raw_edit::edit(&a.path, |db| {
         for (k, v) in &meta_b {
             db.insert("meta", k, v);
         }
@@ -311,7 +311,7 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     let t = template();
     let scratch = tempfile::tempdir().unwrap();
     let (path, victim) = damaged_copy(&t, scratch.path(), 0, Damage::Flip);
-    let damaged_bytes = sled_edit::edit(&path, |db| db.get("tokens", &t.slots[0].0).unwrap());
+    let damaged_bytes = raw_edit::edit(&path, |db| db.get("tokens", &t.slots[0].0).unwrap());
     let v = options().open(&path, PASS).unwrap();
     v.repair().unwrap();
     v.rekey("another").unwrap();
@@ -321,7 +321,7 @@ fn the_quarantine_keeps_the_damaged_bytes_and_a_rekey_keeps_its_names() {
     assert_eq!(names, vec![Some(format!("tok-{victim}"))]);
     drop(v);
     // The bytes are kept as they were found.
-    let quarantine = sled_edit::edit(&path, |db| db.entries("quarantine"));
+    let quarantine = raw_edit::edit(&path, |db| db.entries("quarantine"));
     assert_eq!(quarantine.len(), 1);
     assert!(quarantine[0].1.ends_with(&damaged_bytes));
     // delete_tokens removes the quarantine too.
@@ -365,7 +365,7 @@ fn a_crash_during_repair_loses_nothing() {
         }
     }
     // Damage the first record in key order and a few others.
-    let damaged: Vec<Vec<u8>> = sled_edit::edit(&template, |db| {
+    let damaged: Vec<Vec<u8>> = raw_edit::edit(&template, |db| {
         let records = db.entries("tokens");
         let chosen: Vec<Vec<u8>> = [0, 1, MANY / 2, MANY - 1]
             .iter()

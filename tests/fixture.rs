@@ -13,12 +13,12 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
 }
 
 use std::path::Path;
 
-use common::sled_edit;
+use common::raw_edit;
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, VaultOptions};
 
 const PASSPHRASE: &str = "tokenvault v1 fixture";
@@ -110,7 +110,7 @@ fn opening_the_fixture_with_stronger_defaults_upgrades_its_kdf() {
     };
     drop(VaultOptions::new().kdf(stronger).open(&path, PASSPHRASE).unwrap());
     // The header now carries the stronger parameters: read them from meta/header.
-    let header = sled_edit::edit(&path, |db| db.get("meta", "header").unwrap());
+    let header = raw_edit::edit(&path, |db| db.get("meta", "header").unwrap());
     let m = u32::from_be_bytes(header[27..31].try_into().unwrap());
     let t = u32::from_be_bytes(header[31..35].try_into().unwrap());
     let p = u32::from_be_bytes(header[35..39].try_into().unwrap());

@@ -15,14 +15,14 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::sled_edit;
+use common::raw_edit;
 use common::vaults::{options, token};
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
 
@@ -52,7 +52,7 @@ fn record_epochs(path: &Path) -> BTreeSet<u32> {
 
 /// The records of the vault's `tokens` tree.
 fn records(path: &Path) -> BTreeSet<Vec<u8>> {
-    sled_edit::edit(path, |db| {
+    raw_edit::edit(path, |db| {
         db.entries("tokens").into_iter().map(|(_, v)| v).collect()
     })
 }
@@ -116,7 +116,7 @@ fn the_seal_budget_rotates_the_key_by_itself() {
 
 /// The stored seal counter: (epoch, count).
 fn stored_seals(path: &Path) -> (u32, u64) {
-    let v = sled_edit::edit(path, |db| db.get("meta", "seals").unwrap());
+    let v = raw_edit::edit(path, |db| db.get("meta", "seals").unwrap());
     (
         u32::from_be_bytes(v[0..4].try_into().unwrap()),
         u64::from_be_bytes(v[4..12].try_into().unwrap()),
@@ -161,7 +161,7 @@ fn a_tampered_seal_counter_is_refused() {
         let v = options().create(&path, "p").unwrap();
         save_all(&v, 0..3);
     }
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let mut seals = db.get("meta", "seals").unwrap();
         seals[11] = 0; // lower the count
         db.insert("meta", "seals", seals);

@@ -15,7 +15,7 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
@@ -24,14 +24,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::sled_edit;
+use common::raw_edit;
 use common::vaults::{options, token};
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
 
 /// Every entry of every tree, read with sled directly (sled itself rewrites its files on
 /// every open, so the bytes of the files are not comparable; the stored data is).
 fn stored_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    sled_edit::edit(dir, |db| {
+    raw_edit::edit(dir, |db| {
         let mut out = Vec::new();
         for name in db.tree_names() {
             for (k, v) in db.entries(&name) {

@@ -13,10 +13,10 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
 }
 
-use common::sled_edit;
+use common::raw_edit;
 use tokenvault::{Error, KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
 
 const PASSPHRASE: &str = "PASSPHRASE-7c1e-never-print";
@@ -103,7 +103,7 @@ fn no_public_type_or_error_shows_a_secret() {
             .unwrap_err(),
     );
     // A corrupted record.
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let (k, mut v) = db.entries("tokens").swap_remove(0);
         let last = v.len() - 1;
         v[last] ^= 1;

@@ -15,13 +15,13 @@
 )]
 
 mod common {
-    pub(crate) mod sled_edit;
+    pub(crate) mod raw_edit;
     pub(crate) mod vaults;
 }
 
 use std::path::Path;
 
-use common::sled_edit::{self, LiveDb};
+use common::raw_edit::{self, LiveDb};
 use common::vaults::{create_with_tokens, options, token, PASSPHRASE};
 use sha2::{Digest, Sha256};
 use tokenvault::{Error, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
@@ -89,11 +89,11 @@ fn a_flipped_bit_at_any_record_byte_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     create_with_tokens(&path, 1);
-    let record_len = sled_edit::edit(&path, |db| db.entries("tokens")[0].1.len());
+    let record_len = raw_edit::edit(&path, |db| db.entries("tokens")[0].1.len());
     std::fs::remove_dir_all(&path).unwrap();
     // One token per record byte; record k gets byte k flipped (bit k % 8).
     let tokens = create_with_bystander(&path, record_len);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let all = records(db);
         assert_eq!(all.len(), record_len);
         for (k, (slot, mut value)) in all.into_iter().enumerate() {
@@ -110,7 +110,7 @@ fn truncated_or_extended_records_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let tokens = create_with_bystander(&path, 40);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         for (k, (slot, mut value)) in records(db).into_iter().enumerate() {
             match k % 4 {
                 0 => value.truncate(value.len() - 1),
@@ -129,7 +129,7 @@ fn a_record_moved_to_another_slot_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let tokens = create_with_bystander(&path, 2);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let all = records(db);
         // Swap the two records' slots.
         db.insert("tokens", &all[0].0, &all[1].1);
@@ -143,7 +143,7 @@ fn a_record_copied_over_another_never_returns_the_wrong_token() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let tokens = create_with_bystander(&path, 2);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let all = records(db);
         db.insert("tokens", &all[1].0, &all[0].1);
     });
@@ -171,7 +171,7 @@ fn an_index_entry_repointed_at_another_record_never_returns_it() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let tokens = create_with_tokens(&path, 2);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         for name in ["idx.user", "idx.access", "idx.refresh", "idx.grant"] {
             let all = db.entries(name);
             assert_eq!(all.len(), 2);
@@ -197,11 +197,11 @@ fn an_index_entry_repointed_at_another_record_never_returns_it() {
 }
 
 fn header(path: &Path) -> Vec<u8> {
-    sled_edit::edit(path, |db| db.get("meta", "header").expect("a header"))
+    raw_edit::edit(path, |db| db.get("meta", "header").expect("a header"))
 }
 
 fn set_header(path: &Path, bytes: &[u8]) {
-    sled_edit::edit(path, |db| db.insert("meta", "header", bytes));
+    raw_edit::edit(path, |db| db.insert("meta", "header", bytes));
 }
 
 fn with_checksum(body: &[u8]) -> Vec<u8> {
@@ -321,8 +321,8 @@ fn a_record_transplanted_from_another_vault_is_rejected() {
     let mut tb = token(2).with_id("same-id");
     v.save_token(&mut tb).unwrap();
     drop(v);
-    let rec_b = sled_edit::edit(&b, |db| db.entries("tokens")[0].1.clone());
-    sled_edit::edit(&a, |db| {
+    let rec_b = raw_edit::edit(&b, |db| db.entries("tokens")[0].1.clone());
+    raw_edit::edit(&a, |db| {
         let (slot, _) = records(db)[0].clone();
         db.insert("tokens", slot, &rec_b);
     });
@@ -438,7 +438,7 @@ fn a_changed_record_version_or_epoch_byte_is_rejected() {
         v.save_token(&mut bystander()).unwrap();
         vec![first, second]
     };
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         for (slot, mut value) in records(db) {
             if value[4] == 0 {
                 // Epoch 0 -> 1: a key that exists, but not the one that sealed it.
@@ -458,7 +458,7 @@ fn a_record_copied_into_an_index_tree_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let tokens = create_with_tokens(&path, 1);
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let record = db.entries("tokens")[0].1.clone();
         let (key, _) = db.entries("idx.user")[0].clone();
         db.insert("idx.user", key, record);
@@ -500,7 +500,7 @@ fn get_tokens_on_a_large_vault_returns_every_token_once_and_one_damaged_record_f
     }
     // Damage one record near the end of the key order, far from the first batch (and from
     // the record the open checks).
-    sled_edit::edit(&path, |db| {
+    raw_edit::edit(&path, |db| {
         let all = db.entries("tokens");
         let (slot, mut sealed) = all[all.len() - 3].clone();
         let last = sealed.len() - 1;
