@@ -4,17 +4,20 @@
 //!   whose cost is measured on its own and excluded from the open time);
 //! - `vault-default`: `VaultOptions::new()` unchanged (the recommended KDF): peak RSS;
 //! - `vault-large-cache`: `vault` with sled's own default cache (1 GiB) instead of 32 MiB;
+//! - `vault-redb`: `vault` on the redb engine (`Engine::Redb`), the same 32 MiB cache;
 //! - `sled-plain` (a): raw sled (the vault's default cache), plaintext records and
 //!   plaintext index trees, each write one transaction: the storage limit;
 //! - `sled-crypto` (b): (a) plus the minimal crypto, one HMAC-SHA256 per lookup key and one
 //!   AES-256-GCM seal/open per record: the crypto limit;
+//! - `redb-crypto`: (b) on raw redb (one table, tree number || key, as the vault lays
+//!   out its trees there): the bound of the sealed design on redb;
 //! - `sqlite` (c): the SDK's `oauthtoken` table with indexes, prepared statements, WAL.
 //!
 //! SQLCipher (d) cannot link beside SQLite: it is the separate package `benches/sqlcipher`.
 //!
 //! Usage: `cargo bench --features peers` runs the whole comparison (every store at N = 10,000
 //! and 100,000, SQLCipher built and run from its package; `SCALE=1` adds the vault at
-//! 1,000,000); `... --bench peers -- all N...`, `... -- run STORE --n N`, `... -- kdf`,
+//! 1,000,000, and `vault-redb` there too); `... --bench peers -- all N...`, `... -- run STORE --n N`, `... -- kdf`,
 //! `... -- report RESULTS_FILE` run the parts.
 #![allow(
     clippy::unwrap_used,
@@ -39,7 +42,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
-use tokenvault::{KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
+use tokenvault::{Engine, KdfParams, OAuthToken, TokenStore, Vault, VaultOptions};
 
 use harness::{fresh_id, Peer, Plan, R};
 
@@ -79,11 +82,12 @@ struct VaultPeer {
 
 impl VaultPeer {
     /// `FLOOR`: the KDF set low, the rest default. `RECOMMENDED`: `VaultOptions::new()`.
-    fn create(path: PathBuf, params: KdfParams, cache: u64) -> R<VaultPeer> {
+    fn create(path: PathBuf, params: KdfParams, cache: u64, engine: Engine) -> R<VaultPeer> {
         let vault = VaultOptions::new()
             .kdf(params)
             .cache_capacity(cache)
             .durable(false)
+            .engine(engine)
             .create(&path, PASSPHRASE)?;
         Ok(VaultPeer {
             vault: Some(vault),
@@ -178,6 +182,52 @@ struct Crypto {
     aead: Aes256Gcm,
 }
 
+impl Crypto {
+    /// Fixed keys: the bounds measure the work, not the key management.
+    fn fixed() -> Crypto {
+        let mac = |label: u8| <HmacSha256 as KeyInit>::new_from_slice(&[label; 32]).expect("key");
+        Crypto {
+            index: [mac(1), mac(2), mac(3), mac(4)],
+            slot: mac(5),
+            aead: Aes256Gcm::new_from_slice(&[6u8; 32]).expect("key"),
+        }
+    }
+
+    /// One AES-256-GCM seal of the encoded token under a random nonce, bound to `rkey`.
+    fn seal(&self, rkey: &[u8], t: &OAuthToken) -> R<Vec<u8>> {
+        let plain = bincode::serde::encode_to_vec(t, bincode::config::standard())?;
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let ct = self
+            .aead
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &plain,
+                    aad: rkey,
+                },
+            )
+            .map_err(|_| "seal")?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open(&self, rkey: &[u8], bytes: &[u8]) -> R<OAuthToken> {
+        let (nonce, ct) = bytes.split_at_checked(12).ok_or("short record")?;
+        let nonce: [u8; 12] = nonce.try_into()?;
+        let plain = self
+            .aead
+            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: rkey })
+            .map_err(|_| "open")?;
+        decode(&plain)
+    }
+}
+
+fn decode(bytes: &[u8]) -> R<OAuthToken> {
+    Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)
+}
+
 const USER: usize = 0;
 const ACCESS: usize = 1;
 const REFRESH: usize = 2;
@@ -228,14 +278,7 @@ fn txn_error(e: sled::transaction::TransactionError<()>) -> Box<dyn std::error::
 impl SledPeer {
     fn create(dir: PathBuf, with_crypto: bool) -> R<SledPeer> {
         let (db, trees) = open_sled(&dir)?;
-        let crypto = with_crypto.then(|| {
-            let mac = |label: u8| <HmacSha256 as KeyInit>::new_from_slice(&[label; 32]).expect("key");
-            Crypto {
-                index: [mac(1), mac(2), mac(3), mac(4)],
-                slot: mac(5),
-                aead: Aes256Gcm::new_from_slice(&[6u8; 32]).expect("key"),
-            }
-        });
+        let crypto = with_crypto.then(Crypto::fixed);
         Ok(SledPeer {
             db: Some(db),
             trees,
@@ -266,44 +309,16 @@ impl SledPeer {
     }
 
     fn seal(&self, rkey: &[u8], t: &OAuthToken) -> R<Vec<u8>> {
-        let plain = bincode::serde::encode_to_vec(t, bincode::config::standard())?;
-        Ok(match &self.crypto {
-            None => plain,
-            Some(c) => {
-                let mut nonce = [0u8; 12];
-                getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-                let ct = c
-                    .aead
-                    .encrypt(
-                        &Nonce::from(nonce),
-                        Payload {
-                            msg: &plain,
-                            aad: rkey,
-                        },
-                    )
-                    .map_err(|_| "seal")?;
-                let mut out = nonce.to_vec();
-                out.extend_from_slice(&ct);
-                out
-            }
-        })
+        match &self.crypto {
+            None => Ok(bincode::serde::encode_to_vec(t, bincode::config::standard())?),
+            Some(c) => c.seal(rkey, t),
+        }
     }
 
     fn open(&self, rkey: &[u8], bytes: &[u8]) -> R<OAuthToken> {
-        let decode = |b: &[u8]| -> R<OAuthToken> {
-            Ok(bincode::serde::decode_from_slice(b, bincode::config::standard())?.0)
-        };
         match &self.crypto {
             None => decode(bytes),
-            Some(c) => {
-                let (nonce, ct) = bytes.split_at_checked(12).ok_or("short record")?;
-                let nonce: [u8; 12] = nonce.try_into()?;
-                let plain = c
-                    .aead
-                    .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: rkey })
-                    .map_err(|_| "open")?;
-                decode(&plain)
-            }
+            Some(c) => c.open(rkey, bytes),
         }
     }
 
@@ -473,6 +488,213 @@ impl Peer for SledPeer {
     }
 }
 
+// ---------------------------------------------------------------- raw redb, sealed
+
+/// The one table of `redb-crypto`: `tree number || key` -> value, as the vault lays out
+/// its trees on redb (0 = records, 1 + index = that index).
+const REDB_TABLE: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
+    redb::TableDefinition::new("vault");
+
+/// `redb-crypto`: raw redb 4.6 at the vault's default cache with the minimal crypto of
+/// `sled-crypto` (one HMAC per lookup key, one AES-256-GCM seal or open per record), each
+/// write one transaction (`fdatasync` when durable): the bound of the sealed design on
+/// redb, without the vault's checks, id index or seal counter.
+struct RedbPeer {
+    db: Option<redb::Database>,
+    crypto: Crypto,
+    durable: bool,
+    dir: PathBuf,
+}
+
+fn tagged(tree: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = vec![tree];
+    k.extend_from_slice(key);
+    k
+}
+
+impl RedbPeer {
+    fn create(dir: PathBuf) -> R<RedbPeer> {
+        std::fs::create_dir_all(&dir)?;
+        let db = Self::open_db(&dir)?;
+        let txn = db.begin_write()?;
+        txn.open_table(REDB_TABLE)?;
+        txn.commit()?;
+        Ok(RedbPeer {
+            db: Some(db),
+            crypto: Crypto::fixed(),
+            durable: false,
+            dir,
+        })
+    }
+
+    fn open_db(dir: &Path) -> R<redb::Database> {
+        let cache = usize::try_from(VaultOptions::DEFAULT_CACHE_CAPACITY)?;
+        Ok(redb::Builder::new()
+            .set_cache_size(cache)
+            .create(dir.join("bound.redb"))?)
+    }
+
+    fn db(&self) -> &redb::Database {
+        self.db.as_ref().expect("open")
+    }
+
+    fn get(&self, tree: u8, key: &[u8]) -> R<Option<Vec<u8>>> {
+        use redb::ReadableDatabase;
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(REDB_TABLE)?;
+        let v = table.get(tagged(tree, key).as_slice())?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    fn record(&self, rkey: &[u8]) -> R<Option<OAuthToken>> {
+        match self.get(0, rkey)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(self.crypto.open(rkey, &b)?)),
+        }
+    }
+
+    fn indexed(&self, index: usize, value: &str) -> R<Option<OAuthToken>> {
+        let ikey = mac(&self.crypto.index[index], value.as_bytes());
+        let Some(rkey) = self.get(1 + index as u8, &ikey)? else {
+            return Ok(None);
+        };
+        let t = self.record(&rkey)?.ok_or("dangling index entry")?;
+        Ok((field(&t, index) == Some(value)).then_some(t))
+    }
+
+    /// One write transaction: `puts` then `removes`, (tree, key[, value]).
+    fn write(&self, puts: &[(u8, &[u8], &[u8])], removes: &[(u8, &[u8])]) -> R<()> {
+        let mut txn = self.db().begin_write()?;
+        txn.set_durability(if self.durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        })?;
+        {
+            let mut table = txn.open_table(REDB_TABLE)?;
+            for (tree, k, v) in puts {
+                table.insert(tagged(*tree, k).as_slice(), *v)?;
+            }
+            for (tree, k) in removes {
+                table.remove(tagged(*tree, k).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl Peer for RedbPeer {
+    fn insert(&mut self, t: &OAuthToken) -> R<String> {
+        let user = t.user_name().ok_or("no user")?;
+        let ukey = mac(&self.crypto.index[USER], user.as_bytes());
+        if self.get(1 + USER as u8, &ukey)?.is_some() {
+            return Err("insert: user exists".into());
+        }
+        let id = fresh_id();
+        let mut t = t.clone();
+        t.set_id(Some(id.clone()));
+        let rkey = mac(&self.crypto.slot, id.as_bytes());
+        let sealed = self.crypto.seal(&rkey, &t)?;
+        let mut keys: Vec<(u8, Vec<u8>)> = vec![(1 + USER as u8, ukey)];
+        for index in [ACCESS, REFRESH, GRANT] {
+            if let Some(v) = field(&t, index) {
+                keys.push((1 + index as u8, mac(&self.crypto.index[index], v.as_bytes())));
+            }
+        }
+        let mut puts: Vec<(u8, &[u8], &[u8])> = vec![(0, &rkey, &sealed)];
+        puts.extend(
+            keys.iter()
+                .map(|(tree, k)| (*tree, k.as_slice(), rkey.as_slice())),
+        );
+        self.write(&puts, &[])?;
+        Ok(id)
+    }
+
+    fn update(&mut self, id: &str, access: &str, expiry: i64) -> R<()> {
+        let rkey = mac(&self.crypto.slot, id.as_bytes());
+        let old = self.record(&rkey)?.ok_or("update: no record")?;
+        let access_tree = 1 + ACCESS as u8;
+        let old_key = match old.access_token() {
+            Some(a) if a != access => {
+                let k = mac(&self.crypto.index[ACCESS], a.as_bytes());
+                (self.get(access_tree, &k)?.as_deref() == Some(rkey.as_slice())).then_some(k)
+            }
+            _ => None,
+        };
+        let new = old.with_access_token(access).with_expiry_time(expiry);
+        let sealed = self.crypto.seal(&rkey, &new)?;
+        let new_key = mac(&self.crypto.index[ACCESS], access.as_bytes());
+        let removes: Vec<(u8, &[u8])> = old_key.iter().map(|k| (access_tree, k.as_slice())).collect();
+        self.write(&[(0, &rkey, &sealed), (access_tree, &new_key, &rkey)], &removes)
+    }
+
+    fn by_user(&mut self, user: &str) -> R<Option<OAuthToken>> {
+        self.indexed(USER, user)
+    }
+    fn by_access(&mut self, access: &str) -> R<Option<OAuthToken>> {
+        self.indexed(ACCESS, access)
+    }
+    fn by_refresh(&mut self, c: &str, _s: &str, refresh: &str) -> R<Option<OAuthToken>> {
+        Ok(self
+            .indexed(REFRESH, refresh)?
+            .filter(|t| t.client_id() == Some(c)))
+    }
+    fn by_grant(&mut self, c: &str, _s: &str, grant: &str) -> R<Option<OAuthToken>> {
+        Ok(self.indexed(GRANT, grant)?.filter(|t| t.client_id() == Some(c)))
+    }
+    fn by_id(&mut self, id: &str) -> R<Option<OAuthToken>> {
+        self.record(&mac(&self.crypto.slot, id.as_bytes()))
+    }
+    fn all(&mut self) -> R<usize> {
+        use redb::ReadableDatabase;
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(REDB_TABLE)?;
+        let mut all = Vec::new();
+        for e in table.range::<&[u8]>([0u8].as_slice()..[1u8].as_slice())? {
+            let (k, v) = e?;
+            all.push(self.crypto.open(&k.value()[1..], v.value())?);
+        }
+        Ok(all.len())
+    }
+    fn delete(&mut self, id: &str) -> R<()> {
+        let rkey = mac(&self.crypto.slot, id.as_bytes());
+        let Some(old) = self.record(&rkey)? else {
+            return Ok(());
+        };
+        let mut gone: Vec<(u8, Vec<u8>)> = vec![(0, rkey.clone())];
+        for index in [USER, ACCESS, REFRESH, GRANT] {
+            if let Some(v) = field(&old, index) {
+                let k = mac(&self.crypto.index[index], v.as_bytes());
+                if self.get(1 + index as u8, &k)?.as_deref() == Some(rkey.as_slice()) {
+                    gone.push((1 + index as u8, k));
+                }
+            }
+        }
+        let removes: Vec<(u8, &[u8])> = gone.iter().map(|(t, k)| (*t, k.as_slice())).collect();
+        self.write(&[], &removes)
+    }
+    fn reopen(&mut self, durable: bool) -> R<Duration> {
+        self.flush()?;
+        drop(self.db.take());
+        let t = Instant::now();
+        let db = Self::open_db(&self.dir)?;
+        let took = t.elapsed();
+        self.db = Some(db);
+        self.durable = durable;
+        Ok(took)
+    }
+    fn flush(&mut self) -> R<()> {
+        let mut txn = self.db().begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+    fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() -> R<()> {
@@ -497,11 +719,33 @@ fn main() -> R<()> {
             let dir = tmp.path().join(&store);
             let default_cache = VaultOptions::DEFAULT_CACHE_CAPACITY;
             let mut peer: Box<dyn Peer> = match store.as_str() {
-                "vault" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR, default_cache)?),
-                "vault-default" => Box::new(VaultPeer::create(dir, KdfParams::RECOMMENDED, default_cache)?),
-                "vault-large-cache" => Box::new(VaultPeer::create(dir, KdfParams::FLOOR, LARGE_CACHE)?),
+                "vault" => Box::new(VaultPeer::create(
+                    dir,
+                    KdfParams::FLOOR,
+                    default_cache,
+                    Engine::Sled,
+                )?),
+                "vault-default" => Box::new(VaultPeer::create(
+                    dir,
+                    KdfParams::RECOMMENDED,
+                    default_cache,
+                    Engine::Sled,
+                )?),
+                "vault-large-cache" => Box::new(VaultPeer::create(
+                    dir,
+                    KdfParams::FLOOR,
+                    LARGE_CACHE,
+                    Engine::Sled,
+                )?),
+                "vault-redb" => Box::new(VaultPeer::create(
+                    dir,
+                    KdfParams::FLOOR,
+                    default_cache,
+                    Engine::Redb,
+                )?),
                 "sled-plain" => Box::new(SledPeer::create(dir, false)?),
                 "sled-crypto" => Box::new(SledPeer::create(dir, true)?),
+                "redb-crypto" => Box::new(RedbPeer::create(dir)?),
                 "sqlite" => Box::new(sql::SqlPeer::create(dir, None)?),
                 other => return Err(format!("unknown store {other}").into()),
             };
@@ -579,7 +823,14 @@ fn all(ns: &[String]) -> R<()> {
     collect(Command::new(&me).arg("kdf"), "kdf")?;
     let mut runs: Vec<(String, usize)> = Vec::new();
     for &n in &ns {
-        for store in ["vault", "sled-plain", "sled-crypto", "sqlite", "sqlcipher"] {
+        for store in [
+            "vault",
+            "vault-redb",
+            "sled-plain",
+            "sled-crypto",
+            "sqlite",
+            "sqlcipher",
+        ] {
             runs.push((store.into(), n));
         }
         // Default options (the recommended KDF too): the peak-RSS figure; and the vault
@@ -591,6 +842,7 @@ fn all(ns: &[String]) -> R<()> {
     }
     if std::env::var("SCALE").is_ok_and(|v| v == "1") {
         runs.push(("vault".into(), 1_000_000));
+        runs.push(("vault-redb".into(), 1_000_000));
     }
     for (store, n) in runs {
         let mut cmd = if store == "sqlcipher" {

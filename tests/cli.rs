@@ -241,12 +241,31 @@ fn is_id(s: &str) -> bool {
 
 #[test]
 fn a_whole_session_from_init_to_delete_all() {
+    whole_session(None);
+}
+
+#[test]
+fn a_whole_session_on_each_engine_chosen_at_init() {
+    whole_session(Some("sled"));
+    whole_session(Some("redb"));
+}
+
+/// Every command in turn, on a vault made by `init` (with `--engine` when given).
+fn whole_session(engine: Option<&str>) {
     let s = Scratch::new();
     let vault = s.vault.display().to_string();
+    let init = match engine {
+        Some(e) => vec!["init", "--engine", e],
+        None => vec!["init"],
+    };
+    let made = engine.unwrap_or("sled");
     assert_eq!(
-        s.run(&["init"]).ok(),
-        format!("Created an empty vault at {vault}.\n")
+        s.run(&init).ok(),
+        format!("Created an empty vault at {vault} (engine: {made}).\n")
     );
+    // The engine's files, and no other's, are in the live generation.
+    let redb = s.vault.join("gen-1").join("vault.redb").is_file();
+    assert_eq!(redb, made == "redb", "{made}");
 
     // save: one object, then an array; each prints the ids.
     let out = s.run_stdin(&["save"], &alice().to_string()).ok();
@@ -575,6 +594,8 @@ fn usage_errors_exit_2() {
         .usage_error("cannot be used with");
     s.run(&["list", "--kdf", "weak"])
         .usage_error("invalid value 'weak'");
+    s.run(&["init", "--engine", "lmdb"])
+        .usage_error("invalid value 'lmdb'");
     s.run(&["list", "--passphrase", "x"])
         .usage_error("unexpected argument '--passphrase'");
     let no_vault = run(Command::new(BIN).arg("list"), None);

@@ -1,4 +1,5 @@
-//! `Vault` and `MemoryStore` driven with the same operation sequence must agree.
+//! `Vault` (on sled or redb, as the input says) and `MemoryStore` driven with the same
+//! operation sequence must agree.
 //!
 //! Fields come from small pools so that user names, tokens and ids collide, which is where
 //! the section 3 rules (priority, client-id check, upsert merge, one token per user name,
@@ -17,7 +18,7 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tokenvault::{Error, Field, KdfParams, MemoryStore, OAuthToken, TokenStore, Vault, VaultOptions};
+use tokenvault::{Engine, Error, Field, KdfParams, MemoryStore, OAuthToken, TokenStore, Vault, VaultOptions};
 use tokenvault_fuzz::{copy_dir, process_dir, scratch_dir, variant, PASSPHRASE};
 
 /// Values for every string field: the empty string (stored as absent), plain values,
@@ -113,6 +114,8 @@ enum Maintenance {
 struct Input {
     /// A small seal budget makes the vault start new key epochs by itself.
     seals_per_key: Option<u8>,
+    /// The engine: redb when set, else sled.
+    redb: bool,
     ops: Vec<Op>,
 }
 
@@ -199,14 +202,16 @@ fn result_kind<T>(r: &Result<T, Error>) -> &'static str {
     }
 }
 
-/// An empty vault built once per process; each input works on a copy of it, so the
-/// (memoized) KDF is the only Argon2 run.
-fn template() -> &'static PathBuf {
-    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let dir = process_dir("differential").join("vault");
+/// An empty vault on `engine`, built once per process; each input works on a copy of it,
+/// so the (memoized) KDF is the only Argon2 run.
+fn template(engine: Engine) -> &'static PathBuf {
+    static SLED: OnceLock<PathBuf> = OnceLock::new();
+    static REDB: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if engine == Engine::Redb { &REDB } else { &SLED };
+    cell.get_or_init(|| {
+        let dir = process_dir("differential").join(format!("vault-{engine}"));
         drop(
-            options(None)
+            options(None, engine)
                 .create(&dir, PASSPHRASE)
                 .expect("create the template"),
         );
@@ -214,8 +219,11 @@ fn template() -> &'static PathBuf {
     })
 }
 
-fn options(seals_per_key: Option<u8>) -> VaultOptions {
-    let o = VaultOptions::new().kdf(KdfParams::FLOOR).durable(false);
+fn options(seals_per_key: Option<u8>, engine: Engine) -> VaultOptions {
+    let o = VaultOptions::new()
+        .kdf(KdfParams::FLOOR)
+        .durable(false)
+        .engine(engine);
     match seals_per_key {
         Some(n) => o.seals_per_key(u64::from(n % 8) + 1),
         None => o,
@@ -418,8 +426,9 @@ impl Run {
 fuzz_target!(|input: Input| {
     let scratch = scratch_dir("input-");
     let dir = scratch.path().join("vault");
-    copy_dir(template(), &dir);
-    let options = options(input.seals_per_key);
+    let engine = if input.redb { Engine::Redb } else { Engine::Sled };
+    copy_dir(template(engine), &dir);
+    let options = options(input.seals_per_key, engine);
     let vault = options.open(&dir, PASSPHRASE).expect("open the template copy");
     let mut run = Run {
         vault: Some(vault),

@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{create_exception, intern};
-use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions, VerifyReport as CoreReport};
+use tokenvault::{Engine, KdfParams, OAuthToken, TokenStore, VaultOptions, VerifyReport as CoreReport};
 use zeroize::{Zeroize, Zeroizing};
 
 create_exception!(
@@ -491,22 +491,26 @@ impl Vault {
     /// ``"floor"`` (19 MiB, t=2, p=1: for tests and small devices), or a dict / tuple of
     /// ``(memory_kib, iterations, parallelism)``. ``durable``: when True (the default) every
     /// save and delete is on disk when it returns; when False writes are buffered and a crash
-    /// may lose the last ones.
+    /// may lose the last ones. ``engine``: the storage engine, ``"sled"`` (the default) or
+    /// ``"redb"`` (for vaults larger than the page cache); ``open`` recognises it from the
+    /// files.
     ///
     /// Raises VaultExists (a vault or other files are there), InvalidKdfParams, VaultLocked,
-    /// StorageError.
+    /// StorageError (also for an unknown engine).
     #[staticmethod]
-    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true))]
+    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true, engine="sled"))]
     fn create(
         py: Python<'_>,
         location: &Bound<'_, PyAny>,
         passphrase: &Bound<'_, PyAny>,
         kdf: Option<&Bound<'_, PyAny>>,
         durable: bool,
+        engine: &str,
     ) -> PyResult<Vault> {
         let path = location_arg(location)?;
         let passphrase = passphrase_arg(passphrase)?;
-        let options = Self::options(kdf, durable)?;
+        let engine: Engine = engine.parse().map_err(raise)?;
+        let options = Self::options(kdf, durable)?.engine(engine);
         let vault = py
             .detach(move || options.create(&path, &passphrase))
             .map_err(raise)?;
@@ -537,6 +541,12 @@ impl Vault {
             .detach(move || options.open(&path, &passphrase))
             .map_err(raise)?;
         Ok(Self::wrap(vault))
+    }
+
+    /// The storage engine that writes the vault's files: ``"sled"`` or ``"redb"``.
+    #[getter]
+    fn engine(&self) -> PyResult<&'static str> {
+        Ok(self.handle()?.engine().name())
     }
 
     /// The vault's directory (a pathlib.Path).

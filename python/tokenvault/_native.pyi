@@ -126,14 +126,22 @@ class Vault:
 
     @staticmethod
     def create(
-        location: Location, passphrase: str, *, kdf: Kdf = None, durable: bool = True
+        location: Location,
+        passphrase: str,
+        *,
+        kdf: Kdf = None,
+        durable: bool = True,
+        engine: Literal["sled", "redb"] = "sled",
     ) -> "Vault":
-        """Creates a vault (``VaultExists`` if something is there)."""
+        """Creates a vault (``VaultExists`` if something is there) on ``engine``."""
     @staticmethod
     def open(
         location: Location, passphrase: str, *, kdf: Kdf = None, durable: bool = True
     ) -> "Vault":
         """Opens a vault (``VaultNotFound``, ``VaultLocked``, ``WrongPassphrase``, ``Corrupted``)."""
+    @property
+    def engine(self) -> Literal["sled", "redb"]:
+        """The storage engine that writes the vault's files (recognised at open)."""
     @property
     def path(self) -> "pathlib.Path":
         """The vault's directory."""

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::builder::NonEmptyStringValueParser;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use tokenvault::KdfParams;
+use tokenvault::{Engine, KdfParams};
 
 /// Manage an encrypted tokenvault, and migrate tokens from the Zoho SDK's stores.
 ///
@@ -70,11 +70,36 @@ impl KdfChoice {
     }
 }
 
+/// The storage engines the command line offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// sled 0.34.
+    Sled,
+    /// redb 4.6.
+    Redb,
+}
+
+impl EngineChoice {
+    /// The library's engine for this choice.
+    pub fn engine(self) -> Engine {
+        match self {
+            EngineChoice::Sled => Engine::Sled,
+            EngineChoice::Redb => Engine::Redb,
+        }
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new, empty vault at --vault.
-    Init,
+    Init {
+        /// The storage engine: sled (the default), or redb for vaults larger than the
+        /// page cache (faster lookups and reopens there). Every other command recognises
+        /// the engine from the vault's files.
+        #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineChoice::Sled)]
+        engine: EngineChoice,
+    },
     /// Change the passphrase; the new one comes from --new-passphrase-file, else
     /// TOKENVAULT_NEW_PASSPHRASE, else a prompt.
     Passwd {

@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tokenvault::{Error, OAuthToken, Saved, TokenStore, Vault, VaultOptions};
+use tokenvault::{Engine, Error, OAuthToken, Saved, TokenStore, Vault, VaultOptions};
 
 use crate::args::{Cli, Command, FindArgs, KdfChoice, Show};
 use crate::failure::{quoted, Failure, EXIT_FAILURE};
@@ -107,7 +107,7 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
         ),
     };
     match cli.command {
-        Command::Init => init(&ctx),
+        Command::Init { engine } => init(&ctx, engine.engine()),
         Command::Passwd {
             new_passphrase_file, ..
         } => passwd(&ctx, new_passphrase_file.as_deref()),
@@ -125,7 +125,7 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
     }
 }
 
-fn init(ctx: &Context) -> Result<(), Failure> {
+fn init(ctx: &Context, engine: Engine) -> Result<(), Failure> {
     // Refuse before asking for a passphrase; `create` checks again.
     let occupied = ctx.dir.exists()
         && (!ctx.dir.is_dir()
@@ -138,14 +138,15 @@ fn init(ctx: &Context) -> Result<(), Failure> {
     let passphrase = passphrase::new(&ctx.source(), &ctx.dir)?;
     let vault = ctx
         .options()
+        .engine(engine)
         .create(&ctx.dir, &passphrase)
         .map_err(|e| ctx.fail(e))?;
     ctx.flush(&vault)?;
     drop(vault);
     let dir = ctx.dir.display().to_string();
     ctx.print(
-        || format!("Created an empty vault at {dir}.\n"),
-        || json!({ "created": dir }),
+        || format!("Created an empty vault at {dir} (engine: {engine}).\n"),
+        || json!({ "created": dir, "engine": engine.name() }),
     )
 }
 
