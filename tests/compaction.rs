@@ -2,9 +2,10 @@
 //! the vault compacts by itself.
 //!
 //! Protects against: dead data piling up forever in a vault that is written a lot, a
-//! compaction at every open of a vault that is not, a leftover generation surviving the
-//! next open, and a damaged or hostile pointer file being followed (or panicking) instead
-//! of refused.
+//! compaction at every open of a vault that is not, a deleted or overwritten record still
+//! in the files after a compaction (sled's log, redb's freed pages), a leftover generation
+//! surviving the next open, and a damaged or hostile pointer file being followed (or
+//! panicking) instead of refused.
 //!
 //! Every test runs on each engine (`sled::NAME`, `redb::NAME`).
 #![allow(
@@ -39,6 +40,29 @@ fn token(n: u32, version: u32) -> OAuthToken {
 
 fn pointer(path: &Path) -> String {
     std::fs::read_to_string(path.join("CURRENT")).unwrap()
+}
+
+/// The bytes of every file below `dir`.
+fn contents(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(contents(&p));
+        } else {
+            out.push(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// How many of `records` appear whole in some file below `dir`.
+fn records_in_files(dir: &Path, records: &[Vec<u8>]) -> usize {
+    let files = contents(dir);
+    records
+        .iter()
+        .filter(|r| files.iter().any(|f| memchr::memmem::find(f, r).is_some()))
+        .count()
 }
 
 fn size(dir: &Path) -> u64 {
@@ -168,6 +192,42 @@ common::vaults::engine_suite! {
         let v = options().open(&path, "p").unwrap();
         assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
     }
+    fn compaction_leaves_no_deleted_or_earlier_record_in_the_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().create(&path, "p").unwrap();
+            for n in 0..20 {
+                v.save_token(&mut token(n, 0)).unwrap();
+            }
+        }
+        let first: Vec<Vec<u8>> =
+            raw_edit::edit(&path, |db| db.entries("tokens").into_iter().map(|(_, r)| r).collect());
+        assert_eq!(first.len(), 20);
+        {
+            // Half updated, half deleted: every first record is dead.
+            let v = options().open(&path, "p").unwrap();
+            for n in 0..10 {
+                v.save_token(&mut token(n, 1)).unwrap();
+            }
+            for n in 10..20 {
+                v.delete_token(&format!("id-{n}")).unwrap();
+            }
+        }
+        // The control: the engine keeps dead records in its files until a compaction
+        // (so the scan below can see them).
+        assert!(records_in_files(&path, &first) > 0, "no dead record in the files");
+        let v = options().open(&path, "p").unwrap();
+        v.compact().unwrap();
+        assert_eq!(records_in_files(&path, &first), 0, "a dead record outlived the compaction");
+        assert_eq!(v.get_tokens().unwrap().len(), 10);
+        for n in 0..10 {
+            assert_eq!(v.find_token_by_id(&format!("id-{n}")).unwrap(), Some(token(n, 1)));
+        }
+        drop(v);
+        assert_eq!(records_in_files(&path, &first), 0);
+    }
+
     fn compaction_keeps_every_token_index_and_the_quarantine() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("vault");
