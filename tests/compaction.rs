@@ -2,9 +2,12 @@
 //! the vault compacts by itself.
 //!
 //! Protects against: dead data piling up forever in a vault that is written a lot, a
-//! compaction at every open of a vault that is not, a leftover generation surviving the
-//! next open, and a damaged or hostile pointer file being followed (or panicking) instead
-//! of refused.
+//! compaction at every open of a vault that is not, a deleted or overwritten record still
+//! in the files after a compaction (sled's log, redb's freed pages), a leftover generation
+//! surviving the next open, and a damaged or hostile pointer file being followed (or
+//! panicking) instead of refused.
+//!
+//! Every test runs on each engine (`sled::NAME`, `redb::NAME`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -39,6 +42,29 @@ fn pointer(path: &Path) -> String {
     std::fs::read_to_string(path.join("CURRENT")).unwrap()
 }
 
+/// The bytes of every file below `dir`.
+fn contents(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(contents(&p));
+        } else {
+            out.push(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// How many of `records` appear whole in some file below `dir`.
+fn records_in_files(dir: &Path, records: &[Vec<u8>]) -> usize {
+    let files = contents(dir);
+    records
+        .iter()
+        .filter(|r| files.iter().any(|f| memchr::memmem::find(f, r).is_some()))
+        .count()
+}
+
 fn size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
@@ -53,151 +79,187 @@ fn size(dir: &Path) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_vault_whose_dead_data_outgrew_its_live_data_compacts_at_open() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("vault");
-    {
-        let v = options().durable(false).create(&path, "p").unwrap();
-        for version in 0..25 {
-            for n in 0..200 {
-                v.save_token(&mut token(n, version)).unwrap();
+common::vaults::engine_suite! {
+    fn a_vault_whose_dead_data_outgrew_its_live_data_compacts_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().durable(false).create(&path, "p").unwrap();
+            for version in 0..25 {
+                for n in 0..200 {
+                    v.save_token(&mut token(n, version)).unwrap();
+                }
             }
         }
+        assert_eq!(pointer(&path), "tokenvault generation 1\n");
+        let before = size(&path);
+        let v = options().open(&path, "p").unwrap();
+        assert_eq!(pointer(&path), "tokenvault generation 2\n");
+        let after = size(&path);
+        assert!(after < before, "compaction at open: {before} -> {after} bytes");
+        assert!(!path.join("gen-1").exists());
+        let all = v.get_tokens().unwrap();
+        assert_eq!(all.len(), 200);
+        for n in 0..200 {
+            assert_eq!(
+                v.find_token_by_id(&format!("id-{n}")).unwrap(),
+                Some(token(n, 24))
+            );
+        }
+        assert!(v.verify().unwrap().is_clean());
     }
-    assert_eq!(pointer(&path), "tokenvault generation 1\n");
-    let before = size(&path);
-    let v = options().open(&path, "p").unwrap();
-    assert_eq!(pointer(&path), "tokenvault generation 2\n");
-    let after = size(&path);
-    assert!(after < before, "compaction at open: {before} -> {after} bytes");
-    assert!(!path.join("gen-1").exists());
-    let all = v.get_tokens().unwrap();
-    assert_eq!(all.len(), 200);
-    for n in 0..200 {
-        assert_eq!(
-            v.find_token_by_id(&format!("id-{n}")).unwrap(),
-            Some(token(n, 24))
-        );
+    fn a_vault_without_much_dead_data_is_not_compacted_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().create(&path, "p").unwrap();
+            for n in 0..50 {
+                v.save_token(&mut token(n, 0)).unwrap();
+            }
+            v.delete_token("id-7").unwrap();
+        }
+        for _ in 0..3 {
+            drop(options().open(&path, "p").unwrap());
+            assert_eq!(pointer(&path), "tokenvault generation 1\n");
+        }
     }
-    assert!(v.verify().unwrap().is_clean());
-}
+    fn an_open_removes_what_an_interrupted_compaction_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().create(&path, "p").unwrap();
+            v.save_token(&mut token(1, 0)).unwrap();
+            v.compact().unwrap();
+        }
+        assert_eq!(pointer(&path), "tokenvault generation 2\n");
+        // A half-written next generation and pointer, as a crash would leave them: the
+        // engine's files, begun.
+        std::fs::create_dir(path.join("gen-3")).unwrap();
+        for file in raw_edit::db_files(&path) {
+            std::fs::write(path.join("gen-3").join(file.file_name().unwrap()), b"half written").unwrap();
+        }
+        std::fs::write(path.join("CURRENT.tmp"), b"tokenvault generation 3\n").unwrap();
+        let v = options().open(&path, "p").unwrap();
+        assert!(!path.join("gen-3").exists());
+        assert!(!path.join("CURRENT.tmp").exists());
+        assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
+        // The next compaction writes generation 3 afresh.
+        v.compact().unwrap();
+        assert_eq!(pointer(&path), "tokenvault generation 3\n");
+        assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
+        assert!(!path.join("gen-2").exists());
+    }
+    fn a_damaged_or_hostile_pointer_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().create(&path, "p").unwrap();
+            v.save_token(&mut token(1, 0)).unwrap();
+        }
+        let good = pointer(&path);
+        let live_files = raw_edit::db_files(&path);
+        assert!(live_files.iter().all(|f| f.starts_with(path.join("gen-1"))));
+        for bad in [
+            "",
+            "tokenvault generation 2\n",
+            "tokenvault generation 0\n",
+            "tokenvault generation 01\n",
+            "tokenvault generation 1",
+            "tokenvault generation 1\n\n",
+            "tokenvault generation ../../etc\n",
+            "tokenvault generation 99999999999999999999999\n",
+        ] {
+            std::fs::write(path.join("CURRENT"), bad).unwrap();
+            let got = options().open(&path, "p");
+            assert!(matches!(got, Err(Error::Corrupted { .. })), "{bad:?}: {got:?}");
+            // Nothing was removed: the live generation is intact.
+            for file in &live_files {
+                assert!(file.exists(), "{bad:?}: {}", file.display());
+            }
+        }
+        std::fs::write(path.join("CURRENT"), "x".repeat(1 << 20)).unwrap();
+        assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(path.join("CURRENT")).unwrap();
+            let elsewhere = tmp.path().join("elsewhere");
+            std::fs::write(&elsewhere, &good).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, path.join("CURRENT")).unwrap();
+            assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
+            std::fs::remove_file(path.join("CURRENT")).unwrap();
+        }
+        std::fs::write(path.join("CURRENT"), &good).unwrap();
+        let v = options().open(&path, "p").unwrap();
+        assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
+    }
+    fn compaction_leaves_no_deleted_or_earlier_record_in_the_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
+        {
+            let v = options().create(&path, "p").unwrap();
+            for n in 0..20 {
+                v.save_token(&mut token(n, 0)).unwrap();
+            }
+        }
+        let first: Vec<Vec<u8>> =
+            raw_edit::edit(&path, |db| db.entries("tokens").into_iter().map(|(_, r)| r).collect());
+        assert_eq!(first.len(), 20);
+        {
+            // Half updated, half deleted: every first record is dead.
+            let v = options().open(&path, "p").unwrap();
+            for n in 0..10 {
+                v.save_token(&mut token(n, 1)).unwrap();
+            }
+            for n in 10..20 {
+                v.delete_token(&format!("id-{n}")).unwrap();
+            }
+        }
+        // The control: the engine keeps dead records in its files until a compaction
+        // (so the scan below can see them).
+        assert!(records_in_files(&path, &first) > 0, "no dead record in the files");
+        let v = options().open(&path, "p").unwrap();
+        v.compact().unwrap();
+        assert_eq!(records_in_files(&path, &first), 0, "a dead record outlived the compaction");
+        assert_eq!(v.get_tokens().unwrap().len(), 10);
+        for n in 0..10 {
+            assert_eq!(v.find_token_by_id(&format!("id-{n}")).unwrap(), Some(token(n, 1)));
+        }
+        drop(v);
+        assert_eq!(records_in_files(&path, &first), 0);
+    }
 
-#[test]
-fn a_vault_without_much_dead_data_is_not_compacted_at_open() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("vault");
-    {
+    fn compaction_keeps_every_token_index_and_the_quarantine() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vault");
         let v = options().create(&path, "p").unwrap();
-        for n in 0..50 {
+        for n in 0..30 {
             v.save_token(&mut token(n, 0)).unwrap();
         }
-        v.delete_token("id-7").unwrap();
-    }
-    for _ in 0..3 {
-        drop(options().open(&path, "p").unwrap());
-        assert_eq!(pointer(&path), "tokenvault generation 1\n");
-    }
-}
-
-#[test]
-fn an_open_removes_what_an_interrupted_compaction_left() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("vault");
-    {
-        let v = options().create(&path, "p").unwrap();
-        v.save_token(&mut token(1, 0)).unwrap();
+        // Damage one record and set it aside, so the quarantine has something to carry.
+        drop(v);
+        raw_edit::edit(&path, |db| {
+            let (slot, mut damaged) = db.entries("tokens").swap_remove(5);
+            damaged[30] ^= 1;
+            db.insert("tokens", slot, damaged);
+        });
+        let v = options().open(&path, "p").unwrap();
+        let repaired = v.repair().unwrap();
+        assert_eq!(repaired.set_aside.len(), 1);
+        let before = {
+            let mut t = v.get_tokens().unwrap();
+            t.sort_by(|a, b| a.id().cmp(&b.id()));
+            t
+        };
         v.compact().unwrap();
+        let mut after = v.get_tokens().unwrap();
+        after.sort_by(|a, b| a.id().cmp(&b.id()));
+        assert_eq!(after, before);
+        for t in &after {
+            let q = OAuthToken::default().with_access_token(t.access_token().unwrap());
+            assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+        }
+        let report = v.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.quarantined, repaired.quarantined);
     }
-    assert_eq!(pointer(&path), "tokenvault generation 2\n");
-    // A half-written next generation and pointer, as a crash would leave them.
-    std::fs::create_dir(path.join("gen-3")).unwrap();
-    std::fs::write(path.join("gen-3").join("db"), b"half written").unwrap();
-    std::fs::write(path.join("CURRENT.tmp"), b"tokenvault generation 3\n").unwrap();
-    let v = options().open(&path, "p").unwrap();
-    assert!(!path.join("gen-3").exists());
-    assert!(!path.join("CURRENT.tmp").exists());
-    assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
-    // The next compaction writes generation 3 afresh.
-    v.compact().unwrap();
-    assert_eq!(pointer(&path), "tokenvault generation 3\n");
-    assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
-    assert!(!path.join("gen-2").exists());
-}
-
-#[test]
-fn a_damaged_or_hostile_pointer_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("vault");
-    {
-        let v = options().create(&path, "p").unwrap();
-        v.save_token(&mut token(1, 0)).unwrap();
-    }
-    let good = pointer(&path);
-    for bad in [
-        "",
-        "tokenvault generation 2\n",
-        "tokenvault generation 0\n",
-        "tokenvault generation 01\n",
-        "tokenvault generation 1",
-        "tokenvault generation 1\n\n",
-        "tokenvault generation ../../etc\n",
-        "tokenvault generation 99999999999999999999999\n",
-    ] {
-        std::fs::write(path.join("CURRENT"), bad).unwrap();
-        let got = options().open(&path, "p");
-        assert!(matches!(got, Err(Error::Corrupted { .. })), "{bad:?}: {got:?}");
-        // Nothing was removed: the live generation is intact.
-        assert!(path.join("gen-1").join("db").exists(), "{bad:?}");
-    }
-    std::fs::write(path.join("CURRENT"), "x".repeat(1 << 20)).unwrap();
-    assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
-    #[cfg(unix)]
-    {
-        std::fs::remove_file(path.join("CURRENT")).unwrap();
-        let elsewhere = tmp.path().join("elsewhere");
-        std::fs::write(&elsewhere, &good).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, path.join("CURRENT")).unwrap();
-        assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
-        std::fs::remove_file(path.join("CURRENT")).unwrap();
-    }
-    std::fs::write(path.join("CURRENT"), &good).unwrap();
-    let v = options().open(&path, "p").unwrap();
-    assert_eq!(v.find_token_by_id("id-1").unwrap(), Some(token(1, 0)));
-}
-
-#[test]
-fn compaction_keeps_every_token_index_and_the_quarantine() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("vault");
-    let v = options().create(&path, "p").unwrap();
-    for n in 0..30 {
-        v.save_token(&mut token(n, 0)).unwrap();
-    }
-    // Damage one record and set it aside, so the quarantine has something to carry.
-    drop(v);
-    raw_edit::edit(&path, |db| {
-        let (slot, mut damaged) = db.entries("tokens").swap_remove(5);
-        damaged[30] ^= 1;
-        db.insert("tokens", slot, damaged);
-    });
-    let v = options().open(&path, "p").unwrap();
-    let repaired = v.repair().unwrap();
-    assert_eq!(repaired.set_aside.len(), 1);
-    let before = {
-        let mut t = v.get_tokens().unwrap();
-        t.sort_by(|a, b| a.id().cmp(&b.id()));
-        t
-    };
-    v.compact().unwrap();
-    let mut after = v.get_tokens().unwrap();
-    after.sort_by(|a, b| a.id().cmp(&b.id()));
-    assert_eq!(after, before);
-    for t in &after {
-        let q = OAuthToken::default().with_access_token(t.access_token().unwrap());
-        assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
-    }
-    let report = v.verify().unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.quarantined, repaired.quarantined);
 }

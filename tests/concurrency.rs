@@ -3,6 +3,9 @@
 //! Protects against: two records for one user name after concurrent saves, a reader seeing
 //! a token that mixes two saves, an index entry left pointing at the wrong record, and
 //! lookups that miss a record they should find once the writers are done.
+//!
+//! The vault tests run on each engine (`sled::NAME`, `redb::NAME`); the threads share the
+//! vault the test made, on its engine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,11 +15,16 @@
     reason = "test code: a panic is how a check fails"
 )]
 
+mod common {
+    pub(crate) mod vaults;
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
-use tokenvault::{KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
+use common::vaults::options;
+use tokenvault::{MemoryStore, OAuthToken, TokenStore};
 
 const USERS: u64 = 12;
 const THREADS: u64 = 8;
@@ -112,41 +120,35 @@ fn hammer<S: TokenStore + Sync>(store: &S) {
     );
 }
 
-#[test]
-fn concurrent_writers_and_readers_on_a_vault_keep_every_invariant() {
-    let tmp = tempfile::tempdir().unwrap();
-    let vault = VaultOptions::new()
-        .kdf(KdfParams::FLOOR)
-        .durable(false)
-        .create(tmp.path().join("vault"), "p")
-        .unwrap();
-    hammer(&vault);
-    let report = vault.verify().unwrap();
-    assert!(report.is_clean(), "{:?}", report.problems);
+common::vaults::engine_suite! {
+    fn concurrent_writers_and_readers_on_a_vault_keep_every_invariant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vault = options().durable(false).create(tmp.path().join("vault"), "p").unwrap();
+        hammer(&vault);
+        let report = vault.verify().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+
+    fn concurrent_first_saves_of_one_user_make_one_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vault = options().create(tmp.path().join("vault"), "p").unwrap();
+        let barrier = Barrier::new(8);
+        std::thread::scope(|s| {
+            for n in 0..8u64 {
+                let (vault, barrier) = (&vault, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    vault.save_token(&mut stamped(0, n + 1)).unwrap();
+                });
+            }
+        });
+        assert_eq!(vault.get_tokens().unwrap().len(), 1);
+        assert!(vault.verify().unwrap().is_clean());
+    }
 }
 
+/// No engine: the same hammer on the in-memory store.
 #[test]
 fn concurrent_writers_and_readers_on_a_memory_store_keep_every_invariant() {
     hammer(&MemoryStore::new());
-}
-
-#[test]
-fn concurrent_first_saves_of_one_user_make_one_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let vault = VaultOptions::new()
-        .kdf(KdfParams::FLOOR)
-        .create(tmp.path().join("vault"), "p")
-        .unwrap();
-    let barrier = Barrier::new(8);
-    std::thread::scope(|s| {
-        for n in 0..8u64 {
-            let (vault, barrier) = (&vault, &barrier);
-            s.spawn(move || {
-                barrier.wait();
-                vault.save_token(&mut stamped(0, n + 1)).unwrap();
-            });
-        }
-    });
-    assert_eq!(vault.get_tokens().unwrap().len(), 1);
-    assert!(vault.verify().unwrap().is_clean());
 }

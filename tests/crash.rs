@@ -5,6 +5,9 @@
 //! Protects against: an acknowledged save or delete lost, a torn save (half the fields, or
 //! the record without its index entries), a dangling index entry, and a vault that no
 //! passphrase (or both) opens after a crash during `change_passphrase` or `rekey`.
+//!
+//! Both tests run on each engine (`sled::NAME`, `redb::NAME`): the child writes on the
+//! engine of the test that started it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,8 +27,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::vaults::options;
-use tokenvault::{Error, OAuthToken, TokenStore, Vault};
+use common::vaults::{engine, options};
+use tokenvault::{Engine, Error, OAuthToken, TokenStore, Vault};
 
 const CHILD_ENV: &str = "TOKENVAULT_TEST_CRASH_CHILD";
 const USERS: u64 = 40;
@@ -84,17 +87,22 @@ fn crash_child_writes_until_killed() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut parts = spec.splitn(4, '|');
-    let (mode, start, pass, path) = (
+    // `MODE|ENGINE|START|PASS|PATH`.
+    let mut parts = spec.splitn(5, '|');
+    let (mode, engine, start, pass, path) = (
+        parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
+    let engine: Engine = engine.parse().unwrap();
     let keys_only = mode == "keys";
     let mut k: u64 = start.parse().unwrap();
     let mut pass: usize = pass.parse().unwrap();
-    let vault = options().open(path, PASSPHRASES[pass]).unwrap();
+    // The parent's engine: this thread does not inherit it.
+    let vault = common::vaults::on(engine, || options().open(path, PASSPHRASES[pass]).unwrap());
+    assert_eq!(vault.engine(), engine);
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nopened").unwrap();
     loop {
@@ -147,14 +155,14 @@ fn open_with_one_of_two(path: &Path) -> (Vault, usize) {
     (options().open(path, PASSPHRASES[opens[0]]).unwrap(), opens[0])
 }
 
-#[test]
-fn killed_writers_lose_no_acknowledged_operation() {
-    crash_rounds(false);
-}
+common::vaults::engine_suite! {
+    fn killed_writers_lose_no_acknowledged_operation() {
+        crash_rounds(false);
+    }
 
-#[test]
-fn killed_passphrase_changes_rekeys_and_compactions_leave_one_passphrase_and_every_token() {
-    crash_rounds(true);
+    fn killed_passphrase_changes_rekeys_and_compactions_leave_one_passphrase_and_every_token() {
+        crash_rounds(true);
+    }
 }
 
 fn crash_rounds(keys_only: bool) {
@@ -170,6 +178,7 @@ fn crash_rounds(keys_only: bool) {
     let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
     {
         let v = options().create(&path, PASSPHRASES[0]).unwrap();
+        assert_eq!(v.engine(), engine());
         if keys_only {
             // Tokens for the re-keys to carry; the writer itself never saves.
             for user in 0..USERS {
@@ -195,8 +204,9 @@ fn crash_rounds(keys_only: bool) {
             .env(
                 CHILD_ENV,
                 format!(
-                    "{}|{next_k}|{pass}|{}",
+                    "{}|{}|{next_k}|{pass}|{}",
                     if keys_only { "keys" } else { "all" },
+                    engine(),
                     path.display()
                 ),
             )
