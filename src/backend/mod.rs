@@ -233,14 +233,26 @@ pub(crate) enum LocalStorage {
 }
 
 impl LocalStorage {
-    /// Opens (or creates) the database of `engine` in `dir`.
+    /// Creates the database of `engine` in the empty directory `dir`.
+    pub(crate) fn create(engine: Engine, dir: &Path, config: LocalConfig) -> Result<Self, Error> {
+        Self::open_or_create(engine, dir, config, true)
+    }
+
+    /// Opens the database of `engine` that `dir` holds (sled finishes one a crash left
+    /// half-made; redb refuses a file that is not a redb database, and never rewrites it).
     pub(crate) fn open(engine: Engine, dir: &Path, config: LocalConfig) -> Result<Self, Error> {
+        Self::open_or_create(engine, dir, config, false)
+    }
+
+    #[cfg_attr(not(feature = "redb"), allow(unused_variables))]
+    fn open_or_create(engine: Engine, dir: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
         match engine {
             Engine::Sled => Ok(LocalStorage::Sled(SledStorage::open(dir, config.cache_capacity)?)),
             #[cfg(feature = "redb")]
             Engine::Redb => Ok(LocalStorage::Redb(RedbStorage::open(
                 &dir.join(REDB_FILE),
                 config,
+                create,
             )?)),
             #[cfg(not(feature = "redb"))]
             Engine::Redb => Err(Error::Storage {
@@ -344,7 +356,7 @@ mod tests {
             cache_capacity: 1 << 20,
             durable: false,
         };
-        let s = LocalStorage::open(engine, tmp.path(), config).unwrap();
+        let s = LocalStorage::create(engine, tmp.path(), config).unwrap();
         assert_eq!(s.engine(), engine);
         s.apply(&[put(TreeName::Tokens, b"k", b"v1")]).unwrap();
         let write = [
@@ -396,7 +408,7 @@ mod redb_tests {
     #[test]
     fn trees_are_kept_apart_and_iterated_in_key_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+        let s = LocalStorage::create(Engine::Redb, tmp.path(), config(true)).unwrap();
         assert_eq!(Engine::in_dir(tmp.path()), Some(Engine::Redb));
         let mut ops = Vec::new();
         for tree in TreeName::ALL {
@@ -433,10 +445,25 @@ mod redb_tests {
     }
 
     #[test]
+    fn a_file_that_is_not_a_redb_database_is_corrupted_and_left_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join(REDB_FILE);
+        for junk in [Vec::new(), vec![0u8; 4096], b"not a database".repeat(500)] {
+            std::fs::write(&file, &junk).unwrap();
+            match LocalStorage::open(Engine::Redb, tmp.path(), config(false)) {
+                Err(Error::Corrupted { .. }) => {}
+                Err(e) => panic!("{} bytes: {e:?}", junk.len()),
+                Ok(_) => panic!("{} bytes opened", junk.len()),
+            }
+            assert_eq!(std::fs::read(&file).unwrap(), junk);
+        }
+    }
+
+    #[test]
     fn buffered_commits_are_made_durable_by_flush_and_survive_a_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         {
-            let s = LocalStorage::open(Engine::Redb, tmp.path(), config(false)).unwrap();
+            let s = LocalStorage::create(Engine::Redb, tmp.path(), config(false)).unwrap();
             s.apply(&[Op::Put(TreeName::Tokens, b"k".to_vec(), b"v".to_vec())])
                 .unwrap();
             s.flush().unwrap();

@@ -20,6 +20,11 @@ const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefin
 
 fn redb_error(e: impl Into<redb::Error>) -> Error {
     match e.into() {
+        // redb reports a file that is not a database of its own (a wrong magic number, a
+        // header that does not parse) as invalid data.
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Error::corrupted(format!("the storage engine's file is damaged ({io})"))
+        }
         redb::Error::Io(io) => Error::Io(io),
         redb::Error::DatabaseAlreadyOpen => Error::VaultLocked,
         redb::Error::Corrupted(what) => {
@@ -121,8 +126,8 @@ fn durable_commit(db: &Database) -> Result<(), Error> {
 }
 
 impl RedbStorage {
-    /// Opens (or creates) the redb database file at `path`.
-    pub(crate) fn open(path: &Path, config: LocalConfig) -> Result<Self, Error> {
+    /// Opens the redb database file at `path`, or creates it (`create`).
+    pub(crate) fn open(path: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
         let cache = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
         let mut builder = redb::Builder::new();
         builder.set_cache_size(cache);
@@ -131,7 +136,12 @@ impl RedbStorage {
         // longer): wait briefly.
         let deadline = Instant::now() + Duration::from_secs(2);
         let db = loop {
-            match builder.create(path) {
+            let opened = if create {
+                builder.create(path)
+            } else {
+                builder.open(path)
+            };
+            match opened {
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));
                 }

@@ -125,7 +125,7 @@ impl Inner {
         }
         create_private_dir(&new_dir)?;
         // The engine of the live generation; the copy is loaded buffered and flushed below.
-        let fresh = LocalStorage::open(self.engine, &new_dir, self.options.local_config())?;
+        let fresh = LocalStorage::create(self.engine, &new_dir, self.options.local_config())?;
         let old = self.storage();
         for tree in TreeName::ALL {
             old.for_each_batch(tree, COPY_BATCH, &mut |batch| {

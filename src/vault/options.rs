@@ -244,7 +244,7 @@ impl VaultOptions {
         let gen_dir = generation.dir(dir);
         create_private_dir(&gen_dir)?;
         lock.watch(&gen_dir);
-        let storage = LocalStorage::open(self.engine, &gen_dir, self.local_config())?;
+        let storage = LocalStorage::create(self.engine, &gen_dir, self.local_config())?;
         if storage.get(TreeName::Meta, HEADER_KEY)?.is_some() {
             return Err(Error::VaultExists);
         }
