@@ -110,33 +110,52 @@ fn keys_of(dir: &Path, passphrase: &str) -> VaultKeys {
 
 #[test]
 fn after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable() {
+    no_old_header_or_deleted_record_is_readable(Engine::Sled);
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn on_redb_after_a_passphrase_change_and_a_compaction_no_old_header_or_deleted_record_is_readable() {
+    no_old_header_or_deleted_record_is_readable(Engine::Redb);
+}
+
+fn no_old_header_or_deleted_record_is_readable(engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
-    let options = VaultOptions::new().kdf(KdfParams::FLOOR);
+    let options = VaultOptions::new().kdf(KdfParams::FLOOR).engine(engine);
     let vault = options.create(&dir, "old passphrase").unwrap();
     for n in 0..40 {
         vault.save_token(&mut token(n)).unwrap();
     }
+    drop(vault);
     let deleted = [token(3), token(17), token(31)];
+    let earlier = [token(5), token(6)];
+    // The scan sees each of them while it is live, so a zero below means it is gone.
+    let keys = keys_of(&dir, "old passphrase");
+    for t in deleted.iter().chain(&earlier) {
+        assert!(sealed_copies(&dir, &keys, t) > 0, "the scan misses {:?}", t.id());
+    }
+    let vault = options.open(&dir, "old passphrase").unwrap();
     for t in &deleted {
         vault.delete_token(t.id().unwrap()).unwrap();
     }
     // Two updates: their earlier versions must go too.
-    let earlier = [token(5), token(6)];
     for t in &earlier {
         let mut update = t.clone().with_access_token("1000.access.updated");
         vault.save_token(&mut update).unwrap();
     }
     drop(vault);
 
-    // Before: the scans find what removal left behind (so they can see it).
-    let keys = keys_of(&dir, "old passphrase");
-    for t in deleted.iter().chain(&earlier) {
-        assert!(
-            sealed_copies(&dir, &keys, t) > 0,
-            "{:?} should still be in the files",
-            t.id()
-        );
+    // Before the compaction, sled's log still holds what removal left behind (redb may
+    // have reused the freed pages already, or may not: nothing promises it).
+    if engine == Engine::Sled {
+        for t in deleted.iter().chain(&earlier) {
+            assert!(
+                sealed_copies(&dir, &keys, t) > 0,
+                "{:?} should still be in the files",
+                t.id()
+            );
+        }
     }
     assert!(headers_unwrapped_by(&dir, "old passphrase") > 0);
 
