@@ -828,6 +828,7 @@ fn all(ns: &[String]) -> R<()> {
             "vault-redb",
             "sled-plain",
             "sled-crypto",
+            "redb-crypto",
             "sqlite",
             "sqlcipher",
         ] {
