@@ -263,3 +263,212 @@ mod unix {
         }
     }
 }
+
+/// redb's one file damaged page by page, and as a whole. redb trusts its file: on many of
+/// these it panics (an index out of range, an `unwrap`) where it could return an error, so
+/// the vault catches the panic at its storage seam and answers `Corrupted`. These cases
+/// are the ones that made redb 4.6 panic when first run.
+#[cfg(feature = "redb")]
+mod redb_file {
+    use super::*;
+    use tokenvault::Engine;
+
+    const PAGE: usize = 4096;
+
+    /// A closed redb vault of 20 tokens, and its file's bytes.
+    fn template() -> (tempfile::TempDir, PathBuf, Vec<OAuthToken>, Vec<u8>) {
+        let (tmp, path, tokens) = make(20);
+        let file = raw_edit::db_files(&path).remove(0);
+        let bytes = std::fs::read(file).unwrap();
+        (tmp, path, tokens, bytes)
+    }
+
+    /// Runs [`open_survives`] on a copy of the template whose file is `bytes`; whether the
+    /// open succeeded.
+    fn survives(template: &Path, scratch: &Path, bytes: &[u8], case: &str) -> bool {
+        let path = scratch.join("vault");
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        for entry in std::fs::read_dir(template).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                let dir = path.join(entry.file_name());
+                std::fs::create_dir_all(&dir).unwrap();
+                for file in std::fs::read_dir(entry.path()).unwrap() {
+                    let file = file.unwrap();
+                    std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
+                }
+            } else {
+                std::fs::copy(entry.path(), path.join(entry.file_name())).unwrap();
+            }
+        }
+        std::fs::write(raw_edit::db_files(&path).remove(0), bytes).unwrap();
+        let tokens: Vec<OAuthToken> = (0..20).map(token).collect();
+        match open_survives(&path, &tokens, case) {
+            Ok(_) => true,
+            Err(e) => {
+                assert!(!e.to_string().is_empty(), "{case}");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_redb_page_gives_an_error_not_a_panic() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, template, _, original) = template();
+            let scratch = tempfile::tempdir().unwrap();
+            let (mut opened, mut refused) = (0, 0);
+            for page in 0..original.len() / PAGE {
+                // A page's first bytes say what it is and how many entries it holds
+                // (redb's page type, then counts and offsets): each flipped in turn.
+                for at in 0..8 {
+                    if page == ABORT_PAGE && ABORT_OFFSETS.contains(&at) {
+                        continue;
+                    }
+                    let mut bytes = original.clone();
+                    bytes[page * PAGE + at] ^= 0x80;
+                    let case = format!("page {page}, byte {at} flipped");
+                    if survives(&template, scratch.path(), &bytes, &case) {
+                        opened += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                if page == ABORT_PAGE {
+                    continue;
+                }
+                for (what, fill) in [("zeroed", 0x00), ("set to 0xff", 0xff)] {
+                    let mut bytes = original.clone();
+                    bytes[page * PAGE..(page + 1) * PAGE].fill(fill);
+                    let case = format!("page {page} {what}");
+                    if survives(&template, scratch.path(), &bytes, &case) {
+                        opened += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+            }
+            eprintln!("{opened} damaged files opened (and returned no wrong data), {refused} refused");
+        });
+    }
+
+    #[test]
+    fn a_redb_file_of_garbage_or_cut_short_gives_an_error_not_a_panic() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, template, _, original) = template();
+            let scratch = tempfile::tempdir().unwrap();
+            let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+            let len = original.len();
+            for cut in [1, 319, PAGE, len / 2, len - PAGE, len - 1] {
+                cases.push((format!("cut to {cut} bytes"), original[..cut].to_vec()));
+            }
+            let mut longer = original.clone();
+            longer.extend_from_slice(&[0xa5; PAGE]);
+            cases.push(("a page longer".into(), longer));
+            for seed in 1..=4u32 {
+                let mut x = seed.wrapping_mul(0x9e37_79b9);
+                let garbage: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                cases.push((format!("garbage {seed}"), garbage.clone()));
+                // redb's own header intact, every page after it garbage.
+                let mut body = garbage;
+                body[..PAGE].copy_from_slice(&original[..PAGE]);
+                cases.push((format!("garbage {seed} under the original header"), body));
+            }
+            for (case, bytes) in cases {
+                survives(&template, scratch.path(), &bytes, &case);
+            }
+        });
+    }
+
+    /// The page of the template whose damage [`a_damaged_free_page_list_aborts_the_process`]
+    /// shows, and the bytes of it that abort.
+    const ABORT_PAGE: usize = 2;
+    const ABORT_OFFSETS: [usize; 5] = [2, 3, 5, 6, 7];
+
+    /// redb 4.6, built with optimisations: a flipped count or offset byte in the page that
+    /// lists freed pages (page 2 of this template) makes the next commit panic in
+    /// `BtreeExtractIf::next` (tree_store/btree_cursor.rs:463, a slice index out of
+    /// range), and the iterator's destructor panics again while that panic unwinds
+    /// (`RangeMut::park`, tree_store/btree_base.rs:691): Rust aborts the process, which no
+    /// `catch_unwind` can prevent. The open succeeds; the first save aborts.
+    #[test]
+    #[ignore = "redb 4.6 aborts an optimised build's process (a panic while unwinding a panic); fix pending upstream"]
+    fn a_damaged_free_page_list_aborts_the_process() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, path, _, mut bytes) = template();
+            bytes[ABORT_PAGE * PAGE + 2] ^= 0x80;
+            std::fs::write(raw_edit::db_files(&path).remove(0), &bytes).unwrap();
+            let v = options().open(&path, "p").unwrap();
+            let got = v.save_token(&mut token(1000));
+            assert!(matches!(got, Err(Error::Corrupted { .. })), "{got:?}");
+        });
+    }
+
+    /// A panic in redb breaks the vault's handle on the file: the call that panicked and
+    /// every later one is `Corrupted`, and nothing reaches redb again. Restored, the file
+    /// opens as before.
+    #[test]
+    fn a_panic_in_redb_is_corrupted_and_the_handle_stays_broken() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, path, tokens, original) = template();
+            let file = raw_edit::db_files(&path).remove(0);
+            // The page holding the last record: its entry count (bytes 2 and 3, little
+            // endian) raised by 0x8000 puts every entry's offset past the page's end.
+            let record = raw_edit::edit(&path, |db| db.entries("tokens").pop().unwrap().1);
+            let at = memchr::memmem::find_iter(&original, &record).last().unwrap();
+            let page = at / PAGE;
+            let mut bytes = original.clone();
+            bytes[page * PAGE + 3] ^= 0x80;
+            std::fs::write(&file, &bytes).unwrap();
+            let outcome = options().open(&path, "p");
+            let v = match outcome {
+                // The open reads a record in that page only if it sorts first.
+                Ok(v) => v,
+                Err(e) => {
+                    assert!(matches!(e, Error::Corrupted { .. }), "{e:?}");
+                    std::fs::write(&file, &original).unwrap();
+                    options().open(&path, "p").unwrap()
+                }
+            };
+            drop(v);
+            std::fs::write(&file, &bytes).unwrap();
+            let opened = options().open(&path, "p");
+            if let Ok(v) = &opened {
+                // Sooner or later a read reaches the damaged page: from then on, every call
+                // is Corrupted.
+                let all = v.get_tokens();
+                assert!(
+                    matches!(all, Err(Error::Corrupted { .. })),
+                    "{:?}",
+                    all.map(|a| a.len())
+                );
+                for t in &tokens {
+                    let got = v.find_token_by_id(t.id().unwrap());
+                    assert!(matches!(got, Err(Error::Corrupted { .. })), "{got:?}");
+                }
+                let saved = v.save_token(&mut token(1000));
+                assert!(matches!(saved, Err(Error::Corrupted { .. })), "{saved:?}");
+            } else {
+                assert!(
+                    matches!(opened, Err(Error::Corrupted { .. })),
+                    "{:?}",
+                    opened.err()
+                );
+            }
+            drop(opened);
+            std::fs::write(&file, &original).unwrap();
+            let v = options().open(&path, "p").unwrap();
+            for t in &tokens {
+                assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+            }
+        });
+    }
+}
