@@ -55,11 +55,32 @@ fn broken() -> Error {
     )
 }
 
-/// Runs `f`, a call into redb, turning a panic into `Corrupted`.
-fn unwound<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+/// Runs `f`, a call into redb, turning a panic into `Corrupted`; whether it panicked.
+fn unwound<T>(f: impl FnOnce() -> Result<T, Error>) -> (Result<T, Error>, bool) {
     // A panic leaves redb's state unknown: the caller marks the handle broken and never
     // calls into it again, so nothing observes what the unwinding interrupted.
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(panicked()))
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => (result, false),
+        Err(_) => (Err(panicked()), true),
+    }
+}
+
+/// Runs `f` on the database unless `broken` says redb panicked on it before; a panic now
+/// sets `broken`.
+fn call<T>(
+    db: &Guarded,
+    broken: &AtomicBool,
+    f: impl FnOnce(&Database) -> Result<T, Error>,
+) -> Result<T, Error> {
+    if broken.load(Ordering::SeqCst) {
+        return Err(self::broken());
+    }
+    let db = db.db()?;
+    let (result, panicked) = unwound(|| f(db));
+    if panicked {
+        broken.store(true, Ordering::SeqCst);
+    }
+    result
 }
 
 /// The database, closed under `catch_unwind` when the last handle goes: closing writes to
@@ -156,12 +177,10 @@ impl Flusher {
                     // for a flush; the last handle's own flush runs in `Vault`'s drop.
                     drop(guard);
                     if let Some(db) = db.upgrade() {
-                        if !broken.load(Ordering::SeqCst) && unflushed.swap(false, Ordering::SeqCst) {
-                            match unwound(|| durable_commit(db.db()?)) {
-                                Ok(()) => {}
-                                Err(Error::Corrupted { .. }) => broken.store(true, Ordering::SeqCst),
-                                Err(_) => unflushed.store(true, Ordering::SeqCst),
-                            }
+                        if unflushed.swap(false, Ordering::SeqCst)
+                            && call(&db, &broken, durable_commit).is_err()
+                        {
+                            unflushed.store(true, Ordering::SeqCst);
                         }
                     }
                     guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,7 +203,7 @@ fn durable_commit(db: &Database) -> Result<(), Error> {
 impl RedbStorage {
     /// Opens (or creates) the redb database file at `path`.
     pub(crate) fn open(path: &Path, config: LocalConfig) -> Result<Self, Error> {
-        let db = Guarded(Some(unwound(|| Self::open_database(path, config))?));
+        let db = Guarded(Some(unwound(|| Self::open_database(path, config)).0?));
         let db = Arc::new(db);
         let unflushed = Arc::new(AtomicBool::new(false));
         let broken = Arc::new(AtomicBool::new(false));
@@ -239,20 +258,7 @@ impl RedbStorage {
 
     /// Runs `f` on the database unless the handle is broken, and breaks it if redb panics.
     fn call<T>(&self, f: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(broken());
-        }
-        let db = self.db.db()?;
-        let mut panicked = true;
-        let result = unwound(|| {
-            let out = f(db);
-            panicked = false;
-            out
-        });
-        if panicked {
-            self.broken.store(true, Ordering::SeqCst);
-        }
-        result
+        call(&self.db, &self.broken, f)
     }
 
     /// Calls `f` with the entries of `tree`, in key order, until it returns `Ok(false)` or
