@@ -1,8 +1,10 @@
-//! Damaged storage: truncated, zeroed or garbage sled files, missing trees, a damaged
-//! record among good ones, a read-only directory.
+//! Damaged storage: truncated, zeroed or garbage engine files (sled's `db` and `conf`,
+//! redb's `vault.redb`), missing trees, a damaged record among good ones, a read-only
+//! directory. Every test runs on each engine; the redb file's own hostile cases follow.
 //!
 //! Protects against: a panic (or a hang) on damaged files, an error that does not say what
-//! is wrong, and intact tokens becoming unreachable because one record is damaged.
+//! is wrong, wrong data returned from a damaged file, and intact tokens becoming unreachable
+//! because one record is damaged.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,8 +22,8 @@ mod common {
 use std::path::{Path, PathBuf};
 
 use common::raw_edit;
-use common::vaults::options;
-use tokenvault::{Error, OAuthToken, Problem, TokenStore, Vault};
+use common::vaults::{engine, options};
+use tokenvault::{Error, OAuthToken, Problem, TokenStore};
 
 /// A token with three lookup keys and no client: the counts of index entries below are
 /// those of this shape.
@@ -48,189 +50,428 @@ fn make(n: usize) -> (tempfile::TempDir, PathBuf, Vec<OAuthToken>) {
     (tmp, path, tokens)
 }
 
-/// Opening must end in an error or a vault whose every call returns (never a panic).
-fn open_survives(path: &Path) -> Result<Vault, Error> {
+/// Opens the vault at `path` and runs every operation on it: the open must end in an
+/// error or a vault that returns no wrong data (a token lost or refused is allowed) and
+/// whose every call returns, never a panic. Returns how many tokens read back intact.
+fn open_survives(path: &Path, tokens: &[OAuthToken], case: &str) -> Result<usize, Error> {
     let v = options().open(path, "p")?;
-    let _ = v.get_tokens();
-    let _ = v.find_token_by_id("id-0");
+    let mut intact = 0;
+    for t in tokens {
+        if let Ok(Some(found)) = v.find_token_by_id(t.id().unwrap()) {
+            assert_eq!(&found, t, "{case}: by id");
+            intact += 1;
+        }
+        let by_user = v.find_token(&OAuthToken::default().with_user_name(t.user_name().unwrap()));
+        if let Ok(Some(found)) = by_user {
+            assert_eq!(&found, t, "{case}: by user");
+        }
+    }
+    if let Ok(all) = v.get_tokens() {
+        for found in &all {
+            assert!(tokens.contains(found), "{case}: get_tokens gave {found:?}");
+        }
+    }
     let _ = v.verify();
-    Ok(v)
+    // Every write, on whatever the damage left.
+    let _ = v.save_token(&mut token(1000));
+    let _ = v.delete_token(tokens[1].id().unwrap());
+    let _ = v.repair();
+    let _ = v.rotate_key();
+    let _ = v.compact();
+    let _ = v.flush();
+    let _ = v.delete_tokens();
+    Ok(intact)
 }
 
-#[test]
-fn damaged_sled_files_give_an_error_not_a_panic() {
-    type Damage = fn(&mut Vec<u8>);
-    let damages: [(&str, Damage); 5] = [
-        ("emptied", |b| b.clear()),
-        ("truncated to half", |b| b.truncate(b.len() / 2)),
-        ("zeroed", |b| b.iter_mut().for_each(|x| *x = 0)),
-        ("garbage", |b| {
-            let mut x = 0x1234_5678u32;
-            for byte in b.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                *byte = x as u8;
-            }
-        }),
-        ("one byte flipped in every 64", |b| {
-            b.iter_mut().step_by(64).for_each(|x| *x ^= 0x40)
-        }),
-    ];
-    for file in ["db", "conf"] {
-        for (what, damage) in damages {
-            let (_tmp, path, tokens) = make(20);
-            let f = raw_edit::db_dir(&path).join(file);
-            let mut bytes = std::fs::read(&f).unwrap();
-            damage(&mut bytes);
-            std::fs::write(&f, &bytes).unwrap();
-            match open_survives(&path) {
-                // sled may recover from the damage (it keeps a log); then nothing may be
-                // wrong with what it returns.
-                Ok(v) => {
-                    for t in &tokens {
-                        // Lost (None) or refused (Err) is allowed; wrong data is not.
-                        if let Ok(Some(found)) = v.find_token_by_id(t.id().unwrap()) {
-                            assert_eq!(&found, t, "{file} {what}");
-                        }
+type Damage = fn(&mut Vec<u8>);
+
+/// The damages done to each engine file, whole.
+const DAMAGES: [(&str, Damage); 5] = [
+    ("emptied", |b| b.clear()),
+    ("truncated to half", |b| b.truncate(b.len() / 2)),
+    ("zeroed", |b| b.iter_mut().for_each(|x| *x = 0)),
+    ("garbage", |b| {
+        let mut x = 0x1234_5678u32;
+        for byte in b.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *byte = x as u8;
+        }
+    }),
+    ("one byte flipped in every 64", |b| {
+        b.iter_mut().step_by(64).for_each(|x| *x ^= 0x40)
+    }),
+];
+
+common::vaults::engine_suite! {
+    fn damaged_engine_files_give_an_error_not_a_panic() {
+        let files = {
+            let (_tmp, path, _) = make(1);
+            raw_edit::db_files(&path).len()
+        };
+        for file in 0..files {
+            for (what, damage) in DAMAGES {
+                let (_tmp, path, tokens) = make(20);
+                let f = &raw_edit::db_files(&path)[file];
+                let case = format!("{} {what}", f.file_name().unwrap().to_string_lossy());
+                let mut bytes = std::fs::read(f).unwrap();
+                damage(&mut bytes);
+                std::fs::write(f, &bytes).unwrap();
+                // The engine may recover from the damage (sled keeps a log); then nothing
+                // may be wrong with what it returns.
+                match open_survives(&path, &tokens, &case) {
+                    Ok(intact) => eprintln!("{case}: opened, {intact} of 20 tokens intact"),
+                    Err(e) => {
+                        assert!(!e.to_string().is_empty());
+                        eprintln!("{case}: {e}");
                     }
                 }
-                Err(e) => {
-                    assert!(!e.to_string().is_empty());
-                    eprintln!("{file} {what}: {e}");
+            }
+        }
+    }
+
+    fn a_vault_without_its_header_is_corrupted() {
+        let (_tmp, path, _) = make(3);
+        raw_edit::edit(&path, |db| db.drop_tree("meta"));
+        assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
+    }
+
+    fn a_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("other");
+        raw_edit::foreign_database(&path, engine());
+        assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
+        assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
+        assert!(!path.join("tokenvault.lock").exists());
+    }
+
+    fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
+        let (_tmp, path, tokens) = make(3);
+        raw_edit::edit(&path, |db| db.drop_tree("tokens"));
+        let v = options().open(&path, "p").unwrap();
+        let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
+        assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
+        let report = v.verify().unwrap();
+        assert_eq!(report.records, 0);
+        // Three user, access and refresh entries each, and the three records' id entries.
+        assert_eq!(report.problems.len(), 12, "{:?}", report.problems);
+        assert!(report.problems.iter().all(|p| matches!(
+            p,
+            Problem::DanglingIndexEntry {
+                reason: "points at no record",
+                ..
+            }
+        )));
+        let after = v.repair().unwrap();
+        assert!(after.is_clean(), "{:?}", after.problems);
+        assert_eq!(v.find_token(&q).unwrap(), None);
+    }
+
+    fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
+        let (_tmp, path, tokens) = make(10);
+        raw_edit::edit(&path, |db| {
+            let (k, mut v) = db.entries("tokens").swap_remove(4);
+            v[30] ^= 0x01;
+            db.insert("tokens", k, v);
+        });
+        // Opening checks the first record only; the damaged one is the fifth.
+        let v = options().open(&path, "p").unwrap();
+        let mut readable = 0;
+        for t in &tokens {
+            match v.find_token_by_id(t.id().unwrap()) {
+                Ok(Some(found)) => {
+                    assert_eq!(&found, t);
+                    let q = OAuthToken::default().with_access_token(t.access_token().unwrap());
+                    assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+                    readable += 1;
+                }
+                Err(Error::Corrupted { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(readable, 9);
+        assert!(matches!(v.get_tokens(), Err(Error::Corrupted { .. })));
+        let report = v.verify().unwrap();
+        assert_eq!(report.records, 9);
+        let unreadable = report
+            .problems
+            .iter()
+            .filter(|p| matches!(p, Problem::UnreadableRecord { .. }))
+            .count();
+        assert_eq!(unreadable, 1, "{:?}", report.problems);
+        // Its three index entries point at an unreadable record.
+        assert_eq!(report.problems.len(), 4, "{:?}", report.problems);
+        assert!(report.problems.iter().all(|p| !p.to_string().contains("access-")));
+    }
+
+    fn deleted_or_extra_index_entries_are_found_and_repaired() {
+        let (_tmp, path, tokens) = make(5);
+        raw_edit::edit(&path, |db| {
+            let (k, _) = db.entries("idx.user").swap_remove(0);
+            db.remove("idx.user", k);
+            db.insert("idx.access", [7u8; 32], [1u8; 32]);
+            db.insert("idx.access", [8u8; 32], [1u8; 3]);
+        });
+        let v = options().open(&path, "p").unwrap();
+        let report = v.verify().unwrap();
+        assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+        assert!(report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::MissingIndexEntry { index: "user", .. })));
+        let after = v.repair().unwrap();
+        assert!(after.is_clean(), "{:?}", after.problems);
+        for t in &tokens {
+            let q = OAuthToken::default().with_user_name(t.user_name().unwrap());
+            assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
+        }
+    }
+}
+
+/// Permissions, where the OS has them.
+#[cfg(unix)]
+mod unix {
+    use super::*;
+
+    crate::common::vaults::engine_suite! {
+        fn a_read_only_vault_directory_gives_an_error() {
+            use std::os::unix::fs::PermissionsExt;
+            let (_tmp, path, _) = make(2);
+            let set = |mode| {
+                for e in std::fs::read_dir(&path).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_file() {
+                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o666)).unwrap();
+                    }
+                }
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            };
+            set(0o500);
+            // Permission bits do not bind root: then there is nothing to test here.
+            if std::fs::write(path.join("probe"), b"x").is_ok() {
+                eprintln!("running as root: read-only permissions are not enforced; skipped");
+                set(0o700);
+                return;
+            }
+            let got = options().open(&path, "p");
+            set(0o700);
+            assert!(
+                matches!(got, Err(Error::Io(_)) | Err(Error::Storage { .. })),
+                "{got:?}"
+            );
+        }
+    }
+}
+
+/// redb's one file damaged page by page, and as a whole. redb trusts its file: on many of
+/// these it panics (an index out of range, an `unwrap`) where it could return an error, so
+/// the vault catches the panic at its storage seam and answers `Corrupted`. These cases
+/// are the ones that made redb 4.6 panic when first run.
+#[cfg(feature = "redb")]
+mod redb_file {
+    use super::*;
+    use tokenvault::Engine;
+
+    const PAGE: usize = 4096;
+
+    /// A closed redb vault of 20 tokens, and its file's bytes.
+    fn template() -> (tempfile::TempDir, PathBuf, Vec<OAuthToken>, Vec<u8>) {
+        let (tmp, path, tokens) = make(20);
+        let file = raw_edit::db_files(&path).remove(0);
+        let bytes = std::fs::read(file).unwrap();
+        (tmp, path, tokens, bytes)
+    }
+
+    /// Runs [`open_survives`] on a copy of the template whose file is `bytes`; whether the
+    /// open succeeded.
+    fn survives(template: &Path, scratch: &Path, bytes: &[u8], case: &str) -> bool {
+        let path = scratch.join("vault");
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        for entry in std::fs::read_dir(template).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                let dir = path.join(entry.file_name());
+                std::fs::create_dir_all(&dir).unwrap();
+                for file in std::fs::read_dir(entry.path()).unwrap() {
+                    let file = file.unwrap();
+                    std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
+                }
+            } else {
+                std::fs::copy(entry.path(), path.join(entry.file_name())).unwrap();
+            }
+        }
+        std::fs::write(raw_edit::db_files(&path).remove(0), bytes).unwrap();
+        let tokens: Vec<OAuthToken> = (0..20).map(token).collect();
+        match open_survives(&path, &tokens, case) {
+            Ok(_) => true,
+            Err(e) => {
+                assert!(!e.to_string().is_empty(), "{case}");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_redb_page_gives_an_error_not_a_panic() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, template, _, original) = template();
+            let scratch = tempfile::tempdir().unwrap();
+            let (mut opened, mut refused) = (0, 0);
+            for page in 0..original.len() / PAGE {
+                // A page's first bytes say what it is and how many entries it holds
+                // (redb's page type, then counts and offsets): each flipped in turn.
+                for at in 0..8 {
+                    if page == ABORT_PAGE && ABORT_OFFSETS.contains(&at) {
+                        continue;
+                    }
+                    let mut bytes = original.clone();
+                    bytes[page * PAGE + at] ^= 0x80;
+                    let case = format!("page {page}, byte {at} flipped");
+                    if survives(&template, scratch.path(), &bytes, &case) {
+                        opened += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                if page == ABORT_PAGE {
+                    continue;
+                }
+                for (what, fill) in [("zeroed", 0x00), ("set to 0xff", 0xff)] {
+                    let mut bytes = original.clone();
+                    bytes[page * PAGE..(page + 1) * PAGE].fill(fill);
+                    let case = format!("page {page} {what}");
+                    if survives(&template, scratch.path(), &bytes, &case) {
+                        opened += 1;
+                    } else {
+                        refused += 1;
+                    }
                 }
             }
-        }
+            eprintln!("{opened} damaged files opened (and returned no wrong data), {refused} refused");
+        });
     }
-}
 
-#[test]
-fn a_vault_without_its_header_is_corrupted() {
-    let (_tmp, path, _) = make(3);
-    raw_edit::edit(&path, |db| db.drop_tree("meta"));
-    assert!(matches!(options().open(&path, "p"), Err(Error::Corrupted { .. })));
-}
-
-#[test]
-fn a_sled_database_that_never_was_a_vault_is_not_found_and_left_as_it_was() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("other");
-    raw_edit::edit(&path, |db| db.insert("not a vault", "k", "v"));
-    assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
-    assert!(matches!(options().open(&path, "p"), Err(Error::VaultNotFound)));
-    assert!(!path.join("tokenvault.lock").exists());
-}
-
-#[test]
-fn a_missing_tokens_tree_is_reported_and_repair_clears_the_dangling_entries() {
-    let (_tmp, path, tokens) = make(3);
-    raw_edit::edit(&path, |db| db.drop_tree("tokens"));
-    let v = options().open(&path, "p").unwrap();
-    let q = OAuthToken::default().with_user_name(tokens[0].user_name().unwrap());
-    assert!(matches!(v.find_token(&q), Err(Error::Corrupted { .. })));
-    let report = v.verify().unwrap();
-    assert_eq!(report.records, 0);
-    // Three user, access and refresh entries each, and the three records' id entries.
-    assert_eq!(report.problems.len(), 12, "{:?}", report.problems);
-    assert!(report.problems.iter().all(|p| matches!(
-        p,
-        Problem::DanglingIndexEntry {
-            reason: "points at no record",
-            ..
-        }
-    )));
-    let after = v.repair().unwrap();
-    assert!(after.is_clean(), "{:?}", after.problems);
-    assert_eq!(v.find_token(&q).unwrap(), None);
-}
-
-#[test]
-fn one_damaged_record_leaves_the_others_readable_and_is_reported() {
-    let (_tmp, path, tokens) = make(10);
-    raw_edit::edit(&path, |db| {
-        let (k, mut v) = db.entries("tokens").swap_remove(4);
-        v[30] ^= 0x01;
-        db.insert("tokens", k, v);
-    });
-    // Opening checks the first record only; the damaged one is the fifth.
-    let v = options().open(&path, "p").unwrap();
-    let mut readable = 0;
-    for t in &tokens {
-        match v.find_token_by_id(t.id().unwrap()) {
-            Ok(Some(found)) => {
-                assert_eq!(&found, t);
-                let q = OAuthToken::default().with_access_token(t.access_token().unwrap());
-                assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
-                readable += 1;
+    #[test]
+    fn a_redb_file_of_garbage_or_cut_short_gives_an_error_not_a_panic() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, template, _, original) = template();
+            let scratch = tempfile::tempdir().unwrap();
+            let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+            let len = original.len();
+            for cut in [1, 319, PAGE, len / 2, len - PAGE, len - 1] {
+                cases.push((format!("cut to {cut} bytes"), original[..cut].to_vec()));
             }
-            Err(Error::Corrupted { .. }) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(readable, 9);
-    assert!(matches!(v.get_tokens(), Err(Error::Corrupted { .. })));
-    let report = v.verify().unwrap();
-    assert_eq!(report.records, 9);
-    let unreadable = report
-        .problems
-        .iter()
-        .filter(|p| matches!(p, Problem::UnreadableRecord { .. }))
-        .count();
-    assert_eq!(unreadable, 1, "{:?}", report.problems);
-    // Its three index entries point at an unreadable record.
-    assert_eq!(report.problems.len(), 4, "{:?}", report.problems);
-    assert!(report.problems.iter().all(|p| !p.to_string().contains("access-")));
-}
-
-#[test]
-fn deleted_or_extra_index_entries_are_found_and_repaired() {
-    let (_tmp, path, tokens) = make(5);
-    raw_edit::edit(&path, |db| {
-        let (k, _) = db.entries("idx.user").swap_remove(0);
-        db.remove("idx.user", k);
-        db.insert("idx.access", [7u8; 32], [1u8; 32]);
-        db.insert("idx.access", [8u8; 32], [1u8; 3]);
-    });
-    let v = options().open(&path, "p").unwrap();
-    let report = v.verify().unwrap();
-    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
-    assert!(report
-        .problems
-        .iter()
-        .any(|p| matches!(p, Problem::MissingIndexEntry { index: "user", .. })));
-    let after = v.repair().unwrap();
-    assert!(after.is_clean(), "{:?}", after.problems);
-    for t in &tokens {
-        let q = OAuthToken::default().with_user_name(t.user_name().unwrap());
-        assert_eq!(v.find_token(&q).unwrap().as_ref(), Some(t));
-    }
-}
-
-#[cfg(unix)]
-#[test]
-fn a_read_only_vault_directory_gives_an_error() {
-    use std::os::unix::fs::PermissionsExt;
-    let (_tmp, path, _) = make(2);
-    let set = |mode| {
-        for e in std::fs::read_dir(&path).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o666)).unwrap();
+            let mut longer = original.clone();
+            longer.extend_from_slice(&[0xa5; PAGE]);
+            cases.push(("a page longer".into(), longer));
+            for seed in 1..=4u32 {
+                let mut x = seed.wrapping_mul(0x9e37_79b9);
+                let garbage: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                cases.push((format!("garbage {seed}"), garbage.clone()));
+                // redb's own header intact, every page after it garbage.
+                let mut body = garbage;
+                body[..PAGE].copy_from_slice(&original[..PAGE]);
+                cases.push((format!("garbage {seed} under the original header"), body));
             }
-        }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    set(0o500);
-    // Permission bits do not bind root: then there is nothing to test here.
-    if std::fs::write(path.join("probe"), b"x").is_ok() {
-        eprintln!("running as root: read-only permissions are not enforced; skipped");
-        set(0o700);
-        return;
+            for (case, bytes) in cases {
+                survives(&template, scratch.path(), &bytes, &case);
+            }
+        });
     }
-    let got = options().open(&path, "p");
-    set(0o700);
-    assert!(
-        matches!(got, Err(Error::Io(_)) | Err(Error::Storage { .. })),
-        "{got:?}"
-    );
+
+    /// The page of the template whose damage [`a_damaged_free_page_list_aborts_the_process`]
+    /// shows, and the bytes of it that abort.
+    const ABORT_PAGE: usize = 2;
+    const ABORT_OFFSETS: [usize; 5] = [2, 3, 5, 6, 7];
+
+    /// redb 4.6, built with optimisations: a flipped count or offset byte in the page that
+    /// lists freed pages (page 2 of this template) makes the next commit panic in
+    /// `BtreeExtractIf::next` (tree_store/btree_cursor.rs:463, a slice index out of
+    /// range), and the iterator's destructor panics again while that panic unwinds
+    /// (`RangeMut::park`, tree_store/btree_base.rs:691): Rust aborts the process, which no
+    /// `catch_unwind` can prevent. The open succeeds; the first save aborts. (With debug
+    /// assertions, redb panics at the open instead, "Truncated free page list" in
+    /// transactions.rs:92, and the vault answers `Corrupted`, as it should everywhere.)
+    #[test]
+    #[ignore = "redb 4.6 aborts an optimised build's process (a panic while unwinding a panic); fix pending upstream"]
+    fn a_damaged_free_page_list_aborts_the_process() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, path, _, mut bytes) = template();
+            bytes[ABORT_PAGE * PAGE + 2] ^= 0x80;
+            std::fs::write(raw_edit::db_files(&path).remove(0), &bytes).unwrap();
+            let got = options()
+                .open(&path, "p")
+                .and_then(|v| v.save_token(&mut token(1000)));
+            assert!(matches!(got, Err(Error::Corrupted { .. })), "{got:?}");
+        });
+    }
+
+    /// A panic in redb breaks the vault's handle on the file: the call that panicked and
+    /// every later one is `Corrupted`, and nothing reaches redb again. Restored, the file
+    /// opens as before.
+    #[test]
+    fn a_panic_in_redb_is_corrupted_and_the_handle_stays_broken() {
+        common::vaults::on(Engine::Redb, || {
+            let (_tmp, path, tokens, original) = template();
+            let file = raw_edit::db_files(&path).remove(0);
+            // The page holding the last record: its entry count (bytes 2 and 3, little
+            // endian) raised by 0x8000 puts every entry's offset past the page's end.
+            let record = raw_edit::edit(&path, |db| db.entries("tokens").pop().unwrap().1);
+            let at = memchr::memmem::find_iter(&original, &record).last().unwrap();
+            let page = at / PAGE;
+            let mut bytes = original.clone();
+            bytes[page * PAGE + 3] ^= 0x80;
+            std::fs::write(&file, &bytes).unwrap();
+            let outcome = options().open(&path, "p");
+            let v = match outcome {
+                // The open reads a record in that page only if it sorts first.
+                Ok(v) => v,
+                Err(e) => {
+                    assert!(matches!(e, Error::Corrupted { .. }), "{e:?}");
+                    std::fs::write(&file, &original).unwrap();
+                    options().open(&path, "p").unwrap()
+                }
+            };
+            drop(v);
+            std::fs::write(&file, &bytes).unwrap();
+            let opened = options().open(&path, "p");
+            if let Ok(v) = &opened {
+                // Sooner or later a read reaches the damaged page: from then on, every call
+                // is Corrupted.
+                let all = v.get_tokens();
+                assert!(
+                    matches!(all, Err(Error::Corrupted { .. })),
+                    "{:?}",
+                    all.map(|a| a.len())
+                );
+                for t in &tokens {
+                    let got = v.find_token_by_id(t.id().unwrap());
+                    assert!(matches!(got, Err(Error::Corrupted { .. })), "{got:?}");
+                }
+                let saved = v.save_token(&mut token(1000));
+                assert!(matches!(saved, Err(Error::Corrupted { .. })), "{saved:?}");
+            } else {
+                assert!(
+                    matches!(opened, Err(Error::Corrupted { .. })),
+                    "{:?}",
+                    opened.err()
+                );
+            }
+            drop(opened);
+            std::fs::write(&file, &original).unwrap();
+            let v = options().open(&path, "p").unwrap();
+            for t in &tokens {
+                assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+            }
+        });
+    }
 }

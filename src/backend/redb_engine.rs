@@ -4,7 +4,18 @@
 //! (`Durability::Immediate`); a buffered one commits without (`Durability::None`) and
 //! `flush` makes everything committed so far durable, as does a background thread about
 //! every 500 ms (the promise of `VaultOptions::durable(false)`).
+//!
+//! redb trusts its file: on a damaged or hostile one, many of its reads and writes panic
+//! (an index out of range, an `unwrap`, `unreachable!`) instead of returning an error. So
+//! every call into redb runs under [`std::panic::catch_unwind`] here, and a panic becomes
+//! `Corrupted`. After one, the handle is broken: every later call is `Corrupted` without
+//! touching redb, whose state the panic may have left half-changed, and the database is
+//! dropped (closed) under `catch_unwind` too. Limits: the panic is still reported to the
+//! process's panic hook (printed, by default); an application built with `panic = "abort"`
+//! is aborted; and a panic that redb raises while it unwinds another (a destructor that
+//! panics) aborts the process, which no caller can prevent.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -36,6 +47,67 @@ fn redb_error(e: impl Into<redb::Error>) -> Error {
     }
 }
 
+/// What a panic of redb becomes.
+fn panicked() -> Error {
+    Error::corrupted("the storage engine failed on its file (redb panicked): the file is damaged")
+}
+
+/// What every call on a handle whose redb panicked becomes.
+fn broken() -> Error {
+    Error::corrupted(
+        "the storage engine failed on its file earlier (redb panicked): the file is damaged, and this \
+         handle no longer reads or writes it",
+    )
+}
+
+/// Runs `f`, a call into redb, turning a panic into `Corrupted`; whether it panicked.
+fn unwound<T>(f: impl FnOnce() -> Result<T, Error>) -> (Result<T, Error>, bool) {
+    // A panic leaves redb's state unknown: the caller marks the handle broken and never
+    // calls into it again, so nothing observes what the unwinding interrupted.
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => (result, false),
+        Err(_) => (Err(panicked()), true),
+    }
+}
+
+/// Runs `f` on the database unless `broken` says redb panicked on it before; a panic now
+/// sets `broken`.
+fn call<T>(
+    db: &Guarded,
+    broken: &AtomicBool,
+    f: impl FnOnce(&Database) -> Result<T, Error>,
+) -> Result<T, Error> {
+    if broken.load(Ordering::SeqCst) {
+        return Err(self::broken());
+    }
+    let db = db.db()?;
+    let (result, panicked) = unwound(|| f(db));
+    if panicked {
+        broken.store(true, Ordering::SeqCst);
+    }
+    result
+}
+
+/// The database, closed under `catch_unwind` when the last handle goes: closing writes to
+/// the file, and redb may panic on a damaged one there too.
+struct Guarded(Option<Database>);
+
+impl Guarded {
+    fn db(&self) -> Result<&Database, Error> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| Error::internal("the redb database is already closed"))
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
 /// The table's key of `key` in `tree`.
 fn prefixed(tree: TreeName, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
@@ -53,7 +125,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// [`Storage`] on a redb 4.6 database file. A clone is another handle on the same database.
 #[derive(Clone)]
 pub(crate) struct RedbStorage {
-    db: Arc<Database>,
+    db: Arc<Guarded>,
+    /// Whether redb panicked on this database: then nothing calls into it again.
+    broken: Arc<AtomicBool>,
     path: PathBuf,
     durable: bool,
     /// Whether a batch was committed without `fdatasync` since the last durable commit.
@@ -77,7 +151,11 @@ impl Drop for Flusher {
 }
 
 impl Flusher {
-    fn start(db: Weak<Database>, unflushed: Arc<AtomicBool>) -> Result<Flusher, Error> {
+    fn start(
+        db: Weak<Guarded>,
+        unflushed: Arc<AtomicBool>,
+        broken: Arc<AtomicBool>,
+    ) -> Result<Flusher, Error> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
         std::thread::Builder::new()
@@ -104,7 +182,9 @@ impl Flusher {
                     // for a flush; the last handle's own flush runs in `Vault`'s drop.
                     drop(guard);
                     if let Some(db) = db.upgrade() {
-                        if unflushed.swap(false, Ordering::SeqCst) && durable_commit(&db).is_err() {
+                        if unflushed.swap(false, Ordering::SeqCst)
+                            && call(&db, &broken, durable_commit).is_err()
+                        {
                             unflushed.store(true, Ordering::SeqCst);
                         }
                     }
@@ -112,6 +192,18 @@ impl Flusher {
                 }
             })?;
         Ok(Flusher { stop })
+    }
+}
+
+/// The table, for reading; `None` in a database that does not have it (one that never
+/// was a vault: `open` writes nothing to it).
+fn read_table(
+    txn: &redb::ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, Error> {
+    match txn.open_table(TABLE) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(redb_error(e)),
     }
 }
 
@@ -128,6 +220,32 @@ fn durable_commit(db: &Database) -> Result<(), Error> {
 impl RedbStorage {
     /// Opens the redb database file at `path`, or creates it (`create`).
     pub(crate) fn open(path: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
+        let db = Guarded(Some(unwound(|| Self::open_database(path, config, create)).0?));
+        let db = Arc::new(db);
+        let unflushed = Arc::new(AtomicBool::new(false));
+        let broken = Arc::new(AtomicBool::new(false));
+        let flusher = if config.durable {
+            None
+        } else {
+            Some(Arc::new(Flusher::start(
+                Arc::downgrade(&db),
+                unflushed.clone(),
+                broken.clone(),
+            )?))
+        };
+        Ok(RedbStorage {
+            db,
+            broken,
+            path: path.to_path_buf(),
+            durable: config.durable,
+            unflushed,
+            _flusher: flusher,
+        })
+    }
+
+    /// Opens the database, or creates it with its table (`create`). An opened database
+    /// is not written to: one without the table reads as empty.
+    fn open_database(path: &Path, config: LocalConfig, create: bool) -> Result<Database, Error> {
         let cache = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
         let mut builder = redb::Builder::new();
         builder.set_cache_size(cache);
@@ -148,83 +266,80 @@ impl RedbStorage {
                 other => break other.map_err(redb_error)?,
             }
         };
-        let missing = match db.begin_read().map_err(redb_error)?.open_table(TABLE) {
-            Ok(_) => false,
-            Err(redb::TableError::TableDoesNotExist(_)) => true,
-            Err(e) => return Err(redb_error(e)),
-        };
-        if missing {
+        if create {
             let txn = db.begin_write().map_err(redb_error)?;
             txn.open_table(TABLE).map_err(redb_error)?;
             txn.commit().map_err(redb_error)?;
         }
-        let db = Arc::new(db);
-        let unflushed = Arc::new(AtomicBool::new(false));
-        let flusher = if config.durable {
-            None
-        } else {
-            Some(Arc::new(Flusher::start(Arc::downgrade(&db), unflushed.clone())?))
-        };
-        Ok(RedbStorage {
-            db,
-            path: path.to_path_buf(),
-            durable: config.durable,
-            unflushed,
-            _flusher: flusher,
-        })
+        Ok(db)
+    }
+
+    /// Runs `f` on the database unless the handle is broken, and breaks it if redb panics.
+    fn call<T>(&self, f: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {
+        call(&self.db, &self.broken, f)
     }
 
     /// Calls `f` with the entries of `tree`, in key order, until it returns `Ok(false)` or
     /// an error; whether it stopped early.
     fn scan(&self, tree: TreeName, f: &mut ScanVisitor<'_>) -> Result<bool, Error> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let table = txn.open_table(TABLE).map_err(redb_error)?;
-        let tag = tree.tag();
-        let range = match tag.checked_add(1) {
-            Some(next) => table.range::<&[u8]>([tag].as_slice()..[next].as_slice()),
-            None => table.range::<&[u8]>([tag].as_slice()..),
-        }
-        .map_err(redb_error)?;
-        for entry in range {
-            let (k, v) = entry.map_err(redb_error)?;
-            let key = k.value();
-            let Some(key) = key.get(1..) else {
-                return Err(Error::corrupted("storage: a key without its tree"));
+        self.call(|db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let Some(table) = read_table(&txn)? else {
+                return Ok(false);
             };
-            if !f(key, v.value())? {
-                return Ok(true);
+            let tag = tree.tag();
+            let range = match tag.checked_add(1) {
+                Some(next) => table.range::<&[u8]>([tag].as_slice()..[next].as_slice()),
+                None => table.range::<&[u8]>([tag].as_slice()..),
             }
-        }
-        Ok(false)
+            .map_err(redb_error)?;
+            for entry in range {
+                let (k, v) = entry.map_err(redb_error)?;
+                let key = k.value();
+                let Some(key) = key.get(1..) else {
+                    return Err(Error::corrupted("storage: a key without its tree"));
+                };
+                if !f(key, v.value())? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
     }
 
     /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
     /// new generation): one commit without `fdatasync` (the caller flushes).
     pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
-        txn.set_durability(Durability::None).map_err(|e| Error::Storage {
-            message: e.to_string(),
-        })?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(redb_error)?;
-            for (k, v) in entries {
-                table
-                    .insert(prefixed(tree, k).as_slice(), v.as_slice())
-                    .map_err(redb_error)?;
+        self.call(|db| {
+            let mut txn = db.begin_write().map_err(redb_error)?;
+            txn.set_durability(Durability::None).map_err(|e| Error::Storage {
+                message: e.to_string(),
+            })?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+                for (k, v) in entries {
+                    table
+                        .insert(prefixed(tree, k).as_slice(), v.as_slice())
+                        .map_err(redb_error)?;
+                }
             }
-        }
-        txn.commit().map_err(redb_error)?;
-        self.unflushed.store(true, Ordering::SeqCst);
-        Ok(())
+            txn.commit().map_err(redb_error)?;
+            self.unflushed.store(true, Ordering::SeqCst);
+            Ok(())
+        })
     }
 }
 
 impl Storage for RedbStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let table = txn.open_table(TABLE).map_err(redb_error)?;
-        let value = table.get(prefixed(tree, key).as_slice()).map_err(redb_error)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        self.call(|db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let Some(table) = read_table(&txn)? else {
+                return Ok(None);
+            };
+            let value = table.get(prefixed(tree, key).as_slice()).map_err(redb_error)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
     }
 
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
@@ -256,59 +371,61 @@ impl Storage for RedbStorage {
         if ops.is_empty() && expects.is_empty() {
             return Ok(Outcome::Applied);
         }
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
-        let durability = if self.durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        txn.set_durability(durability).map_err(|e| Error::Storage {
-            message: e.to_string(),
-        })?;
-        let held = {
-            let mut table = txn.open_table(TABLE).map_err(redb_error)?;
-            let mut held = true;
-            for expect in expects {
-                let now = table
-                    .get(prefixed(expect.tree, &expect.key).as_slice())
-                    .map_err(redb_error)?;
-                if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
-                    held = false;
-                    break;
+        self.call(|db| {
+            let mut txn = db.begin_write().map_err(redb_error)?;
+            let durability = if self.durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            txn.set_durability(durability).map_err(|e| Error::Storage {
+                message: e.to_string(),
+            })?;
+            let held = {
+                let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+                let mut held = true;
+                for expect in expects {
+                    let now = table
+                        .get(prefixed(expect.tree, &expect.key).as_slice())
+                        .map_err(redb_error)?;
+                    if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
+                        held = false;
+                        break;
+                    }
                 }
-            }
-            if held {
-                for op in ops {
-                    match op {
-                        Op::Put(t, k, v) => {
-                            table
-                                .insert(prefixed(*t, k).as_slice(), v.as_slice())
-                                .map_err(redb_error)?;
-                        }
-                        Op::Remove(t, k) => {
-                            table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
+                if held {
+                    for op in ops {
+                        match op {
+                            Op::Put(t, k, v) => {
+                                table
+                                    .insert(prefixed(*t, k).as_slice(), v.as_slice())
+                                    .map_err(redb_error)?;
+                            }
+                            Op::Remove(t, k) => {
+                                table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
+                            }
                         }
                     }
                 }
+                held
+            };
+            if !held {
+                txn.abort().map_err(redb_error)?;
+                return Ok(Outcome::Conflict);
             }
-            held
-        };
-        if !held {
-            txn.abort().map_err(redb_error)?;
-            return Ok(Outcome::Conflict);
-        }
-        txn.commit().map_err(redb_error)?;
-        if !self.durable {
-            self.unflushed.store(true, Ordering::SeqCst);
-        }
-        Ok(Outcome::Applied)
+            txn.commit().map_err(redb_error)?;
+            if !self.durable {
+                self.unflushed.store(true, Ordering::SeqCst);
+            }
+            Ok(Outcome::Applied)
+        })
     }
 
     fn flush(&self) -> Result<(), Error> {
         if !self.unflushed.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        let result = durable_commit(&self.db);
+        let result = self.call(durable_commit);
         if result.is_err() {
             self.unflushed.store(true, Ordering::SeqCst);
         }

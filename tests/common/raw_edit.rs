@@ -243,6 +243,40 @@ fn redb_write(db: &redb::Database, f: impl FnOnce(&mut redb::Table<'_, &'static 
     txn.commit().expect("commit");
 }
 
+/// Makes `dir` a database of `engine` that never was a vault: one entry, in a tree (sled)
+/// or table (redb) named "not a vault".
+#[allow(
+    dead_code,
+    reason = "not every test file that edits a vault makes a foreign database"
+)]
+pub(crate) fn foreign_database(dir: impl AsRef<Path>, engine: tokenvault::Engine) {
+    let dir = dir.as_ref();
+    match engine {
+        #[cfg(feature = "redb")]
+        tokenvault::Engine::Redb => {
+            std::fs::create_dir_all(dir).expect("create the directory");
+            let db = redb::Database::create(dir.join("vault.redb")).expect("create a redb database");
+            let other: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
+                redb::TableDefinition::new("not a vault");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(other)
+                .expect("the table")
+                .insert(b"k".as_slice(), b"v".as_slice())
+                .expect("write an entry");
+            txn.commit().expect("commit");
+        }
+        tokenvault::Engine::Sled => {
+            let db = sled::open(dir).expect("create a sled database");
+            db.open_tree("not a vault")
+                .expect("open a tree")
+                .insert("k", "v")
+                .expect("write an entry");
+            db.flush().expect("flush the sled database");
+        }
+        other => panic!("no {other} engine in this build"),
+    }
+}
+
 /// Runs `f` on the live database of the closed vault at `vault`, then flushes and closes
 /// it; returns what `f` returned.
 #[allow(
