@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: the Rust suites (`cargo test --all-features`: the
-# library, the CLI, crash, tamper, compaction, fuzz regressions, ...), then the Python
-# package's (scripts/test-python.sh: installs python3-venv if missing, builds the package
-# with pip and maturin in a new virtualenv with the Zoho SDK, runs pytest, lints the
-# binding). Nothing is left running. Exits non-zero if anything failed.
+# library, the CLI, crash, tamper, compaction, fuzz regressions, both local engines, and
+# the etcd vault against a real 3-member etcd cluster on loopback, which
+# scripts/etcd-cluster.sh installs (Debian's etcd, and protoc for the etcd client's
+# build), starts for the run and stops after it), then the Python package's
+# (scripts/test-python.sh: installs python3-venv if missing, builds the package with pip
+# and maturin in a new virtualenv with the Zoho SDK, runs pytest, lints the binding).
+# Nothing is left running. Exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo test --all-features"
-cargo test --all-features
+echo "== etcd and protoc (for the etcd feature's build and tests)"
+scripts/etcd-cluster.sh install
+
+echo "== cargo test --all-features, beside a 3-member etcd cluster"
+mkdir -p target
+scripts/etcd-cluster.sh run target/etcd-test -- cargo test --all-features
 
 echo "== the Python package"
 scripts/test-python.sh

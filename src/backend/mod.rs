@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use crate::Error;
 
+#[cfg(feature = "etcd")]
+mod etcd_engine;
 #[cfg(feature = "redb")]
 mod redb_engine;
 mod sled_engine;
 
+#[cfg(feature = "etcd")]
+pub(crate) use etcd_engine::{EtcdLocation, EtcdStorage};
 #[cfg(feature = "redb")]
 pub(crate) use redb_engine::RedbStorage;
 pub(crate) use sled_engine::SledStorage;
@@ -83,6 +87,18 @@ impl TreeName {
 pub(crate) enum Op {
     Put(TreeName, Vec<u8>, Vec<u8>),
     Remove(TreeName, Vec<u8>),
+    /// Removes every entry of the tree (one range delete where the engine has one). A batch
+    /// that clears a tree writes nothing else to it.
+    Clear(TreeName),
+}
+
+impl Op {
+    /// The tree the operation writes.
+    pub(crate) fn tree(&self) -> TreeName {
+        match self {
+            Op::Put(t, ..) | Op::Remove(t, ..) | Op::Clear(t) => *t,
+        }
+    }
 }
 
 /// What a batch expects of one key when it applies: the value the writer read (`None`:
@@ -166,6 +182,10 @@ pub enum Engine {
     /// reopens on large vaults, real `fdatasync` on durable writes. Without the feature,
     /// creating or opening a redb vault is an error that says so.
     Redb,
+    /// An etcd cluster (feature `etcd`): the vault of an `etcd://` location
+    /// ([`VaultOptions::create_at`](crate::VaultOptions::create_at)), shared by every
+    /// process that opens it. Not an engine a directory vault can be created with.
+    Etcd,
 }
 
 impl Engine {
@@ -174,6 +194,7 @@ impl Engine {
         match self {
             Engine::Sled => "sled",
             Engine::Redb => "redb",
+            Engine::Etcd => "etcd",
         }
     }
 
@@ -203,7 +224,9 @@ impl std::str::FromStr for Engine {
             "sled" => Ok(Engine::Sled),
             "redb" => Ok(Engine::Redb),
             _ => Err(Error::Storage {
-                message: format!("unknown storage engine {s:?}: sled or redb"),
+                message: format!(
+                    "unknown storage engine {s:?}: sled or redb (an etcd vault is an etcd:// location)"
+                ),
             }),
         }
     }
@@ -254,6 +277,9 @@ impl LocalStorage {
                 config,
                 create,
             )?)),
+            Engine::Etcd => Err(Error::Storage {
+                message: "an etcd vault lives at an etcd:// location, not in a directory".into(),
+            }),
             #[cfg(not(feature = "redb"))]
             Engine::Redb => Err(Error::Storage {
                 message: "this vault is stored by the redb engine: build tokenvault with its feature `redb`"

@@ -195,11 +195,14 @@ impl Flusher {
     }
 }
 
+/// The table opened for reading.
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// The table, for reading; `None` in a database that does not have it (one that never
 /// was a vault: `open` writes nothing to it).
 fn read_table(
     txn: &redb::ReadTransaction,
-) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, Error> {
+) -> Result<Option<ReadTable>, Error> {
     match txn.open_table(TABLE) {
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -403,6 +406,21 @@ impl Storage for RedbStorage {
                             }
                             Op::Remove(t, k) => {
                                 table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
+                            }
+                            Op::Clear(t) => {
+                                let tag = t.tag();
+                                let start = [tag];
+                                let cleared = match tag.checked_add(1) {
+                                    Some(next) => {
+                                        let end = [next];
+                                        table.retain_in::<&[u8], _>(
+                                            start.as_slice()..end.as_slice(),
+                                            |_, _| false,
+                                        )
+                                    }
+                                    None => table.retain_in::<&[u8], _>(start.as_slice().., |_, _| false),
+                                };
+                                cleared.map_err(redb_error)?;
                             }
                         }
                     }

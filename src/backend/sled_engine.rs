@@ -128,25 +128,27 @@ impl Storage for SledStorage {
         // One sled batch per touched tree, all applied in one transaction that first checks
         // the expectations in it.
         let mut batches: Vec<(TreeName, sled::Batch)> = Vec::new();
-        let touched = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put(t, ..) | Op::Remove(t, ..) => *t,
-            })
-            .chain(expects.iter().map(|e| e.tree));
+        let touched = ops.iter().map(Op::tree).chain(expects.iter().map(|e| e.tree));
         for t in touched {
             if !batches.iter().any(|(bt, _)| *bt == t) {
                 batches.push((t, sled::Batch::default()));
             }
         }
         for op in ops {
-            let (Op::Put(t, ..) | Op::Remove(t, ..)) = op;
-            let Some((_, batch)) = batches.iter_mut().find(|(bt, _)| bt == t) else {
+            let t = op.tree();
+            let Some((_, batch)) = batches.iter_mut().find(|(bt, _)| *bt == t) else {
                 continue;
             };
             match op {
                 Op::Put(_, k, v) => batch.insert(k.as_slice(), v.as_slice()),
                 Op::Remove(_, k) => batch.remove(k.as_slice()),
+                // sled has no range delete: every key the tree holds now (the vault's writer
+                // lock keeps other writers of this process out meanwhile).
+                Op::Clear(_) => {
+                    for entry in self.tree(t).iter().keys() {
+                        batch.remove(entry.map_err(storage_error)?);
+                    }
+                }
             }
         }
         let trees: Vec<&sled::Tree> = batches.iter().map(|(t, _)| self.tree(*t)).collect();

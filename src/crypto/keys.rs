@@ -137,9 +137,14 @@ impl VaultKeys {
             let Ok(e) = u32::try_from(self.records.len()) else {
                 break;
             };
-            let k = hkdf_expand(&self.data_key, &self.vault_id, &record_label(e));
-            self.records.push(Aes256Gcm::new((&*k).into()));
+            self.records.push(self.derive_record_key(e));
         }
+    }
+
+    /// The record key of `epoch`, derived afresh (not kept).
+    pub(crate) fn derive_record_key(&self, epoch: u32) -> Aes256Gcm {
+        let k = hkdf_expand(&self.data_key, &self.vault_id, &record_label(epoch));
+        Aes256Gcm::new((&*k).into())
     }
 
     /// The record key of `epoch`, if that epoch exists.

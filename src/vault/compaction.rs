@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::fs::{create_private_dir, restrict_files};
 use super::generations::{self, Generation};
 use super::{lock, Inner, Vault};
-use crate::backend::{Entry, LocalStorage, Op, Storage, TreeName};
+use crate::backend::{Engine, Entry, LocalStorage, Op, Storage, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::Error;
 
@@ -114,6 +114,11 @@ impl Inner {
     /// Compacts (see [`Vault::compact`]). The caller holds the writer lock, so nothing
     /// changes the storage meanwhile.
     pub(super) fn compact_locked(&self) -> Result<(), Error> {
+        if self.engine == Engine::Etcd {
+            // etcd keeps earlier values in its own history until the cluster compacts it
+            // (SECURITY.md says which settings to run); there are no files of ours to rewrite.
+            return Ok(());
+        }
         let live = *lock(&self.generation);
         let next = live.next()?;
         let Generation::Numbered(n) = next else {
@@ -153,7 +158,9 @@ impl Inner {
         // The new generation is live: swap it in, then let the old one go.
         *self.storage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         *lock(&self.generation) = next;
-        self._lock.watch(&new_dir);
+        if let Some(vault_lock) = &self._lock {
+            vault_lock.watch(&new_dir);
+        }
         // Lookups that started before the swap may still read the old storage: wait for
         // them (briefly) before removing its files; what is left is removed at the next open.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -64,13 +64,15 @@ impl Vault {
     /// `Io`, `Storage`.
     pub fn rotate_key(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let mut state = lock(&self.inner.key_state);
-        match self.inner.rotate_locked(&mut state)? {
-            Outcome::Applied => Ok(()),
-            Outcome::Conflict => Err(Error::Storage {
-                message: "another writer moved the seal counter meanwhile: try again".into(),
-            }),
-        }
+        // Another writer of shared storage may move the seal counter first: take up
+        // what it wrote and try again, as a save does.
+        self.inner.write(|view| {
+            let mut state = lock(&self.inner.key_state);
+            match self.inner.rotate_locked(&mut state)? {
+                Outcome::Applied => Ok(()),
+                Outcome::Conflict => Err(view.conflict()),
+            }
+        })
     }
 
     /// Re-encrypts every token under a fresh data key and vault id, wrapped under

@@ -152,8 +152,10 @@ struct Inner {
     commit_gate: RwLock<()>,
     writer: Mutex<()>,
     options: VaultOptions,
+    /// The directory (for an etcd vault, its location).
     dir: PathBuf,
-    _lock: VaultLock,
+    /// The directory's lock; none for a vault that many processes share (etcd).
+    _lock: Option<VaultLock>,
 }
 
 /// What writing a new header needs (the current header and passphrase key), the number
@@ -209,7 +211,7 @@ impl Vault {
         options: VaultOptions,
         storage: impl Storage + 'static,
         engine: Engine,
-        lock: VaultLock,
+        lock: Option<VaultLock>,
         generation: Generation,
         header: Header,
         kek: PassphraseKey,
@@ -259,7 +261,7 @@ impl Vault {
         self.inner.write(|view| store::save(view, token))
     }
 
-    /// The vault's directory.
+    /// The vault's directory (for an etcd vault, its `etcd://` location as a path).
     pub fn path(&self) -> &Path {
         &self.inner.dir
     }
@@ -392,8 +394,7 @@ impl TokenStore for Vault {
 
     fn delete_tokens(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let ops = self.inner.remove_every_token(true)?;
-        self.inner.apply(&ops)?;
+        self.inner.apply(&self.inner.clear_every_token())?;
         self.inner.after_write()
     }
 

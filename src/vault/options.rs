@@ -42,6 +42,7 @@ pub struct VaultOptions {
     pub(super) seals_per_key: u64,
     pub(super) auto_compact: bool,
     pub(super) engine: Engine,
+    pub(super) timeout: std::time::Duration,
 }
 
 impl Default for VaultOptions {
@@ -55,6 +56,7 @@ impl Default for VaultOptions {
             seals_per_key: Self::DEFAULT_SEALS_PER_KEY,
             auto_compact: true,
             engine: Engine::Sled,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -215,6 +217,158 @@ impl VaultOptions {
         self
     }
 
+    /// The deadline of every call to a remote engine by default: 5 s.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The deadline of every call to a remote engine (an etcd cluster), default
+    /// [`DEFAULT_TIMEOUT`](VaultOptions::DEFAULT_TIMEOUT): a cluster without a quorum, or
+    /// out of reach, makes a call fail with `Storage` after it, never hang. Local engines
+    /// ignore it.
+    #[must_use]
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Creates a vault at `location`: a directory path (as [`create`](VaultOptions::create)),
+    /// or, with the feature `etcd`, `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`: a vault in an
+    /// etcd cluster under that key prefix, which any number of processes may then open at
+    /// once ([`open_at`](VaultOptions::open_at)).
+    ///
+    /// # Errors
+    /// As `create`; for an etcd location also `Storage` (a malformed location, an
+    /// unreachable cluster, a build without the feature) and `VaultExists` (the prefix
+    /// holds a vault).
+    pub fn create_at(&self, location: &str, passphrase: &str) -> Result<Vault, Error> {
+        if location.starts_with("etcd://") {
+            return self.create_remote(location, passphrase);
+        }
+        self.create(location, passphrase)
+    }
+
+    /// Opens the vault at `location`: a directory path (as [`open`](VaultOptions::open)) or
+    /// an `etcd://` location (see [`create_at`](VaultOptions::create_at)).
+    ///
+    /// # Errors
+    /// As `open`; for an etcd location also `Storage` (a malformed location, an
+    /// unreachable cluster, a build without the feature).
+    pub fn open_at(&self, location: &str, passphrase: &str) -> Result<Vault, Error> {
+        if location.starts_with("etcd://") {
+            return self.open_remote(location, passphrase);
+        }
+        self.open(location, passphrase)
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn create_remote(&self, _location: &str, _passphrase: &str) -> Result<Vault, Error> {
+        Err(no_etcd())
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn open_remote(&self, _location: &str, _passphrase: &str) -> Result<Vault, Error> {
+        Err(no_etcd())
+    }
+
+    #[cfg(feature = "etcd")]
+    fn create_remote(&self, location: &str, passphrase: &str) -> Result<Vault, Error> {
+        use crate::backend::{EtcdLocation, EtcdStorage, Expect, Outcome};
+        self.kdf.validate()?;
+        let parsed = EtcdLocation::parse(location)?;
+        let storage = EtcdStorage::connect(&parsed, self.timeout)?;
+        let occupied = TreeName::ALL
+            .into_iter()
+            .try_fold(false, |found, tree| -> Result<bool, Error> {
+                Ok(found || storage.any(tree, &mut |_, _| true)?)
+            })?;
+        if occupied {
+            return Err(Error::VaultExists);
+        }
+        let mut vault_id = [0u8; VAULT_ID_LEN];
+        random_bytes(&mut vault_id)?;
+        let data_key = DataKey::generate()?;
+        let (header, kek) = Header::for_passphrase(vault_id, self.kdf, 0, passphrase.as_bytes(), &data_key)?;
+        let keys = derive_keys(data_key, vault_id, 0);
+        // Two creators at once: the one whose header lands first wins; the other finds
+        // the header there.
+        let absent = |key: &[u8]| Expect {
+            tree: TreeName::Meta,
+            key: key.to_vec(),
+            value: None,
+        };
+        let outcome = storage.apply_if(
+            &[absent(HEADER_KEY), absent(super::seals::SEALS_KEY)],
+            &[
+                Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+                seals_op(&keys, 0, 0),
+            ],
+        )?;
+        if outcome == Outcome::Conflict {
+            return Err(Error::VaultExists);
+        }
+        Ok(Vault::assemble(
+            Path::new(location),
+            self.clone(),
+            storage,
+            Engine::Etcd,
+            None,
+            Generation::Numbered(1),
+            header,
+            kek,
+            keys,
+            0,
+        ))
+    }
+
+    #[cfg(feature = "etcd")]
+    fn open_remote(&self, location: &str, passphrase: &str) -> Result<Vault, Error> {
+        use crate::backend::{EtcdLocation, EtcdStorage, Expect, Outcome};
+        self.kdf.validate()?;
+        let parsed = EtcdLocation::parse(location)?;
+        let storage = EtcdStorage::connect(&parsed, self.timeout)?;
+        let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
+            return Err(Error::VaultNotFound);
+        };
+        let mut header = Header::parse(&bytes)?;
+        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
+        let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
+        let keys = derive_keys(data_key, header.vault_id, header.epoch);
+        let seals = read_seals(&storage, &keys, header.epoch)?;
+        if header.kdf.is_weaker_than(&self.kdf) {
+            let (upgraded, new_kek) = Header::for_passphrase(
+                header.vault_id,
+                self.kdf,
+                header.epoch,
+                passphrase.as_bytes(),
+                keys.data_key(),
+            )?;
+            // Only over the header this open read: another process's change wins.
+            let expect = Expect {
+                tree: TreeName::Meta,
+                key: HEADER_KEY.to_vec(),
+                value: Some(bytes.clone()),
+            };
+            let put = Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), upgraded.encode());
+            if storage.apply_if(&[expect], &[put])? == Outcome::Applied {
+                header = upgraded;
+                kek = new_kek;
+            }
+        }
+        let vault = Vault::assemble(
+            Path::new(location),
+            self.clone(),
+            storage,
+            Engine::Etcd,
+            None,
+            Generation::Numbered(1),
+            header,
+            kek,
+            keys,
+            seals,
+        );
+        vault.inner.check_records_open()?;
+        Ok(vault)
+    }
+
     /// How the local engine is opened.
     pub(super) fn local_config(&self) -> LocalConfig {
         LocalConfig {
@@ -273,7 +427,7 @@ impl VaultOptions {
             self.clone(),
             storage,
             engine,
-            lock,
+            Some(lock),
             generation,
             header,
             kek,
@@ -372,7 +526,7 @@ impl VaultOptions {
             self.clone(),
             wrap(storage),
             engine,
-            lock,
+            Some(lock),
             generation,
             header,
             kek,
@@ -386,5 +540,13 @@ impl VaultOptions {
             generations::remove_stale(dir, generation)?;
         }
         Ok(vault)
+    }
+}
+
+/// The error of an `etcd://` location in a build without the feature.
+#[cfg(not(feature = "etcd"))]
+fn no_etcd() -> Error {
+    Error::Storage {
+        message: "an etcd:// location needs tokenvault built with its feature `etcd`".into(),
     }
 }

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use subtle::ConstantTimeEq;
 
 use super::{entry_key, lock, Inner, MIN_OPEN_CHUNK, OPEN_BATCH, OPEN_THREADS};
+use crate::backend::Engine;
 use crate::backend::{Bytes, Entry, Expect, Op, Outcome, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::crypto::{fresh_nonce, seal};
@@ -147,6 +148,15 @@ impl Inner {
         Ok(ops)
     }
 
+    /// The removal of every record, index entry and record set aside: one clear per tree.
+    pub(super) fn clear_every_token(&self) -> Vec<Op> {
+        TreeName::ALL
+            .into_iter()
+            .filter(|t| *t != TreeName::Meta)
+            .map(Op::Clear)
+            .collect()
+    }
+
     /// Every stored token, each opened and checked against its slot. The records are read
     /// a batch at a time, each batch opened on up to [`OPEN_THREADS`] threads.
     pub(super) fn all_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
@@ -227,12 +237,19 @@ impl<'a> View<'a> {
         let value = self.inner.storage().get(tree, key)?;
         if let Some(reads) = &self.reads {
             let mut reads = reads.borrow_mut();
-            if !reads.iter().any(|r| r.tree == tree && r.key == key) {
-                reads.push(Expect {
+            match reads.iter().find(|r| r.tree == tree && r.key == key) {
+                // The same key read twice in one decision, changed in between (another
+                // writer of shared storage): the decision would mix two states.
+                Some(earlier) if earlier.value != value => {
+                    drop(reads);
+                    return Err(self.conflict());
+                }
+                Some(_) => {}
+                None => reads.push(Expect {
                     tree,
                     key: key.to_vec(),
                     value: value.clone(),
-                });
+                }),
             }
         }
         Ok(value)
@@ -247,7 +264,7 @@ impl<'a> View<'a> {
     }
 
     /// The conflict a commit reports: nothing written, the caller decides again.
-    fn conflict(&self) -> Error {
+    pub(super) fn conflict(&self) -> Error {
         self.conflicted.set(true);
         Error::Storage {
             message: "the vault changed while this write was decided".into(),
@@ -280,6 +297,42 @@ impl Records for View<'_> {
     }
 
     fn indexed(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
+        // On storage that other processes write (etcd), a save elsewhere can land between
+        // this lookup's two reads: an entry and a record that disagree are read again
+        // before they count as damage. (In one process the commit gate rules that out.)
+        let mut tries = 0;
+        loop {
+            match self.indexed_once(index, value) {
+                Err(Error::Corrupted { .. })
+                    if self.inner.engine == Engine::Etcd && tries < LOOKUP_RETRIES =>
+                {
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn owner(&self, index: Index, value: &str, id: &str) -> Result<Owner, Error> {
+        let keys = self.inner.keys();
+        Ok(match self.get(index.tree(), &entry_key(&keys, index, value)?)? {
+            None => Owner::Absent,
+            Some(slot) if slot == keys.slot(id) => Owner::This,
+            Some(_) => Owner::Other,
+        })
+    }
+
+    fn commit(&self, changes: &[Change<'_>]) -> Result<(), Error> {
+        self.commit_changes(changes)
+    }
+}
+
+/// How many times a lookup on shared storage reads an entry and its record again when
+/// they disagree (see [`View::indexed`](Records::indexed)).
+const LOOKUP_RETRIES: u32 = 3;
+
+impl View<'_> {
+    fn indexed_once(&self, index: Index, value: &str) -> Result<Option<OAuthToken>, Error> {
         let inner = self.inner;
         let keys = inner.keys();
         let _gate = inner.commit_gate.read().unwrap_or_else(|e| e.into_inner());
@@ -305,16 +358,7 @@ impl Records for View<'_> {
         }
     }
 
-    fn owner(&self, index: Index, value: &str, id: &str) -> Result<Owner, Error> {
-        let keys = self.inner.keys();
-        Ok(match self.get(index.tree(), &entry_key(&keys, index, value)?)? {
-            None => Owner::Absent,
-            Some(slot) if slot == keys.slot(id) => Owner::This,
-            Some(_) => Owner::Other,
-        })
-    }
-
-    fn commit(&self, changes: &[Change<'_>]) -> Result<(), Error> {
+    fn commit_changes(&self, changes: &[Change<'_>]) -> Result<(), Error> {
         let inner = self.inner;
         let mut state = lock(&inner.key_state);
         // A new record is sealed twice: the token, and its id in `idx.id`.

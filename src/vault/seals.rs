@@ -94,12 +94,30 @@ impl Inner {
         Ok(Outcome::Applied)
     }
 
-    /// After a batch conflicted: takes up the seal counter as stored, since another writer
-    /// may have reserved seals meanwhile; this writer's next seals count from there.
+    /// After a batch conflicted: takes up the key state as stored, since another writer
+    /// of the same storage (another process on an etcd vault) may have moved it: a new
+    /// header (another key epoch, or a re-key) and the seal counter. This writer's next
+    /// seals count from the stored counter, so no two writers count the same seals.
+    ///
+    /// # Errors
+    /// `WrongPassphrase` if the passphrase was changed elsewhere (open the vault again);
+    /// `Corrupted`, `Io`, `Storage`.
     pub(super) fn reload_seals(&self) -> Result<(), Error> {
         let mut state = super::lock(&self.key_state);
+        let storage = self.storage();
+        if let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? {
+            if bytes != state.header.encode() {
+                let header = Header::parse(&bytes)?;
+                let data_key = header.unwrap_with(&state.kek)?;
+                let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+                *keys = super::derive_keys(data_key, header.vault_id, header.epoch);
+                state.header = header;
+                state.seals = 0;
+                state.reserved = 0;
+            }
+        }
         let keys = self.keys();
-        let stored = read_seals(&*self.storage(), &keys, state.header.epoch)?;
+        let stored = read_seals(&*storage, &keys, state.header.epoch)?;
         if stored > state.reserved {
             state.seals = stored;
             state.reserved = stored;

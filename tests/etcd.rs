@@ -1,0 +1,306 @@
+//! The vault on a real etcd cluster (feature `etcd`): the conformance suite and the model
+//! on an etcd vault, two handles (as two app servers would) writing the same users, what
+//! etcd holds at rest, and the errors of a bad location or an unreachable cluster.
+//!
+//! Needs a running cluster: `scripts/test.sh` starts a 3-member cluster on loopback and
+//! sets `TOKENVAULT_ETCD_ENDPOINTS` (`HOST:PORT,...`); without it these tests fail and
+//! say so (they never pass silently).
+#![cfg(feature = "etcd")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code: a panic is how a check fails"
+)]
+#[macro_use]
+mod common {
+    #[macro_use]
+    pub(crate) mod conformance;
+    pub(crate) mod fresh_id;
+    pub(crate) mod model;
+    pub(crate) mod vaults;
+}
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::vaults::{options, PASSPHRASE};
+use proptest::prelude::*;
+use tokenvault::{Engine, Error, OAuthToken, TokenStore, Vault};
+
+/// The cluster's client endpoints, from `TOKENVAULT_ETCD_ENDPOINTS`.
+fn endpoints() -> String {
+    std::env::var("TOKENVAULT_ETCD_ENDPOINTS").unwrap_or_else(|_| {
+        panic!(
+            "TOKENVAULT_ETCD_ENDPOINTS is not set: run scripts/test.sh, which starts an etcd \
+             cluster for these tests (or scripts/etcd-cluster.sh run DIR -- cargo test --features etcd)"
+        )
+    })
+}
+
+/// A location no other test uses.
+fn fresh_location() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).unwrap();
+    format!(
+        "etcd://{}/tokenvault-test/{}-{}-{:x}",
+        endpoints(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        u64::from_le_bytes(r)
+    )
+}
+
+/// A new, empty vault on the cluster; no guard (the cluster is the test run's).
+fn fresh_etcd_vault() -> (Vault, ()) {
+    let vault = options().create_at(&fresh_location(), PASSPHRASE).unwrap();
+    assert_eq!(vault.engine(), Engine::Etcd);
+    (vault, ())
+}
+
+conformance_suite!(crate::fresh_etcd_vault());
+
+proptest! {
+    #![proptest_config(common::model::config())]
+
+    #[test]
+    fn an_etcd_vault_behaves_like_the_model(ops in common::model::ops()) {
+        static VAULT: OnceLock<Vault> = OnceLock::new();
+        common::model::check_against_model(VAULT.get_or_init(|| fresh_etcd_vault().0), &ops);
+    }
+}
+
+#[test]
+fn a_vault_is_created_once_and_opened_by_its_passphrase() {
+    let at = fresh_location();
+    let mut t = OAuthToken::default()
+        .with_user_name("alice@example.com")
+        .with_refresh_token("1000.refresh.alice");
+    {
+        let v = options().create_at(&at, PASSPHRASE).unwrap();
+        v.save_token(&mut t).unwrap();
+    }
+    assert!(matches!(
+        options().create_at(&at, PASSPHRASE),
+        Err(Error::VaultExists)
+    ));
+    assert!(matches!(
+        options().open_at(&at, "wrong"),
+        Err(Error::WrongPassphrase)
+    ));
+    let v = options().open_at(&at, PASSPHRASE).unwrap();
+    assert_eq!(v.find_token_by_id(t.id().unwrap()).unwrap(), Some(t));
+    // Two handles at once: an etcd vault has no single opener.
+    let w = options().open_at(&at, PASSPHRASE).unwrap();
+    assert_eq!(w.get_tokens().unwrap().len(), 1);
+    let missing = fresh_location();
+    assert!(matches!(
+        options().open_at(&missing, PASSPHRASE),
+        Err(Error::VaultNotFound)
+    ));
+}
+
+#[test]
+fn passphrase_changes_rotations_and_rekeys_elsewhere_reach_the_other_handles() {
+    let at = fresh_location();
+    let a = options().create_at(&at, PASSPHRASE).unwrap();
+    let b = options().open_at(&at, PASSPHRASE).unwrap();
+    let mut t = OAuthToken::default().with_user_name("u").with_access_token("a1");
+    a.save_token(&mut t).unwrap();
+    // b rotates the key epoch; a's next save and lookups still work, and b reads a's.
+    b.rotate_key().unwrap();
+    let mut t2 = OAuthToken::default().with_user_name("v").with_access_token("a2");
+    b.save_token(&mut t2).unwrap();
+    assert_eq!(
+        a.find_token(&OAuthToken::default().with_user_name("v")).unwrap(),
+        Some(t2.clone())
+    );
+    let mut t3 = OAuthToken::default().with_user_name("w").with_access_token("a3");
+    a.save_token(&mut t3).unwrap();
+    assert_eq!(b.get_tokens().unwrap().len(), 3);
+    assert!(a.verify().unwrap().is_clean());
+    // A passphrase change is seen by the next open.
+    b.change_passphrase("new").unwrap();
+    assert!(matches!(
+        options().open_at(&at, PASSPHRASE),
+        Err(Error::WrongPassphrase)
+    ));
+    let c = options().open_at(&at, "new").unwrap();
+    assert_eq!(c.get_tokens().unwrap().len(), 3);
+}
+
+/// Every field carries the stamp, so a token mixing two saves shows.
+fn stamped(user: u64, stamp: u64) -> OAuthToken {
+    OAuthToken::default()
+        .with_user_name(format!("user{user}@example.com"))
+        .with_client_id("1000.CONC")
+        .with_client_secret(format!("secret-{user}-{stamp}"))
+        .with_refresh_token(format!("refresh-{user}-{stamp}"))
+        .with_access_token(format!("access-{user}-{stamp}"))
+        .with_expiry_time(stamp as i64)
+}
+
+fn assert_untorn(t: &OAuthToken) {
+    let stamp = t.expiry_time().unwrap();
+    let user = t
+        .user_name()
+        .unwrap()
+        .trim_start_matches("user")
+        .trim_end_matches("@example.com");
+    for (field, v) in [
+        ("secret", t.client_secret()),
+        ("refresh", t.refresh_token()),
+        ("access", t.access_token()),
+    ] {
+        assert_eq!(v.unwrap(), format!("{field}-{user}-{stamp}"), "torn token");
+    }
+}
+
+#[test]
+fn two_handles_and_eight_threads_saving_the_same_users_keep_one_record_per_user() {
+    let at = fresh_location();
+    // A small seal budget: the handles also race to rotate the key epoch.
+    let opts = options().seals_per_key(64);
+    let handles = [
+        opts.create_at(&at, PASSPHRASE).unwrap(),
+        opts.open_at(&at, PASSPHRASE).unwrap(),
+    ];
+    const USERS: u64 = 10;
+    const OPS: u64 = 40;
+    let stamp = AtomicU64::new(1);
+    let barrier = Barrier::new(8);
+    let acknowledged = std::sync::Mutex::new(HashMap::<u64, u64>::new());
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (vault, stamp, barrier, acknowledged) =
+                (&handles[(t % 2) as usize], &stamp, &barrier, &acknowledged);
+            s.spawn(move || {
+                barrier.wait();
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..OPS {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let user = x % USERS;
+                    let n = stamp.fetch_add(1, Ordering::SeqCst);
+                    let mut tok = stamped(user, n);
+                    vault.save_token(&mut tok).unwrap();
+                    assert_untorn(&tok);
+                    let mut ack = acknowledged.lock().unwrap();
+                    let last = ack.entry(user).or_default();
+                    *last = (*last).max(n);
+                }
+            });
+        }
+    });
+    let all = handles[0].get_tokens().unwrap();
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for t in &all {
+        assert_untorn(t);
+        *per_user.entry(t.user_name().unwrap().to_owned()).or_default() += 1;
+        assert_eq!(
+            handles[1]
+                .find_token(&OAuthToken::default().with_access_token(t.access_token().unwrap()))
+                .unwrap()
+                .as_ref(),
+            Some(t)
+        );
+    }
+    assert_eq!(per_user.len() as u64, USERS, "{per_user:?}");
+    assert!(
+        per_user.values().all(|&n| n == 1),
+        "one record per user name: {per_user:?}"
+    );
+    // Every user's stored stamp is one that was acknowledged for that user.
+    let ack = acknowledged.lock().unwrap();
+    for t in &all {
+        let user: u64 = t.user_name().unwrap()[4..]
+            .trim_end_matches("@example.com")
+            .parse()
+            .unwrap();
+        assert!(t.expiry_time().unwrap() as u64 <= ack[&user]);
+    }
+    let report = handles[1].verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn nothing_etcd_holds_is_a_secret_an_id_or_a_user_name() {
+    let at = fresh_location();
+    let v = options().create_at(&at, PASSPHRASE).unwrap();
+    let mut t = OAuthToken::default()
+        .with_id("id-visible-if-leaked")
+        .with_user_name("user-visible-if-leaked@example.com")
+        .with_client_secret("secret-visible-if-leaked")
+        .with_refresh_token("refresh-visible-if-leaked")
+        .with_access_token("access-visible-if-leaked")
+        .with_grant_token("grant-visible-if-leaked");
+    v.save_token(&mut t).unwrap();
+    // Read every key and value under the prefix with a plain client (etcdctl).
+    let (_hosts, prefix) = at.strip_prefix("etcd://").unwrap().split_once('/').unwrap();
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &endpoints(),
+            "get",
+            "--prefix",
+            prefix,
+            "-w",
+            "json",
+        ])
+        .output()
+        .expect("etcdctl (scripts/etcd-cluster.sh install puts it there)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kvs = json["kvs"].as_array().expect("the vault's keys");
+    assert!(
+        kvs.len() >= 7,
+        "header, seals, record, id entry, four index entries: {kvs:?}"
+    );
+    use base64::Engine as _;
+    let mut all = Vec::new();
+    for kv in kvs {
+        for field in ["key", "value"] {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(kv[field].as_str().unwrap())
+                .unwrap();
+            all.extend_from_slice(&bytes);
+            all.push(0);
+        }
+    }
+    for needle in [
+        "visible-if-leaked",
+        "id-visible",
+        "user-visible",
+        "secret-visible",
+    ] {
+        assert!(
+            memchr::memmem::find(&all, needle.as_bytes()).is_none(),
+            "{needle} is in etcd"
+        );
+    }
+    // The scan sees what it looks for: the prefix itself is there.
+    assert!(memchr::memmem::find(&all, prefix.as_bytes()).is_some());
+}
+
+#[test]
+fn a_bad_location_or_an_unreachable_cluster_is_a_clear_error_within_the_deadline() {
+    for bad in ["etcd://127.0.0.1:2379", "etcd://nohost/p", "etcd://h:1,/p"] {
+        let e = options().create_at(bad, PASSPHRASE).unwrap_err();
+        assert!(e.to_string().contains("not an etcd location"), "{bad}: {e}");
+    }
+    // A port nothing listens on.
+    let t = Instant::now();
+    let e = options()
+        .timeout(Duration::from_millis(500))
+        .open_at("etcd://127.0.0.1:9/tokenvault-test/none", PASSPHRASE)
+        .unwrap_err();
+    assert!(matches!(e, Error::Storage { .. }), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
