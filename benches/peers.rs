@@ -504,6 +504,9 @@ struct RedbPeer {
     crypto: Crypto,
     durable: bool,
     dir: PathBuf,
+    /// When a buffered write last committed with `fdatasync`: like the vault, a buffered
+    /// peer makes its writes durable about every 500 ms (redb frees pages only then).
+    synced: Instant,
 }
 
 fn tagged(tree: u8, key: &[u8]) -> Vec<u8> {
@@ -524,6 +527,7 @@ impl RedbPeer {
             crypto: Crypto::fixed(),
             durable: false,
             dir,
+            synced: Instant::now(),
         })
     }
 
@@ -563,9 +567,13 @@ impl RedbPeer {
     }
 
     /// One write transaction: `puts` then `removes`, (tree, key[, value]).
-    fn write(&self, puts: &[(u8, &[u8], &[u8])], removes: &[(u8, &[u8])]) -> R<()> {
+    fn write(&mut self, puts: &[(u8, &[u8], &[u8])], removes: &[(u8, &[u8])]) -> R<()> {
+        let sync = self.durable || self.synced.elapsed() >= Duration::from_millis(500);
+        if sync {
+            self.synced = Instant::now();
+        }
         let mut txn = self.db().begin_write()?;
-        txn.set_durability(if self.durable {
+        txn.set_durability(if sync {
             redb::Durability::Immediate
         } else {
             redb::Durability::None

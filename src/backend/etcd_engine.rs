@@ -125,8 +125,9 @@ impl EtcdStorage {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
-        let client = run(&runtime, timeout, async move {
-            etcd_client::Client::connect(endpoints, Some(options)).await
+        let client = run(&runtime, timeout, move || {
+            let (endpoints, options) = (endpoints.clone(), options.clone());
+            async move { etcd_client::Client::connect(endpoints, Some(options)).await }
         })??;
         let mut prefix = location.prefix.as_bytes().to_vec();
         prefix.push(b'/');
@@ -144,15 +145,19 @@ impl EtcdStorage {
         })
     }
 
-    /// Runs `fut` on the client's runtime and waits for it, at most the deadline.
-    fn call<T: Send + 'static>(
+    /// Runs the request `make` builds on the client's runtime and waits for it, at most
+    /// the deadline (see [`run`]).
+    fn call<T: Send + 'static, Fut>(
         &self,
-        fut: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-    ) -> Result<Result<T, Error>, Error> {
+        make: impl FnMut() -> Fut + Send + 'static,
+    ) -> Result<Result<T, Error>, Error>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
+    {
         let Some(runtime) = &self.runtime else {
             return Err(Error::internal("etcd: the runtime is gone"));
         };
-        run(runtime, self.timeout, fut)
+        run(runtime, self.timeout, make)
     }
 
     /// The etcd key of `key` in `tree`.
@@ -194,13 +199,16 @@ impl EtcdStorage {
         let mut from = start;
         let mut revision = 0i64;
         loop {
-            let mut kv = self.kv.clone();
+            let kv = self.kv.clone();
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(SCAN_PAGE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
             let key = from.clone();
-            let resp = self.call(async move { kv.get(key, Some(options)).await })??;
+            let resp = self.call(move || {
+                let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
+                async move { kv.get(key, Some(options)).await }
+            })??;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -226,19 +234,52 @@ impl EtcdStorage {
     }
 }
 
-/// Runs `fut` on `runtime` from any thread (a runtime thread of the caller's included)
-/// and waits for its result, at most `timeout` (plus a margin for the runtime itself).
-fn run<T: Send + 'static>(
+/// Whether `e` says the member asked could not answer (its connection was refused or
+/// reset, or it is unavailable, as during an election): asking again goes to another
+/// member. Safe for every request the engine makes: reads are reads; a transaction that did
+/// apply before its answer was lost fails its compare conditions when asked again (the
+/// writer then decides again), and one without conditions writes the same values again.
+fn unreachable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            tonic::Code::Unavailable => true,
+            // A connection that broke under the request (hyper's reset, a closed stream).
+            tonic::Code::Unknown | tonic::Code::Cancelled => std::error::Error::source(status).is_some(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The pause before asking again after a member was unreachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs the request `make` builds on `runtime`, from any thread (a runtime thread of the
+/// caller's included), and waits for its result, at most `timeout` (plus a margin for the
+/// runtime itself). A member that is down or unavailable (a killed member, a leader
+/// election) is not an answer: the request is made again, to the cluster's other members,
+/// until the deadline.
+fn run<T: Send + 'static, Fut>(
     runtime: &tokio::runtime::Runtime,
     timeout: Duration,
-    fut: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-) -> Result<Result<T, Error>, Error> {
+    mut make: impl FnMut() -> Fut + Send + 'static,
+) -> Result<Result<T, Error>, Error>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
+{
     let (tx, rx) = mpsc::sync_channel(1);
     runtime.spawn(async move {
-        let result = match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(v)) => Some(Ok(v)),
-            Ok(Err(e)) => Some(Err(etcd_error(e))),
-            Err(_) => None,
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            match tokio::time::timeout_at(deadline, make()).await {
+                Ok(Ok(v)) => break Some(Ok(v)),
+                Ok(Err(e)) if unreachable(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Err(e)) => break Some(Err(etcd_error(e))),
+                Err(_) => break None,
+            }
         };
         let _ = tx.send(result);
     });
@@ -250,9 +291,12 @@ fn run<T: Send + 'static>(
 
 impl Storage for EtcdStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let mut kv = self.kv.clone();
+        let kv = self.kv.clone();
         let key = self.key(tree, key);
-        let resp = self.call(async move { kv.get(key, None).await })??;
+        let resp = self.call(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, None).await }
+        })??;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -324,8 +368,11 @@ impl Storage for EtcdStorage {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(writes);
-        let mut kv = self.kv.clone();
-        match self.call(async move { kv.txn(txn).await }) {
+        let kv = self.kv.clone();
+        match self.call(move || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        }) {
             Ok(Ok(resp)) if resp.succeeded() => Ok(Outcome::Applied),
             Ok(Ok(_)) => Ok(Outcome::Conflict),
             // No answer: it may have applied or not. A conflict makes the writer read again

@@ -200,9 +200,7 @@ type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// The table, for reading; `None` in a database that does not have it (one that never
 /// was a vault: `open` writes nothing to it).
-fn read_table(
-    txn: &redb::ReadTransaction,
-) -> Result<Option<ReadTable>, Error> {
+fn read_table(txn: &redb::ReadTransaction) -> Result<Option<ReadTable>, Error> {
     match txn.open_table(TABLE) {
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),

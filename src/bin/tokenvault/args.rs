@@ -21,7 +21,8 @@ use tokenvault::{Engine, KdfParams};
 #[derive(Debug, Parser)]
 #[command(name = "tokenvault", version, max_term_width = 100)]
 pub struct Cli {
-    /// The vault directory.
+    /// The vault: its directory, or (built with the feature `etcd`) an etcd location,
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX, which many processes may use at once.
     #[arg(long, value_name = "DIR", global = true)]
     pub vault: Option<PathBuf>,
 

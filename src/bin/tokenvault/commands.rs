@@ -55,9 +55,16 @@ impl Context {
 
     fn open(&self) -> Result<Vault, Failure> {
         let passphrase = passphrase::existing(&self.source(), &self.dir)?;
-        self.options()
-            .open(&self.dir, &passphrase)
-            .map_err(|e| self.fail(e))
+        match self.remote() {
+            Some(location) => self.options().open_at(location, &passphrase),
+            None => self.options().open(&self.dir, &passphrase),
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// The `etcd://` location `--vault` names, if it names one rather than a directory.
+    fn remote(&self) -> Option<&str> {
+        self.dir.to_str().filter(|s| s.starts_with("etcd://"))
     }
 
     fn flush(&self, vault: &Vault) -> Result<(), Failure> {
@@ -126,6 +133,18 @@ pub fn run(cli: Cli, dir: PathBuf) -> Result<(), Failure> {
 }
 
 fn init(ctx: &Context, engine: Engine) -> Result<(), Failure> {
+    if let Some(location) = ctx.remote() {
+        let passphrase = passphrase::new(&ctx.source(), &ctx.dir)?;
+        drop(
+            ctx.options()
+                .create_at(location, &passphrase)
+                .map_err(|e| ctx.fail(e))?,
+        );
+        return ctx.print(
+            || format!("Created an empty vault at {location} (engine: etcd).\n"),
+            || json!({ "created": location, "engine": "etcd" }),
+        );
+    }
     // Refuse before asking for a passphrase; `create` checks again.
     let occupied = ctx.dir.exists()
         && (!ctx.dir.is_dir()
