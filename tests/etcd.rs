@@ -162,7 +162,7 @@ fn assert_untorn(t: &OAuthToken) {
 }
 
 #[test]
-fn two_handles_and_eight_threads_saving_the_same_users_keep_one_record_per_user() {
+fn two_handles_and_eight_threads_saving_updating_and_deleting_the_same_users_keep_one_record_per_user() {
     let at = fresh_location();
     // A small seal budget: the handles also race to rotate the key epoch.
     let opts = options().seals_per_key(64);
@@ -171,10 +171,11 @@ fn two_handles_and_eight_threads_saving_the_same_users_keep_one_record_per_user(
         opts.open_at(&at, PASSPHRASE).unwrap(),
     ];
     const USERS: u64 = 10;
+    const CHURN: u64 = 5;
     const OPS: u64 = 40;
     let stamp = AtomicU64::new(1);
     let barrier = Barrier::new(8);
-    let acknowledged = std::sync::Mutex::new(HashMap::<u64, u64>::new());
+    let acknowledged = std::sync::Mutex::new(HashMap::<u64, Vec<u64>>::new());
     std::thread::scope(|s| {
         for t in 0..8u64 {
             let (vault, stamp, barrier, acknowledged) =
@@ -186,14 +187,29 @@ fn two_handles_and_eight_threads_saving_the_same_users_keep_one_record_per_user(
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let user = x % USERS;
                     let n = stamp.fetch_add(1, Ordering::SeqCst);
+                    if (x >> 8) % 4 == 0 {
+                        // Users past USERS are saved and deleted by id, concurrently.
+                        let user = USERS + x % CHURN;
+                        let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
+                        match vault.find_token(&q).unwrap() {
+                            Some(found) => vault.delete_token(found.id().unwrap()).unwrap(),
+                            None => vault.save_token(&mut stamped(user, n)).unwrap(),
+                        }
+                        continue;
+                    }
+                    let user = x % USERS;
                     let mut tok = stamped(user, n);
+                    if (x >> 8) % 4 == 1 {
+                        // An update by id (of the token this thread just found).
+                        let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
+                        if let Some(found) = vault.find_token(&q).unwrap() {
+                            tok = tok.with_id(found.id().unwrap());
+                        }
+                    }
                     vault.save_token(&mut tok).unwrap();
                     assert_untorn(&tok);
-                    let mut ack = acknowledged.lock().unwrap();
-                    let last = ack.entry(user).or_default();
-                    *last = (*last).max(n);
+                    acknowledged.lock().unwrap().entry(user).or_default().push(n);
                 }
             });
         }
@@ -211,19 +227,21 @@ fn two_handles_and_eight_threads_saving_the_same_users_keep_one_record_per_user(
             Some(t)
         );
     }
-    assert_eq!(per_user.len() as u64, USERS, "{per_user:?}");
     assert!(
         per_user.values().all(|&n| n == 1),
         "one record per user name: {per_user:?}"
     );
-    // Every user's stored stamp is one that was acknowledged for that user.
+    // Every user saved (and never deleted) is there, holding one of its acknowledged saves
+    // (which one depends on the order the transactions committed in).
     let ack = acknowledged.lock().unwrap();
-    for t in &all {
-        let user: u64 = t.user_name().unwrap()[4..]
-            .trim_end_matches("@example.com")
-            .parse()
-            .unwrap();
-        assert!(t.expiry_time().unwrap() as u64 <= ack[&user]);
+    for user in 0..USERS {
+        let q = OAuthToken::default().with_user_name(format!("user{user}@example.com"));
+        let stored = handles[1].find_token(&q).unwrap().expect("a saved user is there");
+        let stamp = stored.expiry_time().unwrap() as u64;
+        assert!(
+            ack[&user].contains(&stamp),
+            "user {user}: {stamp} was never acknowledged"
+        );
     }
     let report = handles[1].verify().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
