@@ -322,3 +322,31 @@ fn a_bad_location_or_an_unreachable_cluster_is_a_clear_error_within_the_deadline
     assert!(matches!(e, Error::Storage { .. }), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[test]
+fn a_rekey_that_fits_one_transaction_works_and_a_larger_one_changes_nothing() {
+    let at = fresh_location();
+    let v = options().create_at(&at, PASSPHRASE).unwrap();
+    for n in 0..5 {
+        v.save_token(&mut stamped(n, 1)).unwrap();
+    }
+    v.rekey("second").unwrap();
+    drop(v);
+    let v = options().open_at(&at, "second").unwrap();
+    assert_eq!(v.get_tokens().unwrap().len(), 5);
+    // Forty tokens: every record and entry replaced is more than etcd's 128 operations.
+    for n in 5..40 {
+        v.save_token(&mut stamped(n, 1)).unwrap();
+    }
+    let e = v.rekey("third").unwrap_err();
+    assert!(matches!(e, Error::Storage { .. }), "{e:?}");
+    assert!(e.to_string().contains("more than one transaction takes"), "{e}");
+    drop(v);
+    assert!(matches!(
+        options().open_at(&at, "third"),
+        Err(Error::WrongPassphrase)
+    ));
+    let v = options().open_at(&at, "second").unwrap();
+    assert_eq!(v.get_tokens().unwrap().len(), 40);
+    assert!(v.verify().unwrap().is_clean());
+}
