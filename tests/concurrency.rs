@@ -16,6 +16,7 @@
 )]
 
 mod common {
+    pub(crate) mod stamped;
     pub(crate) mod vaults;
 }
 
@@ -23,41 +24,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
+use common::stamped::{assert_untorn, stamped};
 use common::vaults::options;
 use tokenvault::{MemoryStore, OAuthToken, TokenStore};
 
 const USERS: u64 = 12;
 const THREADS: u64 = 8;
 const OPS: u64 = 300;
-
-/// Every field carries the same stamp, so a token mixing two saves shows.
-fn stamped(user: u64, stamp: u64) -> OAuthToken {
-    OAuthToken::default()
-        .with_user_name(format!("user{user}@example.com"))
-        .with_client_id("1000.CONC")
-        .with_client_secret(format!("secret-{user}-{stamp}"))
-        .with_refresh_token(format!("refresh-{user}-{stamp}"))
-        .with_access_token(format!("access-{user}-{stamp}"))
-        .with_grant_token(format!("grant-{user}-{stamp}"))
-        .with_expiry_time(stamp as i64)
-}
-
-fn assert_untorn(t: &OAuthToken) {
-    let stamp = t.expiry_time().unwrap();
-    let user = t
-        .user_name()
-        .unwrap()
-        .trim_start_matches("user")
-        .trim_end_matches("@example.com");
-    for (field, v) in [
-        ("secret", t.client_secret()),
-        ("refresh", t.refresh_token()),
-        ("access", t.access_token()),
-        ("grant", t.grant_token()),
-    ] {
-        assert_eq!(v.unwrap(), format!("{field}-{user}-{stamp}"), "torn token");
-    }
-}
 
 fn hammer<S: TokenStore + Sync>(store: &S) {
     let stamp = AtomicU64::new(1);

@@ -20,6 +20,7 @@ mod common {
     pub(crate) mod conformance;
     pub(crate) mod fresh_id;
     pub(crate) mod model;
+    pub(crate) mod stamped;
     pub(crate) mod vaults;
 }
 
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::stamped::{assert_untorn, stamped};
 use common::vaults::{options, PASSPHRASE};
 use proptest::prelude::*;
 use tokenvault::{Engine, Error, OAuthToken, TokenStore, Vault};
@@ -132,33 +134,6 @@ fn passphrase_changes_rotations_and_rekeys_elsewhere_reach_the_other_handles() {
     ));
     let c = options().open_at(&at, "new").unwrap();
     assert_eq!(c.get_tokens().unwrap().len(), 3);
-}
-
-/// Every field carries the stamp, so a token mixing two saves shows.
-fn stamped(user: u64, stamp: u64) -> OAuthToken {
-    OAuthToken::default()
-        .with_user_name(format!("user{user}@example.com"))
-        .with_client_id("1000.CONC")
-        .with_client_secret(format!("secret-{user}-{stamp}"))
-        .with_refresh_token(format!("refresh-{user}-{stamp}"))
-        .with_access_token(format!("access-{user}-{stamp}"))
-        .with_expiry_time(stamp as i64)
-}
-
-fn assert_untorn(t: &OAuthToken) {
-    let stamp = t.expiry_time().unwrap();
-    let user = t
-        .user_name()
-        .unwrap()
-        .trim_start_matches("user")
-        .trim_end_matches("@example.com");
-    for (field, v) in [
-        ("secret", t.client_secret()),
-        ("refresh", t.refresh_token()),
-        ("access", t.access_token()),
-    ] {
-        assert_eq!(v.unwrap(), format!("{field}-{user}-{stamp}"), "torn token");
-    }
 }
 
 #[test]

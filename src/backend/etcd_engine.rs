@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KvClient, Txn, TxnOp};
 
-use super::{BatchVisitor, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
+use super::{BatchVisitor, Batcher, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
 use crate::Error;
 
 /// The most operations (and, separately, compare conditions) etcd takes in one
@@ -315,22 +315,14 @@ impl Storage for EtcdStorage {
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        let mut entries: Vec<Entry> = Vec::with_capacity(batch.max(1));
+        let mut batcher = Batcher::new(batch, f);
         self.scan(tree, &mut |page| {
-            for entry in page {
-                entries.push(entry.clone());
-                if entries.len() >= batch {
-                    f(&entries)?;
-                    entries.clear();
-                }
+            for (k, v) in page {
+                batcher.push(k, v)?;
             }
             Ok(true)
         })?;
-        if entries.is_empty() {
-            Ok(())
-        } else {
-            f(&entries)
-        }
+        batcher.finish()
     }
 
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {

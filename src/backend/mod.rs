@@ -133,6 +133,45 @@ pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> 
 /// A callback over a batch of entries of a tree.
 pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a;
 
+/// Gathers entries into batches of at least one for a [`BatchVisitor`]: what every
+/// engine's `for_each_batch` does over its own iteration. A batch at a time bounds the
+/// memory.
+pub(crate) struct Batcher<'a, 'f> {
+    entries: Vec<Entry>,
+    size: usize,
+    f: &'a mut BatchVisitor<'f>,
+}
+
+impl<'a, 'f> Batcher<'a, 'f> {
+    pub(crate) fn new(size: usize, f: &'a mut BatchVisitor<'f>) -> Self {
+        let size = size.max(1);
+        Batcher {
+            entries: Vec::with_capacity(size),
+            size,
+            f,
+        }
+    }
+
+    /// Adds an entry; hands over the batch once it is full.
+    pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.entries.push((key.to_vec(), value.to_vec()));
+        if self.entries.len() >= self.size {
+            (self.f)(&self.entries)?;
+            self.entries.clear();
+        }
+        Ok(())
+    }
+
+    /// Hands over what is left.
+    pub(crate) fn finish(self) -> Result<(), Error> {
+        if self.entries.is_empty() {
+            Ok(())
+        } else {
+            (self.f)(&self.entries)
+        }
+    }
+}
+
 /// Byte storage in named trees.
 pub(crate) trait Storage: Send + Sync {
     /// The value at `key` in `tree`.

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{BatchVisitor, Bytes, Entry, EntryVisitor, Expect, LocalConfig, Op, Outcome, Storage, TreeName};
+use super::{
+    BatchVisitor, Batcher, Bytes, Entry, EntryVisitor, Expect, LocalConfig, Op, Outcome, Storage, TreeName,
+};
 use crate::Error;
 
 /// The one table: `tag(tree) || key` → value.
@@ -352,20 +354,9 @@ impl Storage for RedbStorage {
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        let mut entries: Vec<Entry> = Vec::with_capacity(batch.max(1));
-        self.scan(tree, &mut |k, v| {
-            entries.push((k.to_vec(), v.to_vec()));
-            if entries.len() >= batch {
-                f(&entries)?;
-                entries.clear();
-            }
-            Ok(true)
-        })?;
-        if entries.is_empty() {
-            Ok(())
-        } else {
-            f(&entries)
-        }
+        let mut batcher = Batcher::new(batch, f);
+        self.scan(tree, &mut |k, v| batcher.push(k, v).map(|()| true))?;
+        batcher.finish()
     }
 
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {

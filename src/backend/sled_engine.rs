@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{BatchVisitor, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
+use super::{BatchVisitor, Batcher, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
 use crate::Error;
 
 fn storage_error(e: sled::Error) -> Error {
@@ -95,21 +95,12 @@ impl Storage for SledStorage {
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        // A batch at a time bounds the memory.
-        let mut entries = Vec::with_capacity(batch.max(1));
+        let mut batcher = Batcher::new(batch, f);
         for entry in self.tree(tree).iter() {
             let (k, v) = entry.map_err(storage_error)?;
-            entries.push((k.to_vec(), v.to_vec()));
-            if entries.len() >= batch {
-                f(&entries)?;
-                entries.clear();
-            }
+            batcher.push(&k, &v)?;
         }
-        if entries.is_empty() {
-            Ok(())
-        } else {
-            f(&entries)
-        }
+        batcher.finish()
     }
 
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {

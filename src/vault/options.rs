@@ -14,8 +14,8 @@ use super::seals::{read_seals, seals_op};
 use super::{derive_keys, Vault, HEADER_KEY};
 use crate::backend::{Engine, LocalConfig, LocalStorage, Op, Storage, TreeName};
 use crate::crypto::header::Header;
-use crate::crypto::kdf::KdfParams;
-use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
+use crate::crypto::kdf::{KdfParams, PassphraseKey};
+use crate::crypto::keys::{DataKey, VaultKeys, VAULT_ID_LEN};
 use crate::crypto::random_bytes;
 use crate::Error;
 
@@ -328,19 +328,9 @@ impl VaultOptions {
         let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? else {
             return Err(Error::VaultNotFound);
         };
-        let mut header = Header::parse(&bytes)?;
-        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
-        let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
-        let keys = derive_keys(data_key, header.vault_id, header.epoch);
+        let (mut header, mut kek, keys) = self.unlock(&bytes, passphrase)?;
         let seals = read_seals(&storage, &keys, header.epoch)?;
-        if header.kdf.is_weaker_than(&self.kdf) {
-            let (upgraded, new_kek) = Header::for_passphrase(
-                header.vault_id,
-                self.kdf,
-                header.epoch,
-                passphrase.as_bytes(),
-                keys.data_key(),
-            )?;
+        if let Some((upgraded, new_kek)) = self.kdf_upgrade(&header, &keys, passphrase)? {
             // Only over the header this open read: another process's change wins.
             let expect = Expect {
                 tree: TreeName::Meta,
@@ -367,6 +357,37 @@ impl VaultOptions {
         );
         vault.inner.check_records_open()?;
         Ok(vault)
+    }
+
+    /// Parses a stored header, refuses one asking more KDF work than these options allow
+    /// (before Argon2 runs), and unlocks it: the header, its passphrase key, the vault's keys.
+    fn unlock(&self, bytes: &[u8], passphrase: &str) -> Result<(Header, PassphraseKey, VaultKeys), Error> {
+        let header = Header::parse(bytes)?;
+        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
+        let (data_key, kek) = header.unlock(passphrase.as_bytes())?;
+        let keys = derive_keys(data_key, header.vault_id, header.epoch);
+        Ok((header, kek, keys))
+    }
+
+    /// The header to write instead of `header` when its KDF parameters are all weaker than
+    /// these options', with its passphrase key; `None` when it needs no upgrade.
+    fn kdf_upgrade(
+        &self,
+        header: &Header,
+        keys: &VaultKeys,
+        passphrase: &str,
+    ) -> Result<Option<(Header, PassphraseKey)>, Error> {
+        if !header.kdf.is_weaker_than(&self.kdf) {
+            return Ok(None);
+        }
+        Header::for_passphrase(
+            header.vault_id,
+            self.kdf,
+            header.epoch,
+            passphrase.as_bytes(),
+            keys.data_key(),
+        )
+        .map(Some)
     }
 
     /// How the local engine is opened.
@@ -486,10 +507,7 @@ impl VaultOptions {
             let _ = fs::remove_file(dir.join(LOCK_FILE));
             return Err(Error::VaultNotFound);
         };
-        let mut header = Header::parse(&bytes)?;
-        header.kdf.check_within(&self.max_kdf.strongest_of(&self.kdf))?;
-        let (data_key, mut kek) = header.unlock(passphrase.as_bytes())?;
-        let keys = derive_keys(data_key, header.vault_id, header.epoch);
+        let (mut header, mut kek, keys) = self.unlock(&bytes, passphrase)?;
         let seals = read_seals(&storage, &keys, header.epoch)?;
         let compaction = read_compaction(&storage, &keys)?;
         let mut compact = generation == Generation::Legacy || compaction.is_none_or(|c| c.pending);
@@ -498,14 +516,7 @@ impl VaultOptions {
             compact |=
                 size > c.baseline.saturating_mul(COMPACT_GROWTH) && size - c.baseline >= COMPACT_MIN_GROWTH;
         }
-        if header.kdf.is_weaker_than(&self.kdf) {
-            let (upgraded, new_kek) = Header::for_passphrase(
-                header.vault_id,
-                self.kdf,
-                header.epoch,
-                passphrase.as_bytes(),
-                keys.data_key(),
-            )?;
+        if let Some((upgraded, new_kek)) = self.kdf_upgrade(&header, &keys, passphrase)? {
             // The old header stays in the files until the compaction below (or, after a
             // crash, the one the pending flag asks for at the next open).
             let baseline = compaction.map_or(0, |c| c.baseline);
