@@ -298,30 +298,220 @@ fn a_bad_location_or_an_unreachable_cluster_is_a_clear_error_within_the_deadline
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
+/// A plain etcd client on the test cluster, for what the vault must not be able to tell
+/// from a hostile or crashed peer: raw reads and writes of its keys.
+mod raw {
+    use std::future::Future;
+
+    pub(crate) fn with_client<T, F: Future<Output = T>>(f: impl FnOnce(etcd_client::Client) -> F) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let endpoints: Vec<String> = super::endpoints()
+                .split(',')
+                .map(|h| format!("http://{h}"))
+                .collect();
+            f(etcd_client::Client::connect(endpoints, None).await.unwrap()).await
+        })
+    }
+
+    /// Every key and value under `prefix`.
+    pub(crate) fn under(prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let prefix = prefix.to_owned();
+        with_client(|mut c| async move {
+            let options = etcd_client::GetOptions::new().with_prefix();
+            let resp = c.get(prefix, Some(options)).await.unwrap();
+            resp.kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+                .collect()
+        })
+    }
+
+    pub(crate) fn put(entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        with_client(|mut c| async move {
+            for (k, v) in entries {
+                c.put(k, v, None).await.unwrap();
+            }
+        });
+    }
+}
+
+/// The prefix of an `etcd://` location, with its trailing `/`.
+fn prefix_of(location: &str) -> String {
+    let (_hosts, prefix) = location.strip_prefix("etcd://").unwrap().split_once('/').unwrap();
+    format!("{prefix}/")
+}
+
+/// The keys under the vault's prefix, each without it, as text where it is text.
+fn key_names(location: &str) -> Vec<String> {
+    let prefix = prefix_of(location);
+    raw::under(&prefix)
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect()
+}
+
+fn sorted(mut tokens: Vec<OAuthToken>) -> Vec<OAuthToken> {
+    tokens.sort_by(|a, b| a.id().cmp(&b.id()));
+    tokens
+}
+
 #[test]
-fn a_rekey_that_fits_one_transaction_works_and_a_larger_one_changes_nothing() {
+fn a_rekey_and_a_repair_of_hundreds_of_tokens_each_write_a_new_generation_and_leave_none_of_the_old() {
     let at = fresh_location();
     let v = options().create_at(&at, PASSPHRASE).unwrap();
-    for n in 0..5 {
+    for n in 0..300 {
         v.save_token(&mut stamped(n, 1)).unwrap();
     }
+    let before = sorted(v.get_tokens().unwrap());
+    let same_passphrase = options().open_at(&at, PASSPHRASE).unwrap();
+    let other_passphrase = options().open_at(&at, PASSPHRASE).unwrap();
+
+    // 300 tokens: some 1,800 records and entries replaced, far past one transaction.
     v.rekey("second").unwrap();
-    drop(v);
-    let v = options().open_at(&at, "second").unwrap();
-    assert_eq!(v.get_tokens().unwrap().len(), 5);
-    // Forty tokens: every record and entry replaced is more than etcd's 128 operations.
-    for n in 5..40 {
-        v.save_token(&mut stamped(n, 1)).unwrap();
-    }
-    let e = v.rekey("third").unwrap_err();
-    assert!(matches!(e, Error::Storage { .. }), "{e:?}");
-    assert!(e.to_string().contains("more than one transaction takes"), "{e}");
-    drop(v);
+    let names = key_names(&at);
+    assert!(names.contains(&"current".to_owned()), "{names:?}");
+    assert!(
+        names.iter().all(|k| k == "current" || k.starts_with("gen.1/")),
+        "only the new generation and its pointer are left: {:?}",
+        names
+            .iter()
+            .filter(|k| !k.starts_with("gen.1/"))
+            .collect::<Vec<_>>()
+    );
+    assert!(names.len() > 1800, "{}", names.len());
+    assert_eq!(sorted(v.get_tokens().unwrap()), before);
+    // A handle opened before, under the old passphrase: a clear error, never a miss.
+    let q = OAuthToken::default().with_user_name(before[0].user_name().unwrap());
     assert!(matches!(
-        options().open_at(&at, "third"),
+        other_passphrase.find_token(&q),
         Err(Error::WrongPassphrase)
     ));
-    let v = options().open_at(&at, "second").unwrap();
-    assert_eq!(v.get_tokens().unwrap().len(), 40);
-    assert!(v.verify().unwrap().is_clean());
+    assert!(matches!(
+        other_passphrase.get_tokens(),
+        Err(Error::WrongPassphrase)
+    ));
+    assert!(matches!(
+        options().open_at(&at, PASSPHRASE),
+        Err(Error::WrongPassphrase)
+    ));
+    drop(same_passphrase);
+    let reopened = options().open_at(&at, "second").unwrap();
+    assert_eq!(sorted(reopened.get_tokens().unwrap()), before);
+    assert!(reopened.verify().unwrap().is_clean());
+
+    // Damage 60 records as a peer with write access could: a byte of each flipped.
+    let records = format!("{}gen.1/tokens/", prefix_of(&at));
+    let damaged: Vec<(Vec<u8>, Vec<u8>)> = raw::under(&records)
+        .into_iter()
+        .take(60)
+        .map(|(k, mut v)| {
+            let last = v.len() - 1;
+            v[last] ^= 0x40;
+            (k, v)
+        })
+        .collect();
+    raw::put(damaged);
+    let follower = options().open_at(&at, "second").unwrap();
+    assert!(matches!(reopened.get_tokens(), Err(Error::Corrupted { .. })));
+    // Sixty set aside: three writes each, more than one transaction again.
+    let report = reopened.repair().unwrap();
+    assert_eq!(report.set_aside.len(), 60, "{:?}", report.problems);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.quarantined.len(), 60);
+    let names = key_names(&at);
+    assert!(
+        names.iter().all(|k| k == "current" || k.starts_with("gen.2/")),
+        "{:?}",
+        names
+            .iter()
+            .filter(|k| !k.starts_with("gen.2/"))
+            .collect::<Vec<_>>()
+    );
+    // The handle opened before the repair follows it: same keys, nothing to re-enter.
+    let left = follower.get_tokens().unwrap();
+    assert_eq!(left.len(), 240);
+    for t in &left {
+        assert!(before.contains(t));
+    }
+    assert!(follower.verify().unwrap().is_clean());
+    let again = follower.repair().unwrap();
+    assert!(again.set_aside.is_empty() && again.is_clean());
+}
+
+#[test]
+fn saves_on_another_handle_during_a_large_rekey_wait_for_it_and_none_is_lost() {
+    let at = fresh_location();
+    let a = options().create_at(&at, PASSPHRASE).unwrap();
+    for n in 0..300 {
+        a.save_token(&mut stamped(n, 1)).unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (saved, reopened) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut b = options().open_at(&at, PASSPHRASE).unwrap();
+            let (mut saved, mut reopened) = (Vec::new(), 0);
+            let mut n = 1000;
+            while !stop.load(Ordering::SeqCst) {
+                let mut t = stamped(n, 7);
+                match b.save_token(&mut t) {
+                    Ok(()) => {
+                        saved.push(t);
+                        n += 1;
+                    }
+                    // Re-keyed elsewhere: the new header's salt is not this handle's, so it
+                    // must be opened again (nothing was written).
+                    Err(Error::WrongPassphrase) => {
+                        b = options().open_at(&at, PASSPHRASE).unwrap();
+                        reopened += 1;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            (saved, reopened)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        a.rekey(PASSPHRASE).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap()
+    });
+    assert_eq!(reopened, 1);
+    assert!(saved.len() > 2, "{}", saved.len());
+    let c = options().open_at(&at, PASSPHRASE).unwrap();
+    let all = c.get_tokens().unwrap();
+    assert_eq!(all.len(), 300 + saved.len());
+    for t in &saved {
+        assert_eq!(c.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(t));
+    }
+    assert!(c.verify().unwrap().is_clean());
+    assert!(key_names(&at)
+        .iter()
+        .all(|k| k == "current" || k.starts_with("gen.1/")));
+}
+
+#[test]
+fn a_freeze_left_by_a_rewriter_that_died_ends_with_its_lease() {
+    let at = fresh_location();
+    let v = options().create_at(&at, PASSPHRASE).unwrap();
+    let frozen = format!("{}frozen", prefix_of(&at));
+    // What a process that died in the middle of a rewrite leaves: its freeze, on a lease
+    // of two seconds that nobody renews.
+    raw::with_client(|mut c| async move {
+        let lease = c.lease_grant(2, None).await.unwrap().id();
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        c.put(frozen, "a rewriter that died", Some(options))
+            .await
+            .unwrap();
+    });
+    let t = Instant::now();
+    let mut token = stamped(1, 1);
+    v.save_token(&mut token).unwrap();
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    assert_eq!(v.find_token_by_id(token.id().unwrap()).unwrap(), Some(token));
 }

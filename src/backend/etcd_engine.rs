@@ -1,22 +1,38 @@
 //! The etcd engine (feature `etcd`): the vault's trees as key prefixes in an etcd v3
 //! cluster, shared by every process that opens the same location.
 //!
-//! Keys: `PREFIX/TREE/KEY` (the tree's name as in docs/format.md, then the tree's key bytes);
-//! values unchanged. A batch is one etcd transaction whose compare conditions are the
-//! batch's expectations (a value unchanged, or a key absent: version 0); a failed
-//! condition is [`Outcome::Conflict`]. A transaction that times out may or may not have
-//! applied: it is reported as a conflict, so the writer re-reads and decides again (its
-//! conditions make a second application of a stale decision impossible). Every call has a
-//! deadline. The async client runs on a runtime thread of its own, so the synchronous
-//! seam works from any thread, one inside a tokio runtime included.
+//! Keys: the vault's trees live in a *generation*: generation 0 at `PREFIX/TREE/KEY`,
+//! generation N at `PREFIX/gen.N/TREE/KEY` (the tree's name as in docs/format.md, then the
+//! tree's key bytes); values unchanged. `PREFIX/current` names the live generation (absent:
+//! 0), and `PREFIX/frozen` exists while one process rewrites the vault (attached to a lease,
+//! so it ends with that process). Every read checks the pointer in the same request, and
+//! every write carries it (and the absence of a freeze) as conditions, so no process reads
+//! a generation after it was replaced, or writes into one being replaced.
+//!
+//! A batch is one etcd transaction whose compare conditions are the batch's expectations
+//! (a value unchanged, or a key absent: version 0); a failed condition is
+//! [`Outcome::Conflict`]. A transaction that times out may or may not have applied: it is
+//! reported as a conflict, so the writer re-reads and decides again (its conditions make a
+//! second application of a stale decision impossible). A write larger than one transaction
+//! (a `rekey` or `repair` of more than a few tokens) freezes the generation, writes the
+//! next one in pieces, and switches the pointer to it in one transaction that also removes
+//! the old one ([`EtcdStorage::exclusive`]). Every call has a deadline. The async client
+//! runs on a runtime thread of its own, so the synchronous seam works from any thread, one
+//! inside a tokio runtime included.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, RwLock};
+use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::proto::{PbRangeResponse, PbTxnOpResponse, PbTxnResponse};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, KvClient, LeaseClient, PutOptions, Txn, TxnOp,
+};
 
-use super::{BatchVisitor, Batcher, Bytes, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName};
+use super::{
+    BatchVisitor, Batcher, Bytes, Decide, Entry, EntryVisitor, Expect, Op, Outcome, Storage, TreeName,
+};
 use crate::Error;
 
 /// The most operations (and, separately, compare conditions) etcd takes in one
@@ -25,6 +41,154 @@ pub(crate) const MAX_TXN_OPS: usize = 128;
 
 /// Entries read per range request of a scan.
 const SCAN_PAGE: i64 = 1024;
+
+/// The key (under the prefix) naming the live generation.
+const POINTER: &str = "current";
+/// The key (under the prefix) that exists while a process rewrites the vault.
+const FREEZE: &str = "frozen";
+/// The lease a freeze is attached to: a rewriter that dies stops holding the vault after
+/// this long; a live one renews it every [`LEASE_RENEW`].
+const FREEZE_TTL_SECS: i64 = 10;
+const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// What one transaction of a rewrite carries at most, in bytes of keys and values (etcd
+/// takes 1.5 MiB per request by default).
+const REWRITE_CHUNK_BYTES: usize = 1 << 20;
+/// How many times a read follows a generation switch before giving up.
+const FOLLOW_TRIES: u32 = 8;
+/// How often a writer held off by a freeze looks whether it ended.
+const FREEZE_POLL: Duration = Duration::from_millis(50);
+
+/// Parses the generation pointer's value: a decimal number of at least 1, without a sign
+/// or leading zeros.
+///
+/// # Errors
+/// `Corrupted` for anything else.
+pub(crate) fn parse_pointer(bytes: &[u8]) -> Result<u64, Error> {
+    let bad = || Error::corrupted("etcd: the generation pointer");
+    if bytes.is_empty()
+        || bytes.len() > 20
+        || bytes.first() == Some(&b'0')
+        || !bytes.iter().all(u8::is_ascii_digit)
+    {
+        return Err(bad());
+    }
+    std::str::from_utf8(bytes)
+        .map_err(|_| bad())?
+        .parse::<u64>()
+        .map_err(|_| bad())
+}
+
+/// The entries of one range response, each key stripped of the `strip` bytes every key of
+/// the range starts with.
+///
+/// # Errors
+/// `Corrupted` for a key shorter than that (a response that is not for the range asked).
+pub(crate) fn range_entries(resp: &PbRangeResponse, strip: usize) -> Result<Vec<Entry>, Error> {
+    resp.kvs
+        .iter()
+        .map(|kv| match kv.key.get(strip..) {
+            Some(key) => Ok((key.to_vec(), kv.value.clone())),
+            None => Err(Error::corrupted("etcd: a key outside its tree")),
+        })
+        .collect()
+}
+
+/// The range responses of a transaction whose every operation is a read (`N` of them), in
+/// order.
+///
+/// # Errors
+/// `Corrupted` when the transaction's answer does not have one range response per read
+/// asked.
+pub(crate) fn txn_ranges<const N: usize>(resp: &PbTxnResponse) -> Result<[&PbRangeResponse; N], Error> {
+    let ranges = resp
+        .responses
+        .iter()
+        .map(|r| match &r.response {
+            Some(PbTxnOpResponse::ResponseRange(range)) => Ok(range),
+            _ => Err(Error::corrupted("etcd: a read answered with something else")),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    ranges
+        .try_into()
+        .map_err(|_| Error::corrupted("etcd: a transaction answered with the wrong number of results"))
+}
+
+/// What the probe of a failed transaction found: the live generation, and whether a
+/// freeze holds it (its value).
+pub(crate) fn probe_result(resp: &PbTxnResponse) -> Result<(u64, Option<Vec<u8>>), Error> {
+    let [pointer, freeze] = txn_ranges(resp)?;
+    let live = match pointer.kvs.first() {
+        None => 0,
+        Some(kv) => parse_pointer(&kv.value)?,
+    };
+    Ok((live, freeze.kvs.first().map(|kv| kv.value.clone())))
+}
+
+/// One generation of the vault: its number and the prefix its trees live under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Generation {
+    number: u64,
+    /// `PREFIX/` (generation 0) or `PREFIX/gen.N/`.
+    base: Vec<u8>,
+}
+
+impl Generation {
+    fn new(prefix: &[u8], number: u64) -> Generation {
+        let mut base = prefix.to_vec();
+        if number > 0 {
+            base.extend_from_slice(format!("gen.{number}/").as_bytes());
+        }
+        Generation { number, base }
+    }
+
+    /// The etcd key of `key` in `tree`.
+    fn key(&self, tree: TreeName, key: &[u8]) -> Vec<u8> {
+        let mut k = self.tree_start(tree);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// `BASE/TREE/`: the first key a tree may hold.
+    fn tree_start(&self, tree: TreeName) -> Vec<u8> {
+        let mut k = self.base.clone();
+        k.extend_from_slice(tree.name().as_bytes());
+        k.push(b'/');
+        k
+    }
+
+    /// The keys of `tree`: `[BASE/TREE/, BASE/TREE0)`.
+    fn tree_range(&self, tree: TreeName) -> (Vec<u8>, Vec<u8>) {
+        let start = self.tree_start(tree);
+        (start.clone(), past(start))
+    }
+
+    /// The deletes that remove every key of this generation.
+    fn remove_all(&self) -> Vec<TxnOp> {
+        if self.number == 0 {
+            // Generation 0 shares the prefix with the pointer and the others: tree by tree.
+            TreeName::ALL
+                .into_iter()
+                .map(|tree| {
+                    let (start, end) = self.tree_range(tree);
+                    TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
+                })
+                .collect()
+        } else {
+            vec![TxnOp::delete(
+                self.base.clone(),
+                Some(DeleteOptions::new().with_range(past(self.base.clone()))),
+            )]
+        }
+    }
+}
+
+/// The end of the range of keys starting with `start`, which ends in `/`: `/` + 1.
+fn past(mut start: Vec<u8>) -> Vec<u8> {
+    if let Some(last) = start.last_mut() {
+        *last += 1;
+    }
+    start
+}
 
 /// Where an etcd vault lives: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,8 +264,11 @@ pub(crate) struct EtcdStorage {
     /// happen inside the caller's own runtime, where waiting is not allowed).
     runtime: Option<tokio::runtime::Runtime>,
     kv: KvClient,
+    lease: LeaseClient,
     /// `PREFIX/`.
     prefix: Vec<u8>,
+    /// The generation this handle reads and writes.
+    current: RwLock<Generation>,
     timeout: Duration,
 }
 
@@ -137,12 +304,17 @@ impl EtcdStorage {
             .kv_client()
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        Ok(EtcdStorage {
+        let storage = EtcdStorage {
             kv,
+            lease: client.lease_client(),
             runtime: Some(runtime),
+            current: RwLock::new(Generation::new(&prefix, 0)),
             prefix,
             timeout,
-        })
+        };
+        let (live, _) = storage.probe()?;
+        storage.follow(live);
+        Ok(storage)
     }
 
     /// Runs the request `make` builds on the client's runtime and waits for it, at most
@@ -160,77 +332,358 @@ impl EtcdStorage {
         run(runtime, self.timeout, make)
     }
 
-    /// The etcd key of `key` in `tree`.
-    fn key(&self, tree: TreeName, key: &[u8]) -> Vec<u8> {
-        let mut k = self.tree_start(tree);
-        k.extend_from_slice(key);
-        k
+    /// Sends one transaction: `Ok(Err(..))` is etcd's answer of an error, `Err(..)` no
+    /// answer within the deadline.
+    fn send(&self, txn: Txn) -> Result<Result<PbTxnResponse, Error>, Error> {
+        let kv = self.kv.clone();
+        Ok(self
+            .call(move || {
+                let (mut kv, txn) = (kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })?
+            .map(|resp| resp.0))
     }
 
-    /// `PREFIX/TREE/`: the first key a tree may hold.
-    fn tree_start(&self, tree: TreeName) -> Vec<u8> {
+    fn pointer_key(&self) -> Vec<u8> {
         let mut k = self.prefix.clone();
-        k.extend_from_slice(tree.name().as_bytes());
-        k.push(b'/');
+        k.extend_from_slice(POINTER.as_bytes());
         k
     }
 
-    /// The keys of `tree`: `[PREFIX/TREE/, PREFIX/TREE0)`.
-    fn tree_range(&self, tree: TreeName) -> (Vec<u8>, Vec<u8>) {
-        let start = self.tree_start(tree);
-        let mut end = start.clone();
-        if let Some(last) = end.last_mut() {
-            // `/` + 1: just past every key of the tree.
-            *last += 1;
+    fn freeze_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(FREEZE.as_bytes());
+        k
+    }
+
+    /// The condition that generation `number` is the live one.
+    fn is_live(&self, number: u64) -> Compare {
+        if number == 0 {
+            Compare::version(self.pointer_key(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(self.pointer_key(), CompareOp::Equal, number.to_string())
         }
-        (start, end)
+    }
+
+    /// The condition that no process is rewriting the vault.
+    fn not_frozen(&self) -> Compare {
+        Compare::version(self.freeze_key(), CompareOp::Equal, 0)
+    }
+
+    /// The condition that this process's freeze (`token`) still holds.
+    fn frozen_by(&self, token: &[u8]) -> Compare {
+        Compare::value(self.freeze_key(), CompareOp::Equal, token.to_vec())
+    }
+
+    /// The reads that say why a transaction's conditions failed: the pointer, the freeze.
+    fn probe_ops(&self) -> Vec<TxnOp> {
+        vec![
+            TxnOp::get(self.pointer_key(), None),
+            TxnOp::get(self.freeze_key(), None),
+        ]
+    }
+
+    /// The live generation and the freeze, if any, as the cluster has them now.
+    fn probe(&self) -> Result<(u64, Option<Vec<u8>>), Error> {
+        probe_result(&self.send(Txn::new().and_then(self.probe_ops()))??)
+    }
+
+    /// The generation this handle uses.
+    fn current(&self) -> Generation {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Moves this handle to generation `number` (the pointer moved: another process
+    /// rewrote the vault).
+    fn follow(&self, number: u64) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.number != number {
+            *current = Generation::new(&self.prefix, number);
+        }
+    }
+
+    /// After a transaction of generation `at` failed its conditions: follows the pointer if
+    /// it moved; if a freeze holds the generation, waits (until the deadline) for the
+    /// rewrite to end. The caller reports a conflict either way.
+    fn after_failure(&self, at: u64, resp: &PbTxnResponse) -> Result<(), Error> {
+        let (mut live, mut frozen) = probe_result(resp)?;
+        let deadline = Instant::now() + self.timeout;
+        while live == at && frozen.is_some() && Instant::now() < deadline {
+            std::thread::sleep(FREEZE_POLL);
+            (live, frozen) = self.probe()?;
+        }
+        self.follow(live);
+        Ok(())
+    }
+
+    /// Whether nothing at all is stored under the vault's prefix.
+    pub(crate) fn is_empty(&self) -> Result<bool, Error> {
+        let kv = self.kv.clone();
+        let (start, end) = (self.prefix.clone(), past(self.prefix.clone()));
+        let resp = self.call(move || {
+            let (mut kv, start) = (kv.clone(), start.clone());
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(1)
+                .with_keys_only();
+            async move { kv.get(start, Some(options)).await }
+        })??;
+        Ok(resp.kvs().is_empty())
     }
 
     /// Calls `f` with the entries of `tree`, in key order, a page at a time, every page
-    /// read at the revision of the first (one consistent snapshot), until `f` returns
-    /// `Ok(false)`; whether it stopped early.
+    /// read at the revision of the first (one consistent snapshot of the live generation),
+    /// until `f` returns `Ok(false)`; whether it stopped early.
     fn scan(
         &self,
         tree: TreeName,
         f: &mut dyn FnMut(&[Entry]) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
-        let (start, end) = self.tree_range(tree);
-        let strip = start.len();
-        let mut from = start;
-        let mut revision = 0i64;
-        loop {
-            let kv = self.kv.clone();
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(SCAN_PAGE);
-            if revision > 0 {
-                options = options.with_revision(revision);
+        for _ in 0..FOLLOW_TRIES {
+            let generation = self.current();
+            let (start, end) = generation.tree_range(tree);
+            let strip = start.len();
+            // The first page in a transaction that checks the generation is still live.
+            let options = GetOptions::new().with_range(end.clone()).with_limit(SCAN_PAGE);
+            let txn = Txn::new()
+                .when([self.is_live(generation.number)])
+                .and_then([TxnOp::get(start.clone(), Some(options))])
+                .or_else(self.probe_ops());
+            let resp = self.send(txn)??;
+            if !resp.succeeded {
+                self.after_failure(generation.number, &resp)?;
+                continue;
             }
-            let key = from.clone();
-            let resp = self.call(move || {
-                let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
-                async move { kv.get(key, Some(options)).await }
-            })??;
-            if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
-            }
-            let mut page = Vec::with_capacity(resp.kvs().len());
-            for kv in resp.kvs() {
-                let Some(key) = kv.key().get(strip..) else {
-                    return Err(Error::corrupted("etcd: a key outside its tree"));
-                };
-                page.push((key.to_vec(), kv.value().to_vec()));
-            }
-            let last = resp.kvs().last().map(|kv| kv.key().to_vec());
-            if !page.is_empty() && !f(&page)? {
-                return Ok(true);
-            }
-            match last {
-                Some(mut last) if resp.more() => {
-                    last.push(0);
-                    from = last;
+            let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+            let [first] = txn_ranges(&resp)?;
+            let mut page = range_entries(first, strip)?;
+            let mut more = first.more;
+            let mut last = first.kvs.last().map(|kv| kv.key.clone());
+            loop {
+                if !page.is_empty() && !f(&page)? {
+                    return Ok(true);
                 }
-                _ => return Ok(false),
+                let Some(mut from) = last.filter(|_| more) else {
+                    return Ok(false);
+                };
+                from.push(0);
+                let kv = self.kv.clone();
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(SCAN_PAGE)
+                    .with_revision(revision);
+                let resp = self.call(move || {
+                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })??;
+                let resp = resp.0;
+                page = range_entries(&resp, strip)?;
+                more = resp.more;
+                last = resp.kvs.last().map(|kv| kv.key.clone());
             }
         }
+        Err(generation_kept_changing())
+    }
+
+    /// Every entry of every tree of `generation` (held still by this process's freeze).
+    fn read_all(&self, generation: &Generation) -> Result<BTreeMap<TreeName, BTreeMap<Bytes, Bytes>>, Error> {
+        let mut trees = BTreeMap::new();
+        for tree in TreeName::ALL {
+            let mut entries = BTreeMap::new();
+            // The freeze keeps the generation live and unchanged: `scan` reads it.
+            self.scan(tree, &mut |page| {
+                entries.extend(page.iter().cloned());
+                Ok(true)
+            })?;
+            if self.current() != *generation {
+                return Err(lost_freeze());
+            }
+            trees.insert(tree, entries);
+        }
+        Ok(trees)
+    }
+
+    /// Renews the freeze's lease.
+    fn renew(&self, lease: i64) -> Result<(), Error> {
+        let client = self.lease.clone();
+        self.call(move || {
+            let mut client = client.clone();
+            async move {
+                let (mut keeper, mut stream) = client.keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await?;
+                Ok(())
+            }
+        })?
+    }
+
+    /// The rewrite of [`exclusive`](Storage::exclusive) once the freeze (`token`, on
+    /// `lease`) holds `generation`: the batch applied to a copy of it written as the next
+    /// generation, a piece at a time, then one transaction that points at the new one and
+    /// removes the old one and the freeze.
+    fn rewrite(
+        &self,
+        generation: &Generation,
+        lease: i64,
+        token: &[u8],
+        ops: &[Op],
+    ) -> Result<Outcome, Error> {
+        let mut trees = self.read_all(generation)?;
+        for op in ops {
+            let entries = trees.entry(op.tree()).or_default();
+            match op {
+                Op::Put(_, k, v) => {
+                    entries.insert(k.clone(), v.clone());
+                }
+                Op::Remove(_, k) => {
+                    entries.remove(k);
+                }
+                Op::Clear(_) => entries.clear(),
+            }
+        }
+        let number = generation
+            .number
+            .checked_add(1)
+            .ok_or_else(|| Error::internal("etcd: generations exhausted"))?;
+        let next = Generation::new(&self.prefix, number);
+        // What a rewriter that died before its switch left of the next generation.
+        let mut pieces: Vec<Vec<TxnOp>> = vec![next.remove_all()];
+        let (mut piece, mut bytes) = (Vec::new(), 0usize);
+        for (tree, entries) in &trees {
+            for (k, v) in entries {
+                let key = next.key(*tree, k);
+                bytes += key.len() + v.len();
+                piece.push(TxnOp::put(key, v.clone(), None));
+                if piece.len() == MAX_TXN_OPS || bytes >= REWRITE_CHUNK_BYTES {
+                    pieces.push(std::mem::take(&mut piece));
+                    bytes = 0;
+                }
+            }
+        }
+        if !piece.is_empty() {
+            pieces.push(piece);
+        }
+        let mut renewed = Instant::now();
+        for piece in pieces {
+            if renewed.elapsed() >= LEASE_RENEW {
+                self.renew(lease)?;
+                renewed = Instant::now();
+            }
+            let resp = self.send(Txn::new().when([self.frozen_by(token)]).and_then(piece))??;
+            if !resp.succeeded {
+                return Err(lost_freeze());
+            }
+        }
+        let mut switch = vec![
+            TxnOp::put(self.pointer_key(), number.to_string(), None),
+            TxnOp::delete(self.freeze_key(), None),
+        ];
+        switch.extend(generation.remove_all());
+        let txn = Txn::new()
+            .when([self.is_live(generation.number), self.frozen_by(token)])
+            .and_then(switch);
+        let switched = match self.send(txn)? {
+            Ok(resp) => resp.succeeded,
+            // No answer: the pointer says whether it applied.
+            Err(e) => match self.probe() {
+                Ok((live, _)) if live == number => true,
+                Ok(_) => false,
+                Err(_) => return Err(e),
+            },
+        };
+        if !switched {
+            let _ = self.send(Txn::new().and_then(next.remove_all()));
+            return Err(lost_freeze());
+        }
+        self.follow(number);
+        Ok(Outcome::Applied)
+    }
+
+    /// [`exclusive`](Storage::exclusive) with the freeze on `lease`.
+    fn exclusive_on(&self, lease: i64, decide: &mut Decide<'_>) -> Result<Outcome, Error> {
+        let generation = self.current();
+        let mut token = vec![0u8; 16];
+        crate::crypto::random_bytes(&mut token)?;
+        let freeze = Txn::new()
+            .when([self.is_live(generation.number), self.not_frozen()])
+            .and_then([TxnOp::put(
+                self.freeze_key(),
+                token.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(self.probe_ops());
+        let resp = self.send(freeze)??;
+        if !resp.succeeded {
+            self.after_failure(generation.number, &resp)?;
+            return Ok(Outcome::Conflict);
+        }
+        let (expects, ops) = decide()?;
+        if ops.len() < MAX_TXN_OPS && expects.len() + 2 <= MAX_TXN_OPS {
+            // Small enough for one transaction: applied in place, the freeze ended with it.
+            let mut compares = vec![self.is_live(generation.number), self.frozen_by(&token)];
+            compares.extend(self.expect_compares(&generation, &expects));
+            let mut writes = self.writes(&generation, &ops);
+            writes.push(TxnOp::delete(self.freeze_key(), None));
+            let resp = self.send(
+                Txn::new()
+                    .when(compares)
+                    .and_then(writes)
+                    .or_else(self.probe_ops()),
+            )??;
+            if resp.succeeded {
+                return Ok(Outcome::Applied);
+            }
+            let (_, frozen) = probe_result(&resp)?;
+            return match frozen {
+                Some(v) if v == token => Ok(Outcome::Conflict),
+                _ => Err(lost_freeze()),
+            };
+        }
+        for expect in &expects {
+            if self.get(expect.tree, &expect.key)? != expect.value {
+                return Ok(Outcome::Conflict);
+            }
+        }
+        self.rewrite(&generation, lease, &token, &ops)
+    }
+
+    fn expect_compares(&self, generation: &Generation, expects: &[Expect]) -> Vec<Compare> {
+        expects
+            .iter()
+            .map(|e| {
+                let key = generation.key(e.tree, &e.key);
+                match &e.value {
+                    Some(v) => Compare::value(key, CompareOp::Equal, v.clone()),
+                    None => Compare::version(key, CompareOp::Equal, 0),
+                }
+            })
+            .collect()
+    }
+
+    fn writes(&self, generation: &Generation, ops: &[Op]) -> Vec<TxnOp> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Put(t, k, v) => TxnOp::put(generation.key(*t, k), v.clone(), None),
+                Op::Remove(t, k) => TxnOp::delete(generation.key(*t, k), None),
+                Op::Clear(t) => {
+                    let (start, end) = generation.tree_range(*t);
+                    TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
+                }
+            })
+            .collect()
+    }
+}
+
+/// A rewrite whose freeze ended before its switch (its lease ran out): nothing changed.
+fn lost_freeze() -> Error {
+    Error::Storage {
+        message: "etcd: the rewrite of the vault lost its hold (its lease ran out) before it finished; nothing was changed: run it again".into(),
+    }
+}
+
+fn generation_kept_changing() -> Error {
+    Error::Storage {
+        message: "etcd: the vault was rewritten again and again while this read ran".into(),
     }
 }
 
@@ -291,13 +744,20 @@ where
 
 impl Storage for EtcdStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let kv = self.kv.clone();
-        let key = self.key(tree, key);
-        let resp = self.call(move || {
-            let (mut kv, key) = (kv.clone(), key.clone());
-            async move { kv.get(key, None).await }
-        })??;
-        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        for _ in 0..FOLLOW_TRIES {
+            let generation = self.current();
+            let txn = Txn::new()
+                .when([self.is_live(generation.number)])
+                .and_then([TxnOp::get(generation.key(tree, key), None)])
+                .or_else(self.probe_ops());
+            let resp = self.send(txn)??;
+            if resp.succeeded {
+                let [range] = txn_ranges(&resp)?;
+                return Ok(range.kvs.first().map(|kv| kv.value.clone()));
+            }
+            self.after_failure(generation.number, &resp)?;
+        }
+        Err(generation_kept_changing())
     }
 
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
@@ -326,10 +786,23 @@ impl Storage for EtcdStorage {
     }
 
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        self.apply_if_at(self.generation(), expects, ops)
+    }
+
+    fn generation(&self) -> u64 {
+        self.current().number
+    }
+
+    fn apply_if_at(&self, at: u64, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         if ops.is_empty() && expects.is_empty() {
             return Ok(Outcome::Applied);
         }
-        if ops.len() > MAX_TXN_OPS || expects.len() > MAX_TXN_OPS {
+        let generation = self.current();
+        if generation.number != at {
+            // Decided on a generation that has been replaced since.
+            return Ok(Outcome::Conflict);
+        }
+        if ops.len() > MAX_TXN_OPS || expects.len() + 2 > MAX_TXN_OPS {
             return Err(Error::Storage {
                 message: format!(
                     "etcd: a batch of {} writes and {} conditions is more than one transaction takes ({MAX_TXN_OPS})",
@@ -338,40 +811,46 @@ impl Storage for EtcdStorage {
                 ),
             });
         }
-        let compares: Vec<Compare> = expects
-            .iter()
-            .map(|e| {
-                let key = self.key(e.tree, &e.key);
-                match &e.value {
-                    Some(v) => Compare::value(key, CompareOp::Equal, v.clone()),
-                    None => Compare::version(key, CompareOp::Equal, 0),
-                }
-            })
-            .collect();
-        let writes: Vec<TxnOp> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put(t, k, v) => TxnOp::put(self.key(*t, k), v.clone(), None),
-                Op::Remove(t, k) => TxnOp::delete(self.key(*t, k), None),
-                Op::Clear(t) => {
-                    let (start, end) = self.tree_range(*t);
-                    TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
-                }
-            })
-            .collect();
-        let txn = Txn::new().when(compares).and_then(writes);
-        let kv = self.kv.clone();
-        match self.call(move || {
-            let (mut kv, txn) = (kv.clone(), txn.clone());
-            async move { kv.txn(txn).await }
-        }) {
-            Ok(Ok(resp)) if resp.succeeded() => Ok(Outcome::Applied),
-            Ok(Ok(_)) => Ok(Outcome::Conflict),
+        let mut compares = vec![self.is_live(generation.number), self.not_frozen()];
+        compares.extend(self.expect_compares(&generation, expects));
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(self.writes(&generation, ops))
+            .or_else(self.probe_ops());
+        match self.send(txn) {
+            Ok(Ok(resp)) if resp.succeeded => Ok(Outcome::Applied),
+            Ok(Ok(resp)) => {
+                self.after_failure(generation.number, &resp)?;
+                Ok(Outcome::Conflict)
+            }
             // No answer: it may have applied or not. A conflict makes the writer read again
             // and decide from what is there; the conditions keep a stale decision out.
             Err(_) if !expects.is_empty() => Ok(Outcome::Conflict),
             Err(e) | Ok(Err(e)) => Err(e),
         }
+    }
+
+    /// Freezes the live generation (a key on a lease, so the freeze ends if this process
+    /// dies), lets `decide` read it, and applies the batch: in place and ending the freeze
+    /// in one transaction if it fits one, else as a new generation (see the module).
+    /// Writers of other processes wait for the freeze to end (up to their deadline);
+    /// readers go on reading the frozen generation until the switch, then follow it.
+    fn exclusive(&self, decide: &mut Decide<'_>) -> Result<Outcome, Error> {
+        let client = self.lease.clone();
+        let lease = self
+            .call(move || {
+                let mut client = client.clone();
+                async move { client.grant(FREEZE_TTL_SECS, None).await }
+            })??
+            .id();
+        let result = self.exclusive_on(lease, decide);
+        // Revoking the lease removes the freeze if it is still there.
+        let client = self.lease.clone();
+        let _ = self.call(move || {
+            let mut client = client.clone();
+            async move { client.revoke(lease).await }
+        });
+        result
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -389,6 +868,45 @@ impl Storage for EtcdStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pointer_parses_only_as_written() {
+        for n in [1u64, 7, 10, 12345, u64::MAX] {
+            assert_eq!(parse_pointer(n.to_string().as_bytes()).unwrap(), n);
+        }
+        for bad in [
+            &b""[..],
+            b"0",
+            b"01",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1\n",
+            b"18446744073709551616",
+            b"100000000000000000000",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(parse_pointer(bad), Err(Error::Corrupted { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn generations_keep_their_keys_apart() {
+        let zero = Generation::new(b"p/", 0);
+        let three = Generation::new(b"p/", 3);
+        assert_eq!(zero.key(TreeName::Tokens, b"k"), b"p/tokens/k");
+        assert_eq!(three.key(TreeName::Tokens, b"k"), b"p/gen.3/tokens/k");
+        assert_eq!(
+            three.tree_range(TreeName::User),
+            (b"p/gen.3/idx.user/".to_vec(), b"p/gen.3/idx.user0".to_vec())
+        );
+        assert_eq!(zero.remove_all().len(), TreeName::ALL.len());
+        assert_eq!(three.remove_all().len(), 1);
+    }
 
     #[test]
     fn locations_parse_and_bad_ones_say_why() {

@@ -133,6 +133,9 @@ pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), Error> 
 /// A callback over a batch of entries of a tree.
 pub(crate) type BatchVisitor<'a> = dyn FnMut(&[Entry]) -> Result<(), Error> + 'a;
 
+/// What an exclusive write decides: the expectations and the batch.
+pub(crate) type Decide<'a> = dyn FnMut() -> Result<(Vec<Expect>, Vec<Op>), Error> + 'a;
+
 /// Gathers entries into batches of at least one for a [`BatchVisitor`]: what every
 /// engine's `for_each_batch` does over its own iteration. A batch at a time bounds the
 /// memory.
@@ -193,6 +196,28 @@ pub(crate) trait Storage: Send + Sync {
             Outcome::Applied => Ok(()),
             Outcome::Conflict => Err(Error::internal("a batch without conditions conflicted")),
         }
+    }
+    /// The generation the storage reads and writes now: on storage other processes
+    /// rewrite as a whole (etcd: `rekey` and `repair` of a large vault write a new
+    /// generation and switch to it), a number that changes when this handle follows such a
+    /// switch; always 0 on a local engine. A reader that saw it change re-reads the header
+    /// (the keys may be new) and reads again.
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// [`apply_if`](Storage::apply_if), only while the storage is still at `generation`
+    /// (a writer that decided on an older generation gets [`Outcome::Conflict`]).
+    fn apply_if_at(&self, generation: u64, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        let _ = generation;
+        self.apply_if(expects, ops)
+    }
+    /// Lets `decide` read the storage with every other writer held off, and applies the
+    /// batch it returns if its expectations hold: a write of any size that no other writer
+    /// interleaves with (`rekey`, `repair`). On a local engine the vault's own writer lock
+    /// already holds every other writer off; etcd freezes the vault's generation for it.
+    fn exclusive(&self, decide: &mut Decide<'_>) -> Result<Outcome, Error> {
+        let (expects, ops) = decide()?;
+        self.apply_if(&expects, &ops)
     }
     /// Makes every applied batch durable (as far as the engine can).
     fn flush(&self) -> Result<(), Error>;

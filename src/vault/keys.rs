@@ -8,10 +8,11 @@ use super::compaction::{compaction_op, read_compaction};
 use super::records::{id_op, seal_op, View};
 use super::seals::seals_op;
 use super::HEADER_KEY;
-use super::{derive_keys, entry_key, lock, quarantine, KeyState, Vault};
-use crate::backend::{Op, Outcome, TreeName};
+use super::{back_off, derive_keys, entry_key, lock, quarantine, KeyState, Vault, WRITE_ATTEMPTS};
+use crate::backend::{Expect, Op, Outcome, TreeName};
 use crate::crypto::header::Header;
-use crate::crypto::keys::{DataKey, VAULT_ID_LEN};
+use crate::crypto::kdf::PassphraseKey;
+use crate::crypto::keys::{DataKey, VaultKeys, VAULT_ID_LEN};
 use crate::crypto::random_bytes;
 use crate::store::{Index, Owner, Records};
 use crate::Error;
@@ -34,25 +35,38 @@ impl Vault {
     /// passphrase in force; the next open compacts.
     pub fn change_passphrase(&self, new_passphrase: &str) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let mut state = lock(&self.inner.key_state);
-        let keys = self.inner.keys();
-        let (header, kek) = Header::for_passphrase(
-            keys.vault_id,
-            self.inner.options.kdf_to_write(&state.header.kdf),
-            state.header.epoch,
-            new_passphrase.as_bytes(),
-            keys.data_key(),
-        )?;
-        let baseline = read_compaction(&*self.inner.storage(), &keys)?.map_or(0, |c| c.baseline);
-        self.inner.storage().apply(&[
-            Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
-            compaction_op(&keys, baseline, true),
-        ])?;
-        drop(keys);
-        state.header = header;
-        state.kek = kek;
-        self.inner.storage().flush()?;
-        self.inner.compact_locked()
+        let inner = &*self.inner;
+        let mut state = lock(&inner.key_state);
+        for n in 0..WRITE_ATTEMPTS {
+            let keys = inner.keys();
+            let (header, kek) = Header::for_passphrase(
+                keys.vault_id,
+                inner.options.kdf_to_write(&state.header.kdf),
+                state.header.epoch,
+                new_passphrase.as_bytes(),
+                keys.data_key(),
+            )?;
+            let baseline = read_compaction(&*inner.storage(), &keys)?.map_or(0, |c| c.baseline);
+            // Only over the header this handle knows: on shared storage another process
+            // may have moved it (a new epoch, a re-key); then take that up and do it again.
+            let outcome = inner.apply_if(
+                &[header_as(&state)],
+                &[
+                    Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()),
+                    compaction_op(&keys, baseline, true),
+                ],
+            )?;
+            drop(keys);
+            if outcome == Outcome::Applied {
+                state.header = header;
+                state.kek = kek;
+                inner.storage().flush()?;
+                return inner.compact_locked();
+            }
+            inner.reload_into(&mut state)?;
+            back_off(n)?;
+        }
+        Err(gave_up())
     }
 
     /// Starts a new record-key epoch: records saved from now on are sealed under a fresh
@@ -89,7 +103,48 @@ impl Vault {
     /// `InvalidKdfParams`, `Io`, `Storage`.
     pub fn rekey(&self, new_passphrase: &str) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        let mut state = lock(&self.inner.key_state);
+        let inner = &*self.inner;
+        let mut state = lock(&inner.key_state);
+        for n in 0..WRITE_ATTEMPTS {
+            let mut built = None;
+            let current = header_as(&state);
+            let (outcome, mut keys) = inner.exclusive(&mut || {
+                // On shared storage another process may have moved the header meanwhile:
+                // the expectation then fails, and this re-key starts again from it.
+                if inner.storage().get(TreeName::Meta, HEADER_KEY)? != current.value {
+                    return Ok((vec![current.clone()], Vec::new()));
+                }
+                let (ops, rekeyed) = self.rekey_batch(&state, new_passphrase)?;
+                built = Some(rekeyed);
+                Ok((vec![current.clone()], ops))
+            })?;
+            match (outcome, built) {
+                (Outcome::Applied, Some((header, kek, new_keys, seals))) => {
+                    *keys = new_keys;
+                    *state = KeyState {
+                        header,
+                        kek,
+                        seals,
+                        reserved: seals,
+                    };
+                    drop(keys);
+                    inner.storage().flush()?;
+                    return inner.compact_locked();
+                }
+                _ => {
+                    drop(keys);
+                    inner.reload_into(&mut state)?;
+                    back_off(n)?;
+                }
+            }
+        }
+        Err(gave_up())
+    }
+
+    /// What a re-key writes, as one batch: every record and index entry under the new
+    /// keys, the records set aside relabelled, the new header and seal counter; and the
+    /// key state it leaves.
+    fn rekey_batch(&self, state: &KeyState, new_passphrase: &str) -> Result<(Vec<Op>, Rekeyed), Error> {
         let inner = &*self.inner;
         let tokens = inner.all_tokens()?;
         let mut vault_id = [0u8; VAULT_ID_LEN];
@@ -128,18 +183,27 @@ impl Vault {
         ops.push(Op::Put(TreeName::Meta, HEADER_KEY.to_vec(), header.encode()));
         ops.push(seals_op(&new_keys, 0, seals));
         ops.push(compaction_op(&new_keys, 0, true));
-        // Readers wait while the records change keys, so none sees a half-switched vault.
-        let mut keys = inner.keys.write().unwrap_or_else(|e| e.into_inner());
-        inner.apply(&ops)?;
-        *keys = new_keys;
-        *state = KeyState {
-            header,
-            kek,
-            seals,
-            reserved: seals,
-        };
-        drop(keys);
-        inner.storage().flush()?;
-        inner.compact_locked()
+        Ok((ops, (header, kek, new_keys, seals)))
+    }
+}
+
+/// What a re-key leaves: the header, its passphrase key, the vault's keys, the seals done.
+type Rekeyed = (Header, PassphraseKey, VaultKeys, u64);
+
+/// What a key change expects: the header this handle knows, unchanged.
+pub(super) fn header_as(state: &KeyState) -> Expect {
+    Expect {
+        tree: TreeName::Meta,
+        key: HEADER_KEY.to_vec(),
+        value: Some(state.header.encode()),
+    }
+}
+
+/// A key change that kept losing to other writers of shared storage: nothing changed.
+fn gave_up() -> Error {
+    Error::Storage {
+        message: format!(
+            "gave up after {WRITE_ATTEMPTS} attempts: other processes kept changing the vault's keys"
+        ),
     }
 }

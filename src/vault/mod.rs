@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 mod compaction;
@@ -146,6 +146,8 @@ struct Inner {
     /// The engine that writes the vault's files.
     engine: Engine,
     keys: RwLock<VaultKeys>,
+    /// The storage generation `keys` were read for (see [`Inner::keys_current`]).
+    keys_generation: std::sync::atomic::AtomicU64,
     key_state: Mutex<KeyState>,
     /// Lookups that read an index entry and then its record hold this shared; commits hold
     /// it exclusively, so a lookup sees each commit entirely or not at all.
@@ -224,6 +226,7 @@ impl Vault {
                 generation: Mutex::new(generation),
                 engine,
                 keys: RwLock::new(keys),
+                keys_generation: std::sync::atomic::AtomicU64::new(0),
                 key_state: Mutex::new(KeyState {
                     header,
                     kek,
@@ -331,17 +334,83 @@ impl Inner {
         self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one all-or-nothing batch, with no lookup in between its reads.
-    fn apply(&self, ops: &[Op]) -> Result<(), Error> {
-        let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
-        self.storage().apply(ops)
-    }
-
     /// Applies one all-or-nothing batch if its expectations hold, with no lookup in
     /// between its reads.
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
         self.storage().apply_if(expects, ops)
+    }
+
+    /// [`apply_if`](Inner::apply_if), only while the storage is at `generation`.
+    fn apply_if_at(&self, generation: u64, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+        self.storage().apply_if_at(generation, expects, ops)
+    }
+
+    /// Makes sure the keys are those of the storage's generation: on shared storage
+    /// another process may have rewritten the vault under new keys (a re-key), and this
+    /// handle then reads the header again before it reads or writes anything. Until that
+    /// succeeds (a re-key under another passphrase: `WrongPassphrase`), nothing is read or
+    /// written under the old keys.
+    fn keys_current(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.storage().generation() != self.keys_generation.load(Ordering::SeqCst) {
+            self.reload_seals()?;
+        }
+        Ok(())
+    }
+
+    /// [`keys_current`](Inner::keys_current) for a caller that holds the key-state lock.
+    fn keys_current_locked(&self, state: &mut KeyState) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.storage().generation() != self.keys_generation.load(Ordering::SeqCst) {
+            self.reload_into(state)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a read-only operation, again if the storage moved to another generation while
+    /// it read (another process rewrote a shared vault): the header is read again first, so
+    /// the next attempt reads with the keys the new generation is under (a re-key elsewhere
+    /// with another passphrase is then `WrongPassphrase`, never a miss).
+    fn reading<T>(&self, mut read: impl FnMut(&View<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        for _ in 0..WRITE_ATTEMPTS {
+            self.keys_current()?;
+            let view = View::reading(self);
+            let result = read(&view);
+            if self.storage().generation() == view.generation() {
+                return result;
+            }
+        }
+        Err(Error::Storage {
+            message: format!("gave up after {WRITE_ATTEMPTS} attempts: the vault kept being rewritten"),
+        })
+    }
+
+    /// Decides and applies a write that no other writer may interleave with (see
+    /// [`Storage::exclusive`]), and returns with the keys' write lock held (readers wait
+    /// from the moment the batch starts to apply until the caller has installed the keys it
+    /// wrote under, if new). Lookups of this process see the batch whole or not at all.
+    fn exclusive(
+        &self,
+        decide: &mut crate::backend::Decide<'_>,
+    ) -> Result<(Outcome, RwLockWriteGuard<'_, VaultKeys>), Error> {
+        let mut held: Option<(RwLockWriteGuard<'_, VaultKeys>, RwLockWriteGuard<'_, ()>)> = None;
+        let storage = self.storage();
+        let outcome = storage.exclusive(&mut || {
+            let decided = decide()?;
+            if held.is_none() {
+                let keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+                let gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+                held = Some((keys, gate));
+            }
+            Ok(decided)
+        });
+        let keys = match held {
+            Some((keys, _gate)) => keys,
+            None => self.keys.write().unwrap_or_else(|e| e.into_inner()),
+        };
+        Ok((outcome?, keys))
     }
 
     /// Runs a read-decide-write until its commit applies: a commit that finds a value it
@@ -350,6 +419,7 @@ impl Inner {
     /// [`WRITE_ATTEMPTS`] times, with a short randomised pause between attempts.
     fn write<T>(&self, mut attempt: impl FnMut(&View<'_>) -> Result<T, Error>) -> Result<T, Error> {
         for n in 0..WRITE_ATTEMPTS {
+            self.keys_current()?;
             let view = View::writing(self);
             match attempt(&view) {
                 Err(_) if view.conflicted() => {
@@ -376,7 +446,7 @@ impl Inner {
 
 impl TokenStore for Vault {
     fn find_token(&self, token: &OAuthToken) -> Result<Option<OAuthToken>, Error> {
-        store::find(&View::reading(&self.inner), token)
+        self.inner.reading(|view| store::find(view, token))
     }
 
     fn save_token(&self, token: &mut OAuthToken) -> Result<(), Error> {
@@ -389,16 +459,22 @@ impl TokenStore for Vault {
     }
 
     fn get_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
-        self.inner.all_tokens()
+        self.inner.reading(|_| self.inner.all_tokens())
     }
 
     fn delete_tokens(&self) -> Result<(), Error> {
         let _writer = lock(&self.inner.writer);
-        self.inner.apply(&self.inner.clear_every_token())?;
-        self.inner.after_write()
+        let inner = &*self.inner;
+        inner.write(|view| {
+            match inner.apply_if_at(view.generation(), &[], &inner.clear_every_token())? {
+                Outcome::Applied => Ok(()),
+                Outcome::Conflict => Err(view.conflict()),
+            }
+        })?;
+        inner.after_write()
     }
 
     fn find_token_by_id(&self, id: &str) -> Result<Option<OAuthToken>, Error> {
-        View::reading(&self.inner).record(id)
+        self.inner.reading(|view| view.record(id))
     }
 }

@@ -275,12 +275,7 @@ impl VaultOptions {
         self.kdf.validate()?;
         let parsed = EtcdLocation::parse(location)?;
         let storage = EtcdStorage::connect(&parsed, self.timeout)?;
-        let occupied = TreeName::ALL
-            .into_iter()
-            .try_fold(false, |found, tree| -> Result<bool, Error> {
-                Ok(found || storage.any(tree, &mut |_, _| true)?)
-            })?;
-        if occupied {
+        if !storage.is_empty()? {
             return Err(Error::VaultExists);
         }
         let mut vault_id = [0u8; VAULT_ID_LEN];

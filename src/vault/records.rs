@@ -206,6 +206,9 @@ pub(super) struct View<'a> {
     inner: &'a Inner,
     reads: Option<RefCell<Vec<Expect>>>,
     conflicted: Cell<bool>,
+    /// The storage's generation when the view began: a writer's commit applies only in
+    /// it, and a reader that sees it change reads again (see [`Inner::reading`]).
+    generation: u64,
 }
 
 impl<'a> View<'a> {
@@ -215,6 +218,7 @@ impl<'a> View<'a> {
             inner,
             reads: None,
             conflicted: Cell::new(false),
+            generation: inner.storage().generation(),
         }
     }
 
@@ -224,7 +228,13 @@ impl<'a> View<'a> {
             inner,
             reads: Some(RefCell::new(Vec::new())),
             conflicted: Cell::new(false),
+            generation: inner.storage().generation(),
         }
+    }
+
+    /// The storage's generation when the view began.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether the commit found a value read meanwhile changed (nothing was written).
@@ -404,7 +414,7 @@ impl View<'_> {
         };
         let counted = inner.count_seals(&state, &keys, seals, &mut ops, &mut expects);
         drop(keys);
-        if inner.apply_if(&expects, &ops)? == Outcome::Conflict {
+        if inner.apply_if_at(self.generation, &expects, &ops)? == Outcome::Conflict {
             return Err(self.conflict());
         }
         counted.record(&mut state);

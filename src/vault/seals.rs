@@ -104,7 +104,14 @@ impl Inner {
     /// `Corrupted`, `Io`, `Storage`.
     pub(super) fn reload_seals(&self) -> Result<(), Error> {
         let mut state = super::lock(&self.key_state);
+        self.reload_into(&mut state)
+    }
+
+    /// [`reload_seals`](Inner::reload_seals) for a caller that holds the key-state lock.
+    pub(super) fn reload_into(&self, state: &mut KeyState) -> Result<(), Error> {
         let storage = self.storage();
+        // Read before the header: a switch after this is seen by the next check.
+        let generation = storage.generation();
         if let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? {
             if bytes != state.header.encode() {
                 let header = Header::parse(&bytes)?;
@@ -122,6 +129,8 @@ impl Inner {
             state.seals = stored;
             state.reserved = stored;
         }
+        self.keys_generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+use super::keys::header_as;
 use super::quarantine::{self, Entry};
 use super::records::{hex_prefix, id_op, open_id, open_sealed};
-use super::{entry_key, lock, KeyState, Vault};
-use crate::backend::{Op, Outcome, TreeName};
+use super::{back_off, entry_key, lock, KeyState, Vault, HEADER_KEY, WRITE_ATTEMPTS};
+use crate::backend::{Expect, Op, Outcome, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
 use crate::{Error, OAuthToken};
@@ -158,7 +159,7 @@ impl Vault {
     /// `Io`, `Storage` (damaged records and entries are reported, not errors).
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         let _writer = lock(&self.inner.writer);
-        Ok(self.survey(None)?.report)
+        Ok(self.inner.reading(|_| self.survey(None))?.report)
     }
 
     /// Moves every record that does not open into the quarantine (bytes unchanged, with
@@ -187,34 +188,73 @@ impl Vault {
         let inner = &*self.inner;
         let _writer = lock(&inner.writer);
         let mut state = lock(&inner.key_state);
-        let mut survey = self.survey(Some(&state))?;
-        if inner.options.seals_per_key.saturating_sub(state.seals) < survey.seals {
-            if inner.make_room_for_seals(&mut state, survey.seals)? == Outcome::Conflict {
-                return Err(changed_meanwhile());
+        let mut seals_needed = 0u64;
+        for n in 0..WRITE_ATTEMPTS {
+            if let Some(set_aside) = self.repair_once(&mut state, &mut seals_needed)? {
+                drop(state);
+                inner.storage().flush()?;
+                let mut report = inner.reading(|_| self.survey(None))?.report;
+                report.set_aside = set_aside;
+                return Ok(report);
             }
-            survey = self.survey(Some(&state))?;
+            // Another writer of shared storage moved the key state, or the fixes need a
+            // new epoch first: take that up and survey again.
+            inner.reload_into(&mut state)?;
+            back_off(n)?;
         }
+        Err(changed_meanwhile())
+    }
+
+    /// One attempt at a repair: the survey and its fixes with every other writer held off
+    /// (see `Storage::exclusive`). `None` when it must be made again: the key state moved,
+    /// or the fixes need more seals than the current key has left (`seals_needed` says how
+    /// many; the next attempt moves to a new epoch first).
+    fn repair_once(
+        &self,
+        state: &mut KeyState,
+        seals_needed: &mut u64,
+    ) -> Result<Option<Vec<QuarantinedRecord>>, Error> {
+        let inner = &*self.inner;
+        inner.keys_current_locked(state)?;
+        if inner.options.seals_per_key.saturating_sub(state.seals) < *seals_needed
+            && inner.make_room_for_seals(state, *seals_needed)? == Outcome::Conflict
+        {
+            return Ok(None);
+        }
+        let state_now: &KeyState = state;
         let mut set_aside = Vec::new();
-        for problem in &survey.report.problems {
-            if let Problem::UnreadableRecord { id, slot, .. } = problem {
-                set_aside.push(QuarantinedRecord {
-                    id: id.clone(),
-                    slot: slot.clone(),
-                });
+        let mut counted = None;
+        let (outcome, keys) = inner.exclusive(&mut || {
+            let mut survey = self.survey(Some(state_now))?;
+            if inner.options.seals_per_key.saturating_sub(state_now.seals) < survey.seals {
+                *seals_needed = survey.seals;
+                // An expectation that cannot hold: nothing is applied.
+                return Ok((vec![never()], Vec::new()));
             }
-        }
-        let keys = inner.keys();
-        let mut expects = Vec::new();
-        let counted = inner.count_seals(&state, &keys, survey.seals, &mut survey.fixes, &mut expects);
+            set_aside.clear();
+            for problem in &survey.report.problems {
+                if let Problem::UnreadableRecord { id, slot, .. } = problem {
+                    set_aside.push(QuarantinedRecord {
+                        id: id.clone(),
+                        slot: slot.clone(),
+                    });
+                }
+            }
+            let keys = inner.keys();
+            // The header the survey's keys belong to (another process may have re-keyed).
+            let mut expects = vec![header_as(state_now)];
+            counted =
+                Some(inner.count_seals(state_now, &keys, survey.seals, &mut survey.fixes, &mut expects));
+            Ok((expects, survey.fixes))
+        })?;
         drop(keys);
-        if inner.apply_if(&expects, &survey.fixes)? == Outcome::Conflict {
-            return Err(changed_meanwhile());
+        match (outcome, counted) {
+            (Outcome::Applied, Some(counted)) => {
+                counted.record(state);
+                Ok(Some(set_aside))
+            }
+            _ => Ok(None),
         }
-        counted.record(&mut state);
-        inner.storage().flush()?;
-        let mut report = self.survey(None)?.report;
-        report.set_aside = set_aside;
-        Ok(report)
     }
 
     /// Reads every tree and checks it against the records. With `sealing` (repair), also
@@ -393,10 +433,20 @@ impl Vault {
     }
 }
 
-/// A repair that found the seal counter moved by another writer: nothing was changed.
+/// A repair that kept losing to other writers: nothing was changed.
 fn changed_meanwhile() -> Error {
     Error::Storage {
-        message: "another writer changed the vault during repair (nothing was changed): run repair again"
-            .into(),
+        message:
+            "other writers kept changing the vault during repair (nothing was changed): run repair again"
+                .into(),
+    }
+}
+
+/// An expectation no vault meets (its header absent): a batch carrying it applies nothing.
+fn never() -> Expect {
+    Expect {
+        tree: TreeName::Meta,
+        key: HEADER_KEY.to_vec(),
+        value: None,
     }
 }
