@@ -547,7 +547,21 @@ impl EtcdStorage {
             .ok_or_else(|| Error::internal("etcd: generations exhausted"))?;
         let next = Generation::new(&self.prefix, number);
         // What a rewriter that died before its switch left of the next generation.
-        let mut pieces: Vec<Vec<TxnOp>> = vec![next.remove_all()];
+        let mut renewed = Instant::now();
+        let send_piece = |piece: Vec<TxnOp>, renewed: &mut Instant| -> Result<(), Error> {
+            if renewed.elapsed() >= LEASE_RENEW {
+                self.renew(lease)?;
+                *renewed = Instant::now();
+            }
+            let resp = self.send(Txn::new().when([self.frozen_by(token)]).and_then(piece))??;
+            if resp.succeeded {
+                Ok(())
+            } else {
+                Err(lost_freeze())
+            }
+        };
+        send_piece(next.remove_all(), &mut renewed)?;
+        // The copy, a piece at a time (bounded in operations and bytes).
         let (mut piece, mut bytes) = (Vec::new(), 0usize);
         for (tree, entries) in &trees {
             for (k, v) in entries {
@@ -555,24 +569,13 @@ impl EtcdStorage {
                 bytes += key.len() + v.len();
                 piece.push(TxnOp::put(key, v.clone(), None));
                 if piece.len() == MAX_TXN_OPS || bytes >= REWRITE_CHUNK_BYTES {
-                    pieces.push(std::mem::take(&mut piece));
+                    send_piece(std::mem::take(&mut piece), &mut renewed)?;
                     bytes = 0;
                 }
             }
         }
         if !piece.is_empty() {
-            pieces.push(piece);
-        }
-        let mut renewed = Instant::now();
-        for piece in pieces {
-            if renewed.elapsed() >= LEASE_RENEW {
-                self.renew(lease)?;
-                renewed = Instant::now();
-            }
-            let resp = self.send(Txn::new().when([self.frozen_by(token)]).and_then(piece))??;
-            if !resp.succeeded {
-                return Err(lost_freeze());
-            }
+            send_piece(piece, &mut renewed)?;
         }
         let mut switch = vec![
             TxnOp::put(self.pointer_key(), number.to_string(), None),
