@@ -426,6 +426,14 @@ impl Inner {
                     self.reload_seals()?;
                     back_off(n)?;
                 }
+                // A refusal decided from reads that another writer of shared storage
+                // changed in between (say the record by id deleted, then its user name
+                // taken by a new one) mixes two states: it is decided again. One whose
+                // reads all still hold was right in the state there is now.
+                Err(_) if !view.reads_still_hold()? => {
+                    self.reload_seals()?;
+                    back_off(n)?;
+                }
                 done => return done,
             }
         }

@@ -237,6 +237,25 @@ impl<'a> View<'a> {
         self.generation
     }
 
+    /// Whether every value this writer's view read is still what the storage holds (and
+    /// the storage still at the view's generation).
+    pub(super) fn reads_still_hold(&self) -> Result<bool, Error> {
+        let storage = self.inner.storage();
+        if storage.generation() != self.generation {
+            return Ok(false);
+        }
+        let Some(reads) = &self.reads else {
+            return Ok(true);
+        };
+        let reads = reads.borrow().clone();
+        for read in reads {
+            if storage.get(read.tree, &read.key)? != read.value {
+                return Ok(false);
+            }
+        }
+        Ok(storage.generation() == self.generation)
+    }
+
     /// Whether the commit found a value read meanwhile changed (nothing was written).
     pub(super) fn conflicted(&self) -> bool {
         self.conflicted.get()

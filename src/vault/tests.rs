@@ -204,15 +204,24 @@ mod races {
 
     type Hook = Box<dyn FnMut(&LocalStorage) + Send>;
 
-    /// Runs `hook` (the rival writer) just before each conditional batch applies.
+    /// Runs `hook` (the rival writer) just before each conditional batch applies, and
+    /// `read_hook` once, just before the first read of its tree.
     struct Rival {
         inner: LocalStorage,
         hook: Arc<Mutex<Option<Hook>>>,
+        read_hook: Arc<Mutex<Option<(TreeName, Hook)>>>,
         conflicts: Arc<AtomicUsize>,
     }
 
     impl Storage for Rival {
         fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+            let mut read_hook = self.read_hook.lock().unwrap();
+            if matches!(&*read_hook, Some((t, _)) if *t == tree) {
+                if let Some((_, mut hook)) = read_hook.take() {
+                    hook(&self.inner);
+                }
+            }
+            drop(read_hook);
             self.inner.get(tree, key)
         }
         fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
@@ -277,10 +286,13 @@ mod races {
         vault: crate::Vault,
         raw: LocalStorage,
         hook: Arc<Mutex<Option<Hook>>>,
+        read_hook: Arc<Mutex<Option<(TreeName, Hook)>>>,
         conflicts: Arc<AtomicUsize>,
         /// alice with access token a1, and after her update to a2.
         before: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
         after: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
+        /// alice deleted, and a new alice (another id) saved with access token b1.
+        replaced: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
     }
 
     fn alice(access: &str) -> OAuthToken {
@@ -297,13 +309,15 @@ mod races {
         let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(None));
         let conflicts = Arc::new(AtomicUsize::new(0));
         let raw = Arc::new(Mutex::new(None));
-        let (h, c, r) = (hook.clone(), conflicts.clone(), raw.clone());
+        let read_hook: Arc<Mutex<Option<(TreeName, Hook)>>> = Arc::new(Mutex::new(None));
+        let (h, rh, c, r) = (hook.clone(), read_hook.clone(), conflicts.clone(), raw.clone());
         let vault = options
             .open_with(&path, "p", move |inner: LocalStorage| {
                 *r.lock().unwrap() = Some(inner.clone());
                 Rival {
                     inner,
                     hook: h,
+                    read_hook: rh,
                     conflicts: c,
                 }
             })
@@ -314,14 +328,21 @@ mod races {
         vault.save_token(&mut alice("a2")).unwrap();
         let after = snapshot(&raw);
         assert_ne!(before, after);
+        let first = vault.get_tokens().unwrap().remove(0);
+        vault.delete_token(first.id().unwrap()).unwrap();
+        vault.save_token(&mut alice("b1")).unwrap();
+        let replaced = snapshot(&raw);
+        install(&raw, &after);
         Setup {
             _tmp: tmp,
             vault,
             raw,
             hook,
+            read_hook,
             conflicts,
             before,
             after,
+            replaced,
         }
     }
 
@@ -381,6 +402,37 @@ mod races {
         s.vault.save_token(&mut alice("a4")).unwrap();
         assert_eq!(find_access(&s.vault, "a4").unwrap().access_token(), Some("a4"));
         assert!(s.vault.verify().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_refusal_decided_from_reads_a_rival_changed_in_between_is_decided_again() {
+        let s = setup();
+        // alice (a1) is updated by her id; between the read of her record and the read of
+        // the user-name index, a rival deletes her and saves a new alice (another id).
+        install(&s.raw, &s.before);
+        let id = find_access(&s.vault, "a1").unwrap().id().unwrap().to_owned();
+        let replaced = s.replaced.clone();
+        *s.read_hook.lock().unwrap() = Some((
+            TreeName::User,
+            Box::new(move |raw: &LocalStorage| install(raw, &replaced)),
+        ));
+        // Decided from one state, the save would find the name taken by another token
+        // (`InvalidToken`); decided again from what the rival left, it goes through.
+        let mut update = alice("a5").with_id(id);
+        s.vault.save_token(&mut update).unwrap();
+        assert!(s.read_hook.lock().unwrap().is_none(), "the rival ran");
+        let tokens = s.vault.get_tokens().unwrap();
+        assert!(
+            tokens.iter().any(|t| t.access_token() == Some("a5")),
+            "{tokens:?}"
+        );
+        assert_eq!(
+            tokens.iter().filter(|t| t.user_name() == Some("alice")).count(),
+            1,
+            "{tokens:?}"
+        );
+        let report = s.vault.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
     }
 
     #[test]
