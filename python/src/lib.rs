@@ -756,9 +756,9 @@ impl Vault {
     /// suspected leak. One atomic write: after a crash the vault opens with exactly one of
     /// the two passphrases, with every token.
     ///
-    /// Raises Corrupted (nothing is changed) if a record fails its checks. On an etcd vault
-    /// the write is one transaction, which etcd caps at 128 operations: above about 10
-    /// tokens it raises StorageError and changes nothing.
+    /// Raises Corrupted (nothing is changed) if a record fails its checks. On an etcd vault,
+    /// other processes' writes wait for it; a Vault that another process opened before it
+    /// then raises WrongPassphrase until opened again with the new passphrase.
     fn rekey(&self, py: Python<'_>, new_passphrase: &Bound<'_, PyAny>) -> PyResult<()> {
         let new_passphrase = passphrase_arg(new_passphrase)?;
         let vault = self.handle()?;
@@ -777,7 +777,7 @@ impl Vault {
     /// out of every index, listed in ``set_aside``) and rebuilds the indexes from the
     /// records that open. A record that opens is never changed or removed. Afterwards
     /// ``get_tokens`` and ``verify`` are clean. Returns the ``verify`` report after the
-    /// repair. On an etcd vault, as for ``rekey``: one transaction, at most about 10 tokens.
+    /// repair. On an etcd vault, other processes' writes wait for it, as for ``rekey``.
     fn repair(&self, py: Python<'_>) -> PyResult<VerifyReport> {
         let vault = self.handle()?;
         let report = py.detach(move || vault.repair()).map_err(raise)?;

@@ -269,14 +269,18 @@ def test_open_where_no_vault_is_is_vault_not_found_and_create_twice_is_vault_exi
 
 def test_change_passphrase_and_rekey_switch_which_passphrase_opens(at):
     with create(at) as v:
-        ids = {v.save_token({"user_name": f"u{i}", "access_token": f"a{i}"}).id for i in range(5)}
+        ids = {v.save_token({"user_name": f"u{i}", "access_token": f"a{i}"}).id for i in range(30)}
         v.change_passphrase("a new passphrase")
         with pytest.raises(tokenvault.WrongPassphrase):
             reopen(at)
-        reopen(at, "a new passphrase").close()
-        # Small enough for rekey's one etcd transaction.
+        other = reopen(at, "a new passphrase")
+        # 30 tokens: more records and index entries than one etcd transaction takes.
         v.rekey("rekeyed")
         assert {t.id for t in v.get_tokens()} == ids
+        # A Vault opened before the rekey: a clear error, never a miss; a new open works.
+        with pytest.raises(tokenvault.WrongPassphrase):
+            other.find_token({"user_name": "u3"})
+        other.close()
         v.compact()  # nothing of the vault's own to rewrite on etcd
         v.flush()
     with pytest.raises(tokenvault.WrongPassphrase):

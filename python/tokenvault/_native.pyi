@@ -180,8 +180,7 @@ class Vault:
     def change_passphrase(self, new_passphrase: str) -> None:
         """Replaces the passphrase; on disk when it returns."""
     def rekey(self, new_passphrase: str) -> None:
-        """Re-encrypts every token under a fresh data key and the new passphrase (on etcd: one
-        transaction, at most about 10 tokens)."""
+        """Re-encrypts every token under a fresh data key and the new passphrase."""
     def verify(self) -> VerifyReport:
         """Checks every record and index entry; changes nothing."""
     def repair(self) -> VerifyReport:
