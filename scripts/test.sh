@@ -5,7 +5,8 @@
 # scripts/etcd-cluster.sh installs (Debian's etcd, and protoc for the etcd client's
 # build), starts for the run and stops after it), then the Python package's
 # (scripts/test-python.sh: installs python3-venv if missing, builds the package with pip
-# and maturin in a new virtualenv with the Zoho SDK, runs pytest, lints the binding).
+# and maturin, with the feature etcd, in a new virtualenv with the Zoho SDK, runs pytest
+# with the etcd tests on a second cluster, lints the binding).
 # Nothing is left running. Exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,7 @@ echo "== cargo test --all-features, beside a 3-member etcd cluster"
 mkdir -p target
 scripts/etcd-cluster.sh run target/etcd-test -- cargo test --all-features
 
-echo "== the Python package"
-scripts/test-python.sh
+# With the cluster's endpoints exported, test-python.sh builds the package with etcd and
+# runs its etcd tests on that cluster.
+echo "== the Python package (built with etcd), beside a new 3-member etcd cluster"
+scripts/etcd-cluster.sh run target/etcd-test-python -- scripts/test-python.sh

@@ -71,7 +71,8 @@ class OfflineAccounts:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("vault", help="the vault's directory (created on first use)")
+    parser.add_argument("vault", help="the vault's directory, or (a build with etcd) its "
+                        "etcd://HOST:PORT[,...]/PREFIX location; created on first use")
     parser.add_argument("--offline", action="store_true",
                         help="answer the SDK's accounts-server calls locally")
     args = parser.parse_args()

@@ -8,9 +8,13 @@
 //!   panics across the boundary;
 //! - a `Token`'s secrets never appear in its `repr`, and are zeroized when it is freed;
 //! - passphrases are copied out of Python only into zeroizing buffers.
+//!
+//! With the feature `etcd`, `create` and `open` also take `etcd://` locations; without it
+//! such a location is a `ValueError` that says how to build the package with it.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -372,17 +376,65 @@ fn kdf_arg(kdf: Option<&Bound<'_, PyAny>>) -> PyResult<KdfParams> {
     Ok(params)
 }
 
-/// A location given to `create`/`open`: a directory path (str or os.PathLike).
-fn location_arg(location: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+/// Where a vault lives: what `create`/`open` were given.
+enum Location {
+    /// A directory.
+    Dir(PathBuf),
+    /// An `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` location, as given (the library parses it).
+    #[cfg(feature = "etcd")]
+    Etcd(String),
+}
+
+/// The scheme of an etcd location.
+const ETCD_SCHEME: &str = "etcd://";
+
+/// Why a build without the feature `etcd` refuses an etcd location, and how to build one with it.
+#[cfg(not(feature = "etcd"))]
+const NO_ETCD: &str = "this tokenvault package was built without etcd support, so it cannot use an \
+    etcd:// location. Build it with the feature `etcd` (it needs protoc and the protobuf include \
+    files, Debian: protobuf-compiler libprotobuf-dev), from a checkout of tokenvault: \
+    MATURIN_PEP517_ARGS=\"--features etcd\" pip install ./python";
+
+/// A location given to `create`/`open`: a directory path (str or os.PathLike), or a str
+/// starting with `etcd://`.
+fn location_arg(location: &Bound<'_, PyAny>) -> PyResult<Location> {
     let path: PathBuf = location.extract().map_err(|_| {
-        PyTypeError::new_err("the vault location must be a str or os.PathLike directory path")
+        PyTypeError::new_err(
+            "the vault location must be a directory path (str or os.PathLike) or an etcd:// str",
+        )
     })?;
+    if let Some(at) = path.to_str().filter(|s| s.starts_with(ETCD_SCHEME)) {
+        return etcd_location(at);
+    }
     if path.to_string_lossy().contains("://") {
         return Err(PyValueError::new_err(
-            "this build of tokenvault stores vaults in local directories only; give a directory path",
+            "not a vault location: give a directory path or etcd://HOST:PORT[,HOST:PORT...]/PREFIX",
         ));
     }
-    Ok(path)
+    Ok(Location::Dir(path))
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_location(at: &str) -> PyResult<Location> {
+    Ok(Location::Etcd(at.to_owned()))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_location(_at: &str) -> PyResult<Location> {
+    Err(PyValueError::new_err(NO_ETCD))
+}
+
+/// The deadline of every call to an etcd cluster, from seconds (None: the library's 5 s).
+fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    let Some(seconds) = timeout else {
+        return Ok(None);
+    };
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(PyValueError::new_err(format!(
+            "timeout must be a positive, finite number of seconds, not {seconds}"
+        ))),
+    }
 }
 
 /// The passphrase, copied into a buffer that is zeroized when dropped.
@@ -443,17 +495,19 @@ impl VerifyReport {
     }
 }
 
-/// An encrypted token vault: a directory of sealed records and blind indexes that only
-/// the passphrase unlocks.
+/// An encrypted token vault: sealed records and blind indexes that only the passphrase
+/// unlocks, in a directory or (in a build with etcd) under a key prefix of an etcd cluster.
 ///
 /// Open one with ``Vault.create(location, passphrase)`` or ``Vault.open(location,
-/// passphrase)``; close it with ``close()`` or a ``with`` block. A vault is open in one
-/// place at a time: a second open, from this process or another, raises ``VaultLocked``.
-/// Every method may be called from any thread, and runs with the GIL released.
+/// passphrase)``; close it with ``close()`` or a ``with`` block. A directory vault is open
+/// in one place at a time: a second open, from this process or another, raises
+/// ``VaultLocked``. An etcd vault is shared: any number of processes, on any machines, may
+/// have it open at once. Every method may be called from any thread, and runs with the GIL
+/// released.
 #[pyclass(module = "tokenvault", name = "Vault", frozen)]
 struct Vault {
     handle: Mutex<Option<tokenvault::Vault>>,
-    path: PathBuf,
+    location: Location,
 }
 
 impl Vault {
@@ -470,89 +524,148 @@ impl Vault {
             .ok_or_else(|| Error::new_err("the vault is closed"))
     }
 
-    fn options(kdf: Option<&Bound<'_, PyAny>>, durable: bool) -> PyResult<VaultOptions> {
-        Ok(VaultOptions::new().kdf(kdf_arg(kdf)?).durable(durable))
+    fn options(
+        kdf: Option<&Bound<'_, PyAny>>,
+        durable: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<VaultOptions> {
+        let options = VaultOptions::new().kdf(kdf_arg(kdf)?).durable(durable);
+        Ok(match timeout_arg(timeout)? {
+            Some(t) => options.timeout(t),
+            None => options,
+        })
     }
 
-    fn wrap(vault: tokenvault::Vault) -> Vault {
-        let path = vault.path().to_path_buf();
+    fn wrap(vault: tokenvault::Vault, location: Location) -> Vault {
         Vault {
             handle: Mutex::new(Some(vault)),
-            path,
+            location,
+        }
+    }
+
+    /// The location as a str: the directory (as ``os.fspath`` gives it) or the etcd location.
+    fn location_str<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        match &self.location {
+            Location::Dir(path) => {
+                let fspath = py.import(intern!(py, "os"))?.getattr(intern!(py, "fspath"))?;
+                Ok(fspath.call1((path,))?.cast_into::<PyString>()?)
+            }
+            #[cfg(feature = "etcd")]
+            Location::Etcd(at) => Ok(PyString::new(py, at)),
         }
     }
 }
 
 #[pymethods]
 impl Vault {
-    /// Creates a new vault in the directory ``location`` (missing parents are created).
+    /// Creates a new vault at ``location``: a directory (missing parents are created), or,
+    /// in a build with etcd (``"etcd" in tokenvault.FEATURES``), a str
+    /// ``"etcd://HOST:PORT[,HOST:PORT...]/PREFIX"``: a vault under that key prefix of an etcd
+    /// cluster, which any number of processes may then open at once.
     ///
     /// ``kdf``: the Argon2id cost, ``"recommended"`` (the default: 64 MiB, t=3, p=4),
     /// ``"floor"`` (19 MiB, t=2, p=1: for tests and small devices), or a dict / tuple of
     /// ``(memory_kib, iterations, parallelism)``. ``durable``: when True (the default) every
     /// save and delete is on disk when it returns; when False writes are buffered and a crash
-    /// may lose the last ones. ``engine``: the storage engine, ``"sled"`` (the default) or
-    /// ``"redb"`` (for vaults larger than the page cache); ``open`` recognises it from the
-    /// files.
+    /// may lose the last ones (an etcd vault ignores it: every write is acknowledged by a
+    /// quorum). ``engine``: the storage engine of a directory vault, ``"sled"`` (the default)
+    /// or ``"redb"`` (for vaults larger than the page cache); ``open`` recognises it from the
+    /// files. ``timeout``: the deadline of every call to an etcd cluster, in seconds (default
+    /// 5); directory vaults ignore it.
     ///
-    /// Raises VaultExists (a vault or other files are there), InvalidKdfParams, VaultLocked,
-    /// StorageError (also for an unknown engine).
+    /// Raises VaultExists (a vault or other files are there; for etcd, anything under the
+    /// prefix), InvalidKdfParams, VaultLocked, StorageError (also for an unknown engine, a
+    /// malformed etcd location, an etcd cluster out of reach); ValueError for ``engine``
+    /// with an etcd location, for an etcd location in a build without etcd, for a bad
+    /// ``timeout``.
     #[staticmethod]
-    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true, engine="sled"))]
+    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true, engine=None, timeout=None))]
     fn create(
         py: Python<'_>,
         location: &Bound<'_, PyAny>,
         passphrase: &Bound<'_, PyAny>,
         kdf: Option<&Bound<'_, PyAny>>,
         durable: bool,
-        engine: &str,
+        engine: Option<&str>,
+        timeout: Option<f64>,
     ) -> PyResult<Vault> {
-        let path = location_arg(location)?;
+        let location = location_arg(location)?;
         let passphrase = passphrase_arg(passphrase)?;
-        let engine: Engine = engine.parse().map_err(raise)?;
-        let options = Self::options(kdf, durable)?.engine(engine);
-        let vault = py
-            .detach(move || options.create(&path, &passphrase))
-            .map_err(raise)?;
-        Ok(Self::wrap(vault))
+        let options = Self::options(kdf, durable, timeout)?;
+        let vault = match &location {
+            Location::Dir(path) => {
+                let engine: Engine = engine.unwrap_or("sled").parse().map_err(raise)?;
+                let options = options.engine(engine);
+                py.detach(|| options.create(path, &passphrase))
+            }
+            #[cfg(feature = "etcd")]
+            Location::Etcd(at) => {
+                if let Some(engine) = engine {
+                    return Err(PyValueError::new_err(format!(
+                        "engine={engine:?} names the engine of a directory vault; a vault at an \
+                         etcd:// location is always on etcd: leave engine out"
+                    )));
+                }
+                py.detach(|| options.create_at(at, &passphrase))
+            }
+        }
+        .map_err(raise)?;
+        Ok(Self::wrap(vault, location))
     }
 
-    /// Opens the vault in the directory ``location`` with its passphrase.
+    /// Opens the vault at ``location`` (a directory, or an ``etcd://`` str as for
+    /// ``create``) with its passphrase.
     ///
     /// The vault unlocks with the KDF parameters it was created with; ``kdf`` (default
     /// ``"recommended"``) is what a later ``change_passphrase`` writes, and a vault whose
-    /// parameters are weaker is upgraded to it on open. ``durable`` as for ``create``.
+    /// parameters are weaker is upgraded to it on open. ``durable`` and ``timeout`` as for
+    /// ``create``.
     ///
-    /// Raises VaultNotFound (nothing is created), VaultLocked, WrongPassphrase, Corrupted,
-    /// InvalidKdfParams, StorageError.
+    /// Raises VaultNotFound (nothing is created), VaultLocked (directory vaults only),
+    /// WrongPassphrase, Corrupted, InvalidKdfParams, StorageError; ValueError as for
+    /// ``create``.
     #[staticmethod]
-    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true))]
+    #[pyo3(signature = (location, passphrase, *, kdf=None, durable=true, timeout=None))]
     fn open(
         py: Python<'_>,
         location: &Bound<'_, PyAny>,
         passphrase: &Bound<'_, PyAny>,
         kdf: Option<&Bound<'_, PyAny>>,
         durable: bool,
+        timeout: Option<f64>,
     ) -> PyResult<Vault> {
-        let path = location_arg(location)?;
+        let location = location_arg(location)?;
         let passphrase = passphrase_arg(passphrase)?;
-        let options = Self::options(kdf, durable)?;
-        let vault = py
-            .detach(move || options.open(&path, &passphrase))
-            .map_err(raise)?;
-        Ok(Self::wrap(vault))
+        let options = Self::options(kdf, durable, timeout)?;
+        let vault = match &location {
+            Location::Dir(path) => py.detach(|| options.open(path, &passphrase)),
+            #[cfg(feature = "etcd")]
+            Location::Etcd(at) => py.detach(|| options.open_at(at, &passphrase)),
+        }
+        .map_err(raise)?;
+        Ok(Self::wrap(vault, location))
     }
 
-    /// The storage engine that writes the vault's files: ``"sled"`` or ``"redb"``.
+    /// The storage engine that writes the vault: ``"sled"``, ``"redb"`` or ``"etcd"``.
     #[getter]
     fn engine(&self) -> PyResult<&'static str> {
         Ok(self.handle()?.engine().name())
     }
 
-    /// The vault's directory (a pathlib.Path).
+    /// The vault's directory (a pathlib.Path); None for an etcd vault (see ``location``).
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path(&self) -> Option<PathBuf> {
+        match &self.location {
+            Location::Dir(path) => Some(path.clone()),
+            #[cfg(feature = "etcd")]
+            Location::Etcd(_) => None,
+        }
+    }
+
+    /// Where the vault lives, as a str: its directory, or its ``etcd://`` location.
+    #[getter]
+    fn location<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        self.location_str(py)
     }
 
     /// Whether ``close()`` was called.
@@ -643,7 +756,9 @@ impl Vault {
     /// suspected leak. One atomic write: after a crash the vault opens with exactly one of
     /// the two passphrases, with every token.
     ///
-    /// Raises Corrupted (nothing is changed) if a record fails its checks.
+    /// Raises Corrupted (nothing is changed) if a record fails its checks. On an etcd vault,
+    /// other processes' writes wait for it; a Vault that another process opened before it
+    /// then raises WrongPassphrase until opened again with the new passphrase.
     fn rekey(&self, py: Python<'_>, new_passphrase: &Bound<'_, PyAny>) -> PyResult<()> {
         let new_passphrase = passphrase_arg(new_passphrase)?;
         let vault = self.handle()?;
@@ -662,7 +777,7 @@ impl Vault {
     /// out of every index, listed in ``set_aside``) and rebuilds the indexes from the
     /// records that open. A record that opens is never changed or removed. Afterwards
     /// ``get_tokens`` and ``verify`` are clean. Returns the ``verify`` report after the
-    /// repair.
+    /// repair. On an etcd vault, other processes' writes wait for it, as for ``rekey``.
     fn repair(&self, py: Python<'_>) -> PyResult<VerifyReport> {
         let vault = self.handle()?;
         let report = py.detach(move || vault.repair()).map_err(raise)?;
@@ -672,7 +787,8 @@ impl Vault {
     /// Rewrites the vault into fresh storage and removes the old files, so that no deleted
     /// token, no earlier version of a token and no earlier header can be decrypted from
     /// the vault's files. Crash-safe. ``change_passphrase`` and ``rekey`` do this by
-    /// themselves.
+    /// themselves. On an etcd vault it does nothing: etcd keeps earlier values in its own
+    /// history until the cluster compacts it (run etcd with auto-compaction).
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         let vault = self.handle()?;
         py.detach(move || vault.compact()).map_err(raise)
@@ -709,11 +825,19 @@ impl Vault {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let path = PyString::new(py, &self.path.to_string_lossy()).repr()?;
+        let location = self.location_str(py)?.repr()?;
         let state = if self.closed() { "closed" } else { "open" };
-        Ok(format!("<tokenvault.Vault {path} {state}>"))
+        Ok(format!("<tokenvault.Vault {location} {state}>"))
     }
 }
+
+/// The optional parts this build includes (`tokenvault.FEATURES`): the redb engine always,
+/// etcd locations with the feature `etcd`.
+const FEATURES: &[&str] = &[
+    "redb",
+    #[cfg(feature = "etcd")]
+    "etcd",
+];
 
 /// The native half of the `tokenvault` package; import `tokenvault` instead.
 #[pymodule]
@@ -739,6 +863,7 @@ mod _native {
         m.add("KDF_FLOOR", kdf_tuple(py, KdfParams::FLOOR)?)?;
         m.add("KDF_RECOMMENDED", kdf_tuple(py, KdfParams::RECOMMENDED)?)?;
         m.add("KDF_CEILING", kdf_tuple(py, KdfParams::CEILING)?)?;
+        m.add("FEATURES", PyTuple::new(py, FEATURES)?)?;
         Ok(())
     }
 

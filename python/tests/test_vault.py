@@ -509,5 +509,5 @@ def test_arguments_of_the_wrong_type_are_type_errors(vault, tmp_path):
     with pytest.raises(TypeError):
         tokenvault.Vault.create(42, PASSPHRASE, kdf="floor")
     with pytest.raises(ValueError):
-        tokenvault.Vault.create("etcd://127.0.0.1:2379/vaults/x", PASSPHRASE, kdf="floor")
+        tokenvault.Vault.create("s3://bucket/vaults/x", PASSPHRASE, kdf="floor")
     assert vault.get_tokens() == []

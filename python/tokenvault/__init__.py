@@ -13,11 +13,18 @@ indexes, so nothing secret is ever written to disk in the clear.
         found = vault.find_token({"user_name": "alice@example.com"})
         assert found.refresh_token == "1000.refresh" and found.id == saved.id
 
+A vault lives in a directory or, in a package built with etcd support (``"etcd" in
+tokenvault.FEATURES``), under a key prefix of an etcd cluster that many processes share:
+``Vault.create("etcd://10.0.0.1:2379,10.0.0.2:2379/vaults/portal", passphrase)``. Build
+it so from a checkout (needs protoc): ``MATURIN_PEP517_ARGS="--features etcd" pip install
+./python``.
+
 The Zoho CRM Python SDK's ``TokenStore`` is ``tokenvault.zoho.VaultTokenStore`` (it needs
 the SDK: ``pip install 'tokenvault[zoho]'``).
 """
 
 from ._native import (
+    FEATURES,
     KDF_CEILING,
     KDF_FLOOR,
     KDF_RECOMMENDED,
@@ -53,4 +60,5 @@ __all__ = [
     "KDF_FLOOR",
     "KDF_RECOMMENDED",
     "KDF_CEILING",
+    "FEATURES",
 ]

@@ -31,8 +31,12 @@ class KdfDict(TypedDict):
 Kdf = Union[Literal["floor", "recommended"], KdfDict, Tuple[int, int, int], None]
 TokenLike = Union["Token", TokenDict, Mapping[str, object]]
 Location = Union[str, "os.PathLike[str]"]
+"""A directory path, or a str ``"etcd://HOST:PORT[,HOST:PORT...]/PREFIX"`` (builds with etcd)."""
 
 TOKEN_FIELDS: Tuple[str, ...]
+FEATURES: Tuple[str, ...]
+"""The optional parts this build includes: ``"redb"`` always, ``"etcd"`` when built with
+etcd support (``etcd://`` locations)."""
 KDF_FLOOR: Tuple[int, int, int]
 KDF_RECOMMENDED: Tuple[int, int, int]
 KDF_CEILING: Tuple[int, int, int]
@@ -56,7 +60,7 @@ class VaultNotFound(Error):
     """``Vault.open`` found no vault at the location."""
 
 class VaultLocked(Error):
-    """The vault is open elsewhere (another process, or another Vault in this one)."""
+    """The directory vault is open elsewhere (another process, or another Vault in this one)."""
 
 class InvalidKdfParams(Error):
     """Argon2id parameters outside the accepted floor and ceiling."""
@@ -122,7 +126,8 @@ class VerifyReport:
         """Whether nothing is wrong."""
 
 class Vault:
-    """An encrypted token vault in a directory; open in one place at a time."""
+    """An encrypted token vault in a directory (open in one place at a time) or, in a build
+    with etcd, under a key prefix of an etcd cluster (shared by every process that opens it)."""
 
     @staticmethod
     def create(
@@ -131,20 +136,32 @@ class Vault:
         *,
         kdf: Kdf = None,
         durable: bool = True,
-        engine: Literal["sled", "redb"] = "sled",
+        engine: Optional[Literal["sled", "redb"]] = None,
+        timeout: Optional[float] = None,
     ) -> "Vault":
-        """Creates a vault (``VaultExists`` if something is there) on ``engine``."""
+        """Creates a vault (``VaultExists`` if something is there): in a directory on
+        ``engine`` (default ``"sled"``), or at an ``"etcd://HOST:PORT[,...]/PREFIX"`` str
+        (builds with etcd only; ``engine`` must then be left out). ``timeout``: seconds per
+        etcd call (default 5)."""
     @staticmethod
     def open(
-        location: Location, passphrase: str, *, kdf: Kdf = None, durable: bool = True
+        location: Location,
+        passphrase: str,
+        *,
+        kdf: Kdf = None,
+        durable: bool = True,
+        timeout: Optional[float] = None,
     ) -> "Vault":
         """Opens a vault (``VaultNotFound``, ``VaultLocked``, ``WrongPassphrase``, ``Corrupted``)."""
     @property
-    def engine(self) -> Literal["sled", "redb"]:
-        """The storage engine that writes the vault's files (recognised at open)."""
+    def engine(self) -> Literal["sled", "redb", "etcd"]:
+        """The storage engine that writes the vault (recognised at open)."""
     @property
-    def path(self) -> "pathlib.Path":
-        """The vault's directory."""
+    def path(self) -> Optional["pathlib.Path"]:
+        """The vault's directory; None for an etcd vault."""
+    @property
+    def location(self) -> str:
+        """Where the vault lives: its directory, or its ``etcd://`` location."""
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""
@@ -170,11 +187,12 @@ class Vault:
         """Sets aside records that do not open (kept in the quarantine) and rebuilds the
         indexes; returns the report after the repair."""
     def compact(self) -> None:
-        """Rewrites the vault into fresh storage: nothing removed stays readable in its files."""
+        """Rewrites the vault into fresh storage: nothing removed stays readable in its files
+        (nothing to do on etcd, whose history the cluster's own compaction removes)."""
     def flush(self) -> None:
         """Writes buffered changes to disk."""
     def close(self) -> None:
-        """Flushes and closes the vault, releasing its lock."""
+        """Flushes and closes the vault, releasing its lock (a directory vault's)."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

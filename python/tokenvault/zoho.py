@@ -10,6 +10,9 @@ sealed under the passphrase, every lookup one keyed-index probe. Pass it to the 
     store = VaultTokenStore("zoho-tokens.vault", passphrase)
     Initializer.initialize(environment=environment, token=token, store=store)
 
+The vault may also be an etcd vault that every app server shares (in a tokenvault built
+with etcd support): ``VaultTokenStore("etcd://10.0.0.1:2379,10.0.0.2:2379/zoho", passphrase)``.
+
 It follows the SDK stores' call conventions:
 
 - ``find_token(token)`` merges the stored token into ``token`` (only fields that are None
@@ -79,15 +82,17 @@ def _describe(error: BaseException) -> str:
 class VaultTokenStore(TokenStore):
     """The Zoho CRM SDK's ``TokenStore``, encrypted: tokens live in a tokenvault ``Vault``.
 
-    ``VaultTokenStore(path, passphrase, *, kdf=None, durable=True, create=True)`` opens the
-    vault in the directory ``path``, creating it when nothing is there (unless
-    ``create=False``). ``kdf`` and ``durable`` are ``tokenvault.Vault.create``'s. The vault
-    stays open (and locked against other processes) until ``close()`` or the end of a
-    ``with`` block.
+    ``VaultTokenStore(path, passphrase, *, kdf=None, durable=True, create=True,
+    timeout=None)`` opens the vault at ``path``, creating it when nothing is there (unless
+    ``create=False``). ``path`` is any location ``tokenvault.Vault.open`` takes: a directory,
+    or (in a build with etcd support) an ``"etcd://HOST:PORT[,HOST:PORT...]/PREFIX"`` str.
+    ``kdf``, ``durable`` and ``timeout`` are ``tokenvault.Vault.create``'s. The vault stays
+    open until ``close()`` or the end of a ``with`` block; a directory vault is locked
+    against other processes meanwhile, an etcd vault is shared with them.
 
     Raises ``SDKException`` (code ``TOKEN_STORE``) if the vault cannot be opened: wrong
-    passphrase, damaged vault, locked by another process; its ``cause`` is the
-    tokenvault exception.
+    passphrase, damaged vault, locked by another process, a location this build cannot
+    use; its ``cause`` is the tokenvault (or ``ValueError``/``TypeError``) exception.
     """
 
     def __init__(
@@ -98,10 +103,12 @@ class VaultTokenStore(TokenStore):
         kdf: Any = None,
         durable: bool = True,
         create: bool = True,
+        timeout: Optional[float] = None,
     ) -> None:
         self._path = os.fspath(path)
         self._vault = self._guard(
-            lambda: _open_or_create(self._path, passphrase, kdf, durable, create)
+            lambda: _open_or_create(self._path, passphrase, kdf, durable, create, timeout),
+            "the token vault cannot be opened: ",
         )
 
     @property
@@ -109,8 +116,13 @@ class VaultTokenStore(TokenStore):
         """The underlying ``tokenvault.Vault`` (for ``verify``, ``rekey``, ``change_passphrase``)."""
         return self._vault
 
-    def _guard(self, call: Callable[[], _T]) -> _T:
-        """Runs ``call``, turning every tokenvault or argument error into an SDKException."""
+    def _guard(
+        self,
+        call: Callable[[], _T],
+        refused: str = "the token cannot be stored in the token vault: ",
+    ) -> _T:
+        """Runs ``call``, turning every tokenvault or argument error into an SDKException
+        (an argument error's message starts with ``refused``)."""
         try:
             return call()
         except tokenvault.Error as e:
@@ -120,11 +132,7 @@ class VaultTokenStore(TokenStore):
                 cause=e,
             ) from e
         except (TypeError, ValueError) as e:
-            raise SDKException(
-                code=TOKEN_STORE,
-                message="the token cannot be stored in the token vault: ",
-                cause=e,
-            ) from e
+            raise SDKException(code=TOKEN_STORE, message=refused, cause=e) from e
 
     def find_token(self, token: Any) -> Any:
         """Finds the stored token that ``token`` identifies and merges it into ``token``.
@@ -200,19 +208,26 @@ class VaultTokenStore(TokenStore):
 
 
 def _open_or_create(
-    path: str, passphrase: str, kdf: Any, durable: bool, create: bool
+    path: str,
+    passphrase: str,
+    kdf: Any,
+    durable: bool,
+    create: bool,
+    timeout: Optional[float],
 ) -> tokenvault.Vault:
+    options = dict(kdf=kdf, durable=durable, timeout=timeout)
     try:
-        return tokenvault.Vault.open(path, passphrase, kdf=kdf, durable=durable)
+        return tokenvault.Vault.open(path, passphrase, **options)
     except tokenvault.VaultNotFound:
         if not create:
             raise
     try:
-        return tokenvault.Vault.create(path, passphrase, kdf=kdf, durable=durable)
+        return tokenvault.Vault.create(path, passphrase, **options)
     except tokenvault.VaultExists:
-        # Another process created it in between; or the directory holds other files, and
-        # then this open says VaultNotFound.
-        return tokenvault.Vault.open(path, passphrase, kdf=kdf, durable=durable)
+        # Another process created it in between; or the location holds something that is
+        # not a vault (other files; keys of a vault without its header), and then this open
+        # says VaultNotFound.
+        return tokenvault.Vault.open(path, passphrase, **options)
 
 
 def _expiry_ms(value: Any) -> Optional[int]:
