@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/`, compiled only under `cfg(fuzzing)`
 //! (cargo-fuzz sets it). They expose the parsers of untrusted bytes with fixed keys, so a
-//! fuzzer can reach them without a vault on disk. Not part of the public API.
+//! fuzzer can reach them without a vault on disk, and (feature `etcd`) the etcd engine's
+//! decoding of the cluster's answers, without a cluster. Not part of the public API.
 
 use crate::crypto::header::Header;
 use crate::crypto::keys::{DataKey, VaultKeys};
@@ -91,4 +92,156 @@ pub fn encode_quarantine_entry(id: Option<&str>, record: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&key);
     out.extend_from_slice(&value);
     out
+}
+
+/// The etcd client's protobuf messages, for the `etcd_responses` target to decode its input
+/// into and the seed generator to build answers with (a `prost` message each).
+#[cfg(feature = "etcd")]
+pub use etcd_client::proto as etcd_proto;
+
+/// What the etcd engine took from one answer of the cluster: what it hands on to the vault.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Default)]
+pub struct EtcdDecoded {
+    /// The entries of every range in the answer, as a tree's (key, value) pairs: the keys
+    /// stripped of their tree's prefix, as a scan hands them to the vault.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every value the vault would be given: the entries' values, and the value a read of
+    /// one key returns.
+    pub values: Vec<Vec<u8>>,
+}
+
+/// Parses the etcd generation pointer (`PREFIX/current`): it is accepted exactly when it is
+/// the decimal of a number of at least 1, as `to_string` writes it.
+#[cfg(feature = "etcd")]
+pub fn etcd_pointer(bytes: &[u8]) -> Result<u64, Error> {
+    let canonical = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| *n >= 1 && n.to_string().as_bytes() == bytes);
+    let parsed = crate::backend::etcd_fuzz_hooks::parse_pointer(bytes);
+    match (&parsed, canonical) {
+        (Ok(n), Some(c)) => assert_eq!(*n, c, "a pointer parses to its number"),
+        (Err(Error::Corrupted { .. }), None) => {}
+        (Ok(_), None) => panic!("a pointer that is not canonical was accepted: {bytes:?}"),
+        (Err(e), _) => panic!("the pointer {bytes:?} was refused with {e:?}"),
+    }
+    parsed
+}
+
+/// The entries of a range answer (a scan's page) with `strip` bytes of tree prefix taken
+/// off each key: one entry per key-value, each key minus its first `strip` bytes and each
+/// value unchanged; refused (`Corrupted`) exactly when some key is shorter than `strip`.
+#[cfg(feature = "etcd")]
+pub fn etcd_range_response(resp: &etcd_proto::PbRangeResponse, strip: usize) -> EtcdDecoded {
+    let mut decoded = EtcdDecoded::default();
+    check_range(resp, strip, &mut decoded);
+    decoded
+}
+
+/// Everything the engine reads from a transaction's answer: its range results as a read of
+/// one key, a scan's first page (stripping `strip` bytes) and a probe (the pointer and
+/// the freeze) would read them. `txn_ranges::<N>` succeeds exactly when every result is a
+/// range and there are `N` of them, and gives them in order; `probe_result` succeeds
+/// exactly when there are two ranges and the first one's first value, if any, is a
+/// pointer, and agrees with reading them directly.
+#[cfg(feature = "etcd")]
+pub fn etcd_txn_response(resp: &etcd_proto::PbTxnResponse, strip: usize) -> EtcdDecoded {
+    use crate::backend::etcd_fuzz_hooks::probe_result;
+    use etcd_proto::PbTxnOpResponse;
+
+    let mut decoded = EtcdDecoded::default();
+    let ranges: Option<Vec<&etcd_proto::PbRangeResponse>> = resp
+        .responses
+        .iter()
+        .map(|r| match &r.response {
+            Some(PbTxnOpResponse::ResponseRange(range)) => Some(range),
+            _ => None,
+        })
+        .collect();
+    // A read of one key: its value, if any.
+    if let Some([range]) = check_txn_ranges::<1>(resp, ranges.as_deref()) {
+        if let Some(kv) = range.kvs.first() {
+            decoded.values.push(kv.value.clone());
+        }
+    }
+    // Every range result as a scan's page (the engine takes only a single one as such),
+    // and each of its values as a pointer.
+    for r in &resp.responses {
+        let Some(PbTxnOpResponse::ResponseRange(range)) = &r.response else {
+            continue;
+        };
+        check_range(range, strip, &mut decoded);
+        for kv in &range.kvs {
+            let _ = etcd_pointer(&kv.value);
+        }
+    }
+    // The probe: the pointer (absent: generation 0) and the freeze.
+    let two = check_txn_ranges::<2>(resp, ranges.as_deref());
+    let expected = two.map(|[pointer, freeze]| {
+        let live = match pointer.kvs.first() {
+            None => Ok(0),
+            Some(kv) => crate::backend::etcd_fuzz_hooks::parse_pointer(&kv.value),
+        };
+        live.map(|live| (live, freeze.kvs.first().map(|kv| kv.value.clone())))
+    });
+    match (probe_result(resp), expected) {
+        (Ok(got), Some(Ok(want))) => assert_eq!(got, want, "the probe reads the pointer and the freeze"),
+        (Err(Error::Corrupted { .. }), None | Some(Err(_))) => {}
+        (got, want) => panic!("the probe gave {got:?}, its ranges {want:?}"),
+    }
+    // Other counts: none, or three.
+    let _ = check_txn_ranges::<0>(resp, ranges.as_deref());
+    let _ = check_txn_ranges::<3>(resp, ranges.as_deref());
+    decoded
+}
+
+/// `txn_ranges::<N>` against `ranges` (every result of the answer as a range, or `None`
+/// if one is not): the same ranges in the same order when there are `N`, else `Corrupted`.
+#[cfg(feature = "etcd")]
+fn check_txn_ranges<'a, const N: usize>(
+    resp: &'a etcd_proto::PbTxnResponse,
+    ranges: Option<&[&'a etcd_proto::PbRangeResponse]>,
+) -> Option<[&'a etcd_proto::PbRangeResponse; N]> {
+    let expected = ranges.filter(|r| r.len() == N);
+    match (crate::backend::etcd_fuzz_hooks::txn_ranges::<N>(resp), expected) {
+        (Ok(got), Some(want)) => {
+            assert!(
+                got.iter().zip(want).all(|(g, w)| std::ptr::eq(*g, *w)),
+                "txn_ranges gives the answer's ranges in order"
+            );
+            Some(got)
+        }
+        (Err(Error::Corrupted { .. }), None) => None,
+        (got, want) => panic!(
+            "txn_ranges::<{N}> of {} results gave {}, {} expected",
+            resp.responses.len(),
+            if got.is_ok() { "ranges" } else { "an error" },
+            if want.is_some() { "ranges" } else { "Corrupted" },
+        ),
+    }
+}
+
+/// `range_entries` against its specification; the entries go into `decoded`.
+#[cfg(feature = "etcd")]
+fn check_range(resp: &etcd_proto::PbRangeResponse, strip: usize, decoded: &mut EtcdDecoded) {
+    let short = resp.kvs.iter().any(|kv| kv.key.len() < strip);
+    match crate::backend::etcd_fuzz_hooks::range_entries(resp, strip) {
+        Ok(entries) => {
+            assert!(!short, "a key shorter than its tree's prefix was accepted");
+            assert_eq!(entries.len(), resp.kvs.len(), "one entry per key-value");
+            for ((key, value), kv) in entries.iter().zip(&resp.kvs) {
+                assert_eq!(
+                    Some(key.as_slice()),
+                    kv.key.get(strip..),
+                    "a key loses its prefix"
+                );
+                assert_eq!(value, &kv.value, "a value is unchanged");
+            }
+            decoded.values.extend(entries.iter().map(|(_, v)| v.clone()));
+            decoded.entries.extend(entries);
+        }
+        Err(Error::Corrupted { .. }) => assert!(short, "a range with every key long enough was refused"),
+        Err(e) => panic!("range_entries failed with {e:?}"),
+    }
 }

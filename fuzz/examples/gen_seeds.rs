@@ -2,14 +2,22 @@
 //!
 //! Run from `fuzz/` with the fuzzing hooks compiled in:
 //! `RUSTFLAGS="--cfg fuzzing" cargo run --example gen_seeds`
-//! The output is deterministic except for the header and record seeds, which carry the
-//! random salt, nonce and keys of a freshly created vault. The seeds of `import_csv` and
-//! `save_json` include inputs that repeat parts of themselves (`expand`) past each cap;
-//! those take a second or so each to run.
+//! The output is deterministic except for the header seeds, which carry the random salt,
+//! nonce and keys of a freshly created vault, and the quarantine entry with an id, whose
+//! label is sealed under a random nonce (records are sealed under fixed keys and a fixed
+//! nonce; the `etcd_responses` seeds build their header from fixed fields). The seeds of
+//! `import_csv` and `save_json` include inputs that repeat parts of themselves (`expand`)
+//! past each cap; those take a second or so each to run.
 
 use std::fs;
 use std::path::Path;
 
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokenvault::fuzzing::etcd_proto::{
+    PbDeleteResponse, PbKeyValue, PbPutResponse, PbRangeResponse, PbResponseHeader, PbResponseOp,
+    PbTxnOpResponse, PbTxnResponse,
+};
 use tokenvault::fuzzing::{encode_pointer, encode_quarantine_entry, encode_token, seal_record};
 use tokenvault::{KdfParams, OAuthToken, VaultOptions};
 use tokenvault_fuzz::cli::{MAX_FIELD_BYTES, MAX_ROWS};
@@ -112,6 +120,7 @@ fn main() {
     }
     import_csv_seeds();
     save_json_seeds();
+    etcd_responses_seeds();
     // import_sqlite and import_differential: structured (`arbitrary`) inputs.
     for (i, len) in [16usize, 64, 128, 256, 512, 1024, 2048].into_iter().enumerate() {
         write(
@@ -268,4 +277,266 @@ fn save_json_seeds() {
         "tokens-over-cap",
         &segments(&[(b"[", 1), (b"{},", rows), (b"{}]", 1)]),
     );
+}
+
+/// A `meta/header` value with fixed fields (the layout of docs/format.md, the floor KDF,
+/// zeros for the wrapped key and the MAC, which parsing does not check): it parses.
+fn fixed_header() -> Vec<u8> {
+    let kdf = KdfParams::FLOOR;
+    let mut h = b"TKNVAULT".to_vec();
+    h.extend_from_slice(&1u16.to_be_bytes());
+    h.extend_from_slice(&[0x11; 16]);
+    h.push(1);
+    for n in [kdf.memory_kib, kdf.iterations, kdf.parallelism] {
+        h.extend_from_slice(&n.to_be_bytes());
+    }
+    h.push(32);
+    h.extend_from_slice(&[0x22; 32]);
+    h.extend_from_slice(&1u32.to_be_bytes());
+    h.extend_from_slice(&[0x33; 12]);
+    h.extend_from_slice(&[0; 48 + 32]);
+    let sum = Sha256::digest(&h);
+    h.extend_from_slice(&sum);
+    h
+}
+
+/// An `etcd_responses` input: the length of the tree prefix to strip, then the answer.
+fn etcd_input(strip: &[u8], answer: &impl Message) -> Vec<u8> {
+    let mut out = vec![u8::try_from(strip.len()).expect("a short prefix")];
+    out.extend_from_slice(&answer.encode_to_vec());
+    out
+}
+
+fn kv(key: &[u8], value: &[u8], revision: i64) -> PbKeyValue {
+    PbKeyValue {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        create_revision: revision,
+        mod_revision: revision,
+        version: 1,
+        lease: 0,
+    }
+}
+
+fn range(kvs: Vec<PbKeyValue>, more: bool) -> PbRangeResponse {
+    let count = i64::try_from(kvs.len()).expect("a few keys") + i64::from(more);
+    PbRangeResponse {
+        header: Some(header(42)),
+        kvs,
+        more,
+        count,
+    }
+}
+
+fn header(revision: i64) -> PbResponseHeader {
+    PbResponseHeader {
+        cluster_id: 0x1000,
+        member_id: 0x2000,
+        revision,
+        raft_term: 3,
+    }
+}
+
+fn txn(succeeded: bool, responses: Vec<Option<PbTxnOpResponse>>) -> PbTxnResponse {
+    PbTxnResponse {
+        header: Some(header(42)),
+        succeeded,
+        responses: responses
+            .into_iter()
+            .map(|response| PbResponseOp { response })
+            .collect(),
+    }
+}
+
+fn ranges(rs: Vec<PbRangeResponse>) -> Vec<Option<PbTxnOpResponse>> {
+    rs.into_iter()
+        .map(|r| Some(PbTxnOpResponse::ResponseRange(r)))
+        .collect()
+}
+
+/// Answers shaped as the cluster gives them to the etcd engine (its keys as in
+/// docs/format.md, "The etcd layout", under the prefix `vaults/portal`): the probe of a
+/// failed transaction, reads of one key, scan pages, and answers of the wrong shape.
+fn etcd_responses_seeds() {
+    let t = "etcd_responses";
+    let pointer = b"vaults/portal/current";
+    let freeze = b"vaults/portal/frozen";
+    let token = [0x5a; 16];
+    let none: &[u8] = b"";
+    // The probe: the pointer (absent: generation 0) and the freeze.
+    let probe =
+        |p: Vec<PbKeyValue>, f: Vec<PbKeyValue>| txn(false, ranges(vec![range(p, false), range(f, false)]));
+    write(t, "probe-generation-0", &etcd_input(none, &probe(vec![], vec![])));
+    write(
+        t,
+        "probe-pointer",
+        &etcd_input(none, &probe(vec![kv(pointer, b"7", 40)], vec![])),
+    );
+    write(
+        t,
+        "probe-pointer-frozen",
+        &etcd_input(
+            none,
+            &probe(vec![kv(pointer, b"7", 40)], vec![kv(freeze, &token, 41)]),
+        ),
+    );
+    write(
+        t,
+        "probe-frozen-generation-0",
+        &etcd_input(none, &probe(vec![], vec![kv(freeze, &token, 41)])),
+    );
+    write(
+        t,
+        "probe-pointer-max",
+        &etcd_input(
+            none,
+            &probe(vec![kv(pointer, u64::MAX.to_string().as_bytes(), 40)], vec![]),
+        ),
+    );
+    write(
+        t,
+        "probe-pointer-leading-zero",
+        &etcd_input(none, &probe(vec![kv(pointer, b"07", 40)], vec![])),
+    );
+    // Reads of one key: the header of generation 0, a record of generation 7.
+    let meta = b"vaults/portal/meta/";
+    let header_key = [&meta[..], b"header"].concat();
+    write(
+        t,
+        "get-header",
+        &etcd_input(
+            meta,
+            &txn(
+                true,
+                ranges(vec![range(vec![kv(&header_key, &fixed_header(), 5)], false)]),
+            ),
+        ),
+    );
+    write(
+        t,
+        "get-absent",
+        &etcd_input(meta, &txn(true, ranges(vec![range(vec![], false)]))),
+    );
+    let tokens_tree = b"vaults/portal/gen.7/tokens/";
+    let slot = [0xa5u8; 32];
+    let slot_key = [&tokens_tree[..], &slot].concat();
+    let samples = sample_tokens();
+    let records: Vec<Vec<u8>> = samples.iter().map(|t| seal_record(t).expect("seal")).collect();
+    write(
+        t,
+        "get-record",
+        &etcd_input(
+            tokens_tree,
+            &txn(
+                true,
+                ranges(vec![range(vec![kv(&slot_key, &records[1], 9)], false)]),
+            ),
+        ),
+    );
+    // A scan's first page (more to come) and a later page, keys under the tree's prefix.
+    let page: Vec<PbKeyValue> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut key = slot_key.clone();
+            key.push(u8::try_from(i).expect("a few records"));
+            kv(&key, r, 10 + i as i64)
+        })
+        .collect();
+    write(
+        t,
+        "scan-first-page",
+        &etcd_input(tokens_tree, &txn(true, ranges(vec![range(page.clone(), true)]))),
+    );
+    write(
+        t,
+        "scan-later-page",
+        &etcd_input(tokens_tree, &range(page[2..].to_vec(), false)),
+    );
+    let quarantine_tree = b"vaults/portal/quarantine/";
+    // An entry without an id label (a label is sealed under a random nonce: this seed
+    // stays the same from run to run).
+    let entry = encode_quarantine_entry(None, &records[1]);
+    let (len, rest) = entry.split_first().expect("an entry");
+    let (key, value) = rest.split_at(usize::from(*len));
+    write(
+        t,
+        "scan-quarantine-page",
+        &etcd_input(
+            quarantine_tree,
+            &range(vec![kv(&[&quarantine_tree[..], key].concat(), value, 20)], false),
+        ),
+    );
+    // Wrong shapes: a key shorter than the tree's prefix, results that are not ranges, one
+    // without a result, three ranges where one or two were asked, an empty answer.
+    write(
+        t,
+        "page-key-outside-tree",
+        &etcd_input(
+            tokens_tree,
+            &range(
+                vec![kv(b"vaults/portal/", b"v", 3), kv(&slot_key, b"v", 4)],
+                false,
+            ),
+        ),
+    );
+    write(
+        t,
+        "txn-put-and-delete",
+        &etcd_input(
+            none,
+            &txn(
+                true,
+                vec![
+                    Some(PbTxnOpResponse::ResponsePut(PbPutResponse {
+                        header: Some(header(43)),
+                        prev_kv: Some(kv(pointer, b"7", 40)),
+                    })),
+                    Some(PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                        header: Some(header(43)),
+                        deleted: 1,
+                        prev_kvs: vec![kv(freeze, &token, 41)],
+                    })),
+                ],
+            ),
+        ),
+    );
+    write(
+        t,
+        "txn-result-missing",
+        &etcd_input(
+            none,
+            &txn(false, vec![None, ranges(vec![range(vec![], false)]).remove(0)]),
+        ),
+    );
+    write(
+        t,
+        "txn-three-ranges",
+        &etcd_input(
+            none,
+            &txn(
+                false,
+                ranges(vec![
+                    range(vec![kv(pointer, b"2", 40)], false),
+                    range(vec![], false),
+                    range(vec![kv(&slot_key, &records[0], 9)], false),
+                ]),
+            ),
+        ),
+    );
+    write(
+        t,
+        "txn-nested",
+        &etcd_input(
+            none,
+            &txn(
+                true,
+                vec![Some(PbTxnOpResponse::ResponseTxn(probe(
+                    vec![kv(pointer, b"3", 40)],
+                    vec![],
+                )))],
+            ),
+        ),
+    );
+    write(t, "empty", &[0]);
 }

@@ -124,6 +124,13 @@ pub(crate) fn probe_result(resp: &PbTxnResponse) -> Result<(u64, Option<Vec<u8>>
     Ok((live, freeze.kvs.first().map(|kv| kv.value.clone())))
 }
 
+/// Entry points for `crate::fuzzing` (compiled only under `cfg(fuzzing)`): the decoders of
+/// what the cluster answers.
+#[cfg(fuzzing)]
+pub(crate) mod fuzz_hooks {
+    pub(crate) use super::{parse_pointer, probe_result, range_entries, txn_ranges};
+}
+
 /// One generation of the vault: its number and the prefix its trees live under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Generation {

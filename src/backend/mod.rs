@@ -17,6 +17,8 @@ mod etcd_engine;
 mod redb_engine;
 mod sled_engine;
 
+#[cfg(all(fuzzing, feature = "etcd"))]
+pub(crate) use etcd_engine::fuzz_hooks as etcd_fuzz_hooks;
 #[cfg(feature = "etcd")]
 pub(crate) use etcd_engine::{EtcdLocation, EtcdStorage};
 #[cfg(feature = "redb")]
