@@ -93,6 +93,26 @@ pub(crate) fn range_entries(resp: &PbRangeResponse, strip: usize) -> Result<Vec<
         .collect()
 }
 
+/// Checks that a page of a scan asked from `from` holds keys in `[from, end)`, each past
+/// the one before: a cluster that answers otherwise (keys of another tree, or a page that
+/// does not move on) is refused, never read as the tree or looped on.
+///
+/// # Errors
+/// `Corrupted`.
+pub(crate) fn page_within(resp: &PbRangeResponse, from: &[u8], end: &[u8]) -> Result<(), Error> {
+    let mut previous: Option<&[u8]> = None;
+    for kv in &resp.kvs {
+        let key = kv.key.as_slice();
+        if key < from || key >= end || previous.is_some_and(|p| key <= p) {
+            return Err(Error::corrupted(
+                "etcd: a page of keys outside its range or out of order",
+            ));
+        }
+        previous = Some(key);
+    }
+    Ok(())
+}
+
 /// The range responses of a transaction whose every operation is a read (`N` of them), in
 /// order.
 ///
@@ -461,8 +481,14 @@ impl EtcdStorage {
                 self.after_failure(generation.number, &resp)?;
                 continue;
             }
-            let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+            let revision = resp
+                .header
+                .as_ref()
+                .map(|h| h.revision)
+                .filter(|r| *r > 0)
+                .ok_or_else(|| Error::corrupted("etcd: an answer without its revision"))?;
             let [first] = txn_ranges(&resp)?;
+            page_within(first, &start, &end)?;
             let mut page = range_entries(first, strip)?;
             let mut more = first.more;
             let mut last = first.kvs.last().map(|kv| kv.key.clone());
@@ -479,11 +505,14 @@ impl EtcdStorage {
                     .with_range(end.clone())
                     .with_limit(SCAN_PAGE)
                     .with_revision(revision);
+                let asked = from.clone();
                 let resp = self.call(move || {
-                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                    let (mut kv, from, options) = (kv.clone(), asked.clone(), options.clone());
                     async move { kv.get(from, Some(options)).await }
                 })??;
                 let resp = resp.0;
+                // Every key past the last one: a scan always moves on.
+                page_within(&resp, &from, &end)?;
                 page = range_entries(&resp, strip)?;
                 more = resp.more;
                 last = resp.kvs.last().map(|kv| kv.key.clone());
@@ -763,7 +792,11 @@ impl Storage for EtcdStorage {
             let resp = self.send(txn)??;
             if resp.succeeded {
                 let [range] = txn_ranges(&resp)?;
-                return Ok(range.kvs.first().map(|kv| kv.value.clone()));
+                return match range.kvs.first() {
+                    None => Ok(None),
+                    Some(kv) if kv.key == generation.key(tree, key) => Ok(Some(kv.value.clone())),
+                    Some(_) => Err(Error::corrupted("etcd: an answer for another key")),
+                };
             }
             self.after_failure(generation.number, &resp)?;
         }
@@ -899,6 +932,36 @@ mod tests {
         ] {
             assert!(
                 matches!(parse_pointer(bad), Err(Error::Corrupted { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_must_stay_in_its_range_and_move_on() {
+        use etcd_client::proto::PbKeyValue;
+        let page = |keys: &[&[u8]]| PbRangeResponse {
+            kvs: keys
+                .iter()
+                .map(|k| PbKeyValue {
+                    key: k.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let (from, end) = (&b"p/tokens/b"[..], &b"p/tokens0"[..]);
+        assert!(page_within(&page(&[]), from, end).is_ok());
+        assert!(page_within(&page(&[b"p/tokens/b", b"p/tokens/c"]), from, end).is_ok());
+        for bad in [
+            &[&b"p/tokens/a"[..]][..],
+            &[b"p/tokens0"],
+            &[b"p/user/x"],
+            &[b"p/tokens/c", b"p/tokens/c"],
+            &[b"p/tokens/d", b"p/tokens/c"],
+        ] {
+            assert!(
+                matches!(page_within(&page(bad), from, end), Err(Error::Corrupted { .. })),
                 "{bad:?}"
             );
         }

@@ -324,7 +324,6 @@ impl VaultOptions {
             return Err(Error::VaultNotFound);
         };
         let (mut header, mut kek, keys) = self.unlock(&bytes, passphrase)?;
-        let seals = read_seals(&storage, &keys, header.epoch)?;
         if let Some((upgraded, new_kek)) = self.kdf_upgrade(&header, &keys, passphrase)? {
             // Only over the header this open read: another process's change wins.
             let expect = Expect {
@@ -348,8 +347,11 @@ impl VaultOptions {
             header,
             kek,
             keys,
-            seals,
+            0,
         );
+        // The seal counter, read as the header's: another process may rotate the key
+        // epoch between the two reads (the reload reads both again until they match).
+        vault.inner.reload_seals()?;
         vault.inner.check_records_open()?;
         Ok(vault)
     }

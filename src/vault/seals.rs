@@ -18,6 +18,10 @@ pub(super) const SEALS_KEY: &[u8] = b"seals";
 /// the bound and forgoes at most this many seals of the budget.
 pub(super) const SEAL_RESERVE: u64 = 1024;
 
+/// How many times the header and seal counter are read again when they do not match (see
+/// [`Inner::reload_into`]).
+const RELOAD_TRIES: u32 = 8;
+
 /// The seal counter as stored: `epoch(4) || seals(8) || MAC(meta key, "seals", both)`.
 pub(super) fn seals_op(keys: &VaultKeys, epoch: u32, seals: u64) -> Op {
     Op::Put(
@@ -110,28 +114,55 @@ impl Inner {
     /// [`reload_seals`](Inner::reload_seals) for a caller that holds the key-state lock.
     pub(super) fn reload_into(&self, state: &mut KeyState) -> Result<(), Error> {
         let storage = self.storage();
-        // Read before the header: a switch after this is seen by the next check.
-        let generation = storage.generation();
-        if let Some(bytes) = storage.get(TreeName::Meta, HEADER_KEY)? {
-            if bytes != state.header.encode() {
+        // The header and the counter are two reads: another process may move both in
+        // between (a rotation, a re-key). A counter that is not the header's is read again
+        // with the header, a few times, before it counts as damage.
+        let mut last_err = None;
+        for _ in 0..RELOAD_TRIES {
+            // Read before the header: a switch after this is seen by the next check.
+            let generation = storage.generation();
+            let bytes = storage
+                .get(TreeName::Meta, HEADER_KEY)?
+                .ok_or_else(|| Error::corrupted("header: missing"))?;
+            let moved = bytes != state.header.encode();
+            let (header, keys) = if moved {
                 let header = Header::parse(&bytes)?;
                 let data_key = header.unwrap_with(&state.kek)?;
-                let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-                *keys = super::derive_keys(data_key, header.vault_id, header.epoch);
+                let keys = super::derive_keys(data_key, header.vault_id, header.epoch);
+                (header, Some(keys))
+            } else {
+                (state.header.clone(), None)
+            };
+            let stored = {
+                let current = self.keys();
+                read_seals(&*storage, keys.as_ref().unwrap_or(&current), header.epoch)
+            };
+            let stored = match stored {
+                Ok(n) if storage.generation() == generation => n,
+                Ok(_) => continue,
+                Err(e @ Error::Corrupted { .. }) => {
+                    last_err = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(keys) = keys {
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
                 state.header = header;
                 state.seals = 0;
                 state.reserved = 0;
             }
+            if stored > state.reserved {
+                state.seals = stored;
+                state.reserved = stored;
+            }
+            self.keys_generation
+                .store(generation, std::sync::atomic::Ordering::SeqCst);
+            return Ok(());
         }
-        let keys = self.keys();
-        let stored = read_seals(&*storage, &keys, state.header.epoch)?;
-        if stored > state.reserved {
-            state.seals = stored;
-            state.reserved = stored;
-        }
-        self.keys_generation
-            .store(generation, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        Err(last_err.unwrap_or_else(|| Error::Storage {
+            message: "the vault's keys kept changing while they were read".into(),
+        }))
     }
 
     /// Accounts for `seals` made under the current epoch by a batch: the counter on disk
