@@ -85,9 +85,13 @@ pub fn parse_quarantine_entry(key: &[u8], value: &[u8]) -> Option<Option<String>
 
 /// A quarantine entry for `FIXED_SLOT` under the fixed keys, as the first byte (the key's
 /// length), the key and the value (the input format of the `quarantine_entry` target).
+#[allow(
+    clippy::expect_used,
+    reason = "seed building only, with fixed keys and a short id: sealing cannot fail"
+)]
 pub fn encode_quarantine_entry(id: Option<&str>, record: &[u8]) -> Vec<u8> {
     let (key, value) = crate::vault::fuzz_hooks::quarantine_entry(&fixed_keys(), &FIXED_SLOT, id, record)
-        .expect("sealing a label"); // ok: seed building only, with fixed keys and a short id
+        .expect("sealing a label");
     let mut out = vec![u8::try_from(key.len()).unwrap_or(u8::MAX)];
     out.extend_from_slice(&key);
     out.extend_from_slice(&value);
