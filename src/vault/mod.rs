@@ -410,6 +410,13 @@ impl Inner {
             Some((keys, _gate)) => keys,
             None => self.keys.write().unwrap_or_else(|e| e.into_inner()),
         };
+        if outcome.is_err() {
+            // An error may hide a batch that applied (a transaction whose answer was
+            // lost): the next call reads the header again before it reads or writes, so
+            // this handle never goes on under keys that may no longer be the vault's.
+            self.keys_generation
+                .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok((outcome?, keys))
     }
 

@@ -193,12 +193,12 @@ mod races {
     //! value a save read, between its reads and its commit: the commit must not apply; the
     //! save decides again from fresh reads, and gives up, changing nothing, when it keeps
     //! losing.
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use super::super::VaultOptions;
     use crate::backend::{
-        BatchVisitor, Bytes, EntryVisitor, Expect, LocalStorage, Op, Outcome, Storage, TreeName,
+        BatchVisitor, Bytes, Decide, EntryVisitor, Expect, LocalStorage, Op, Outcome, Storage, TreeName,
     };
     use crate::{Error, KdfParams, OAuthToken, TokenStore};
 
@@ -211,9 +211,20 @@ mod races {
         hook: Arc<Mutex<Option<Hook>>>,
         read_hook: Arc<Mutex<Option<(TreeName, Hook)>>>,
         conflicts: Arc<AtomicUsize>,
+        /// An exclusive batch applies, but its caller gets an error (an answer lost).
+        lose_answer: Arc<AtomicBool>,
     }
 
     impl Storage for Rival {
+        fn exclusive(&self, decide: &mut Decide<'_>) -> Result<Outcome, Error> {
+            let outcome = self.inner.exclusive(decide)?;
+            if self.lose_answer.load(Ordering::SeqCst) {
+                return Err(Error::Storage {
+                    message: "the answer was lost".into(),
+                });
+            }
+            Ok(outcome)
+        }
         fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
             let mut read_hook = self.read_hook.lock().unwrap();
             if matches!(&*read_hook, Some((t, _)) if *t == tree) {
@@ -288,6 +299,7 @@ mod races {
         hook: Arc<Mutex<Option<Hook>>>,
         read_hook: Arc<Mutex<Option<(TreeName, Hook)>>>,
         conflicts: Arc<AtomicUsize>,
+        lose_answer: Arc<AtomicBool>,
         /// alice with access token a1, and after her update to a2.
         before: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
         after: Vec<(TreeName, Vec<u8>, Vec<u8>)>,
@@ -310,7 +322,9 @@ mod races {
         let conflicts = Arc::new(AtomicUsize::new(0));
         let raw = Arc::new(Mutex::new(None));
         let read_hook: Arc<Mutex<Option<(TreeName, Hook)>>> = Arc::new(Mutex::new(None));
+        let lose_answer = Arc::new(AtomicBool::new(false));
         let (h, rh, c, r) = (hook.clone(), read_hook.clone(), conflicts.clone(), raw.clone());
+        let lose = lose_answer.clone();
         let vault = options
             .open_with(&path, "p", move |inner: LocalStorage| {
                 *r.lock().unwrap() = Some(inner.clone());
@@ -319,6 +333,7 @@ mod races {
                     hook: h,
                     read_hook: rh,
                     conflicts: c,
+                    lose_answer: lose,
                 }
             })
             .unwrap();
@@ -340,6 +355,7 @@ mod races {
             hook,
             read_hook,
             conflicts,
+            lose_answer,
             before,
             after,
             replaced,
@@ -433,6 +449,26 @@ mod races {
         );
         let report = s.vault.verify().unwrap();
         assert!(report.is_clean(), "{report:?}");
+    }
+
+    #[test]
+    fn a_rekey_whose_answer_was_lost_leaves_the_handle_refusing_never_missing() {
+        let s = setup();
+        let q = OAuthToken::default().with_user_name("alice");
+        assert!(s.vault.find_token(&q).unwrap().is_some());
+        s.lose_answer.store(true, Ordering::SeqCst);
+        // The re-key applies, but this handle is told it failed: its keys may or may not
+        // be the vault's now.
+        assert!(s.vault.rekey("q").is_err());
+        s.lose_answer.store(false, Ordering::SeqCst);
+        // It reads the header again: the new one is not under its passphrase key. Every
+        // call is then an error, never a miss under the old keys.
+        assert!(matches!(s.vault.find_token(&q), Err(Error::WrongPassphrase)));
+        assert!(matches!(s.vault.get_tokens(), Err(Error::WrongPassphrase)));
+        assert!(matches!(
+            s.vault.save_token(&mut alice("a9")),
+            Err(Error::WrongPassphrase)
+        ));
     }
 
     #[test]
