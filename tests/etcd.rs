@@ -443,6 +443,30 @@ fn a_rekey_and_a_repair_of_hundreds_of_tokens_each_write_a_new_generation_and_le
 }
 
 #[test]
+fn a_small_rekey_also_moves_the_generation_so_other_handles_never_miss_or_write_under_old_keys() {
+    let at = fresh_location();
+    let a = options().create_at(&at, PASSPHRASE).unwrap();
+    let b = options().open_at(&at, PASSPHRASE).unwrap();
+    let mut t = stamped(1, 1);
+    a.save_token(&mut t).unwrap();
+    assert_eq!(b.find_token_by_id(t.id().unwrap()).unwrap().as_ref(), Some(&t));
+    // Three tokens' worth of writes would fit one transaction; a re-key still switches.
+    a.rekey("second").unwrap();
+    assert!(key_names(&at)
+        .iter()
+        .all(|k| k == "current" || k.starts_with("gen.1/")));
+    let q = OAuthToken::default().with_user_name(t.user_name().unwrap());
+    assert!(matches!(b.find_token(&q), Err(Error::WrongPassphrase)));
+    assert!(matches!(
+        b.save_token(&mut stamped(2, 1)),
+        Err(Error::WrongPassphrase)
+    ));
+    let c = options().open_at(&at, "second").unwrap();
+    assert_eq!(c.get_tokens().unwrap(), vec![t]);
+    assert!(c.verify().unwrap().is_clean());
+}
+
+#[test]
 fn saves_on_another_handle_during_a_large_rekey_wait_for_it_and_none_is_lost() {
     let at = fresh_location();
     let a = options().create_at(&at, PASSPHRASE).unwrap();

@@ -602,12 +602,13 @@ impl EtcdStorage {
         for (tree, entries) in &trees {
             for (k, v) in entries {
                 let key = next.key(*tree, k);
-                bytes += key.len() + v.len();
-                piece.push(TxnOp::put(key, v.clone(), None));
-                if piece.len() == MAX_TXN_OPS || bytes >= REWRITE_CHUNK_BYTES {
+                let size = key.len() + v.len();
+                if !piece.is_empty() && (piece.len() == MAX_TXN_OPS || bytes + size > REWRITE_CHUNK_BYTES) {
                     send_piece(std::mem::take(&mut piece), &mut renewed)?;
                     bytes = 0;
                 }
+                bytes += size;
+                piece.push(TxnOp::put(key, v.clone(), None));
             }
         }
         if !piece.is_empty() {
@@ -631,7 +632,8 @@ impl EtcdStorage {
             },
         };
         if !switched {
-            let _ = self.send(Txn::new().and_then(next.remove_all()));
+            // What was written of the next generation stays until the next rewrite clears
+            // it: another rewriter may be writing there by now.
             return Err(lost_freeze());
         }
         self.follow(number);
@@ -657,7 +659,29 @@ impl EtcdStorage {
             return Ok(Outcome::Conflict);
         }
         let (expects, ops) = decide()?;
-        if ops.len() < MAX_TXN_OPS && expects.len() + 2 <= MAX_TXN_OPS {
+        let bytes: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(_, k, v) => k.len() + v.len(),
+                Op::Remove(_, k) => k.len(),
+                Op::Clear(_) => 0,
+            })
+            .sum::<usize>()
+            + expects
+                .iter()
+                .map(|e| e.key.len() + e.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        // A batch that replaces the header (a re-key: new data key) always makes a new
+        // generation, so that every other handle sees the switch and reads the header again
+        // before it reads or writes under its old keys.
+        let rekeys = ops.iter().any(
+            |op| matches!(op, Op::Put(TreeName::Meta, k, _) if k.as_slice() == crate::vault::HEADER_KEY),
+        );
+        if !rekeys
+            && ops.len() < MAX_TXN_OPS
+            && expects.len() + 2 <= MAX_TXN_OPS
+            && bytes <= REWRITE_CHUNK_BYTES
+        {
             // Small enough for one transaction: applied in place, the freeze ended with it.
             let mut compares = vec![self.is_live(generation.number), self.frozen_by(&token)];
             compares.extend(self.expect_compares(&generation, &expects));

@@ -49,7 +49,7 @@ use generations::Generation;
 use records::View;
 
 /// The key of the header in the `meta` tree.
-pub(super) const HEADER_KEY: &[u8] = b"header";
+pub(crate) const HEADER_KEY: &[u8] = b"header";
 /// `get_tokens` reads records this many at a time (bounding what it holds beyond its
 /// result) ...
 pub(super) const OPEN_BATCH: usize = 8192;
@@ -352,12 +352,15 @@ impl Inner {
     /// handle then reads the header again before it reads or writes anything. Until that
     /// succeeds (a re-key under another passphrase: `WrongPassphrase`), nothing is read or
     /// written under the old keys.
-    fn keys_current(&self) -> Result<(), Error> {
+    /// Returns the generation the keys are for: a view begun now reads and writes in that
+    /// one (a switch another thread follows meanwhile then shows as a moved generation,
+    /// never as reads under keys of the generation before).
+    fn keys_current(&self) -> Result<u64, Error> {
         use std::sync::atomic::Ordering;
         if self.storage().generation() != self.keys_generation.load(Ordering::SeqCst) {
             self.reload_seals()?;
         }
-        Ok(())
+        Ok(self.keys_generation.load(Ordering::SeqCst))
     }
 
     /// [`keys_current`](Inner::keys_current) for a caller that holds the key-state lock.
@@ -375,8 +378,8 @@ impl Inner {
     /// with another passphrase is then `WrongPassphrase`, never a miss).
     fn reading<T>(&self, mut read: impl FnMut(&View<'_>) -> Result<T, Error>) -> Result<T, Error> {
         for _ in 0..WRITE_ATTEMPTS {
-            self.keys_current()?;
-            let view = View::reading(self);
+            let generation = self.keys_current()?;
+            let view = View::reading_at(self, generation);
             let result = read(&view);
             if self.storage().generation() == view.generation() {
                 return result;
@@ -426,8 +429,8 @@ impl Inner {
     /// [`WRITE_ATTEMPTS`] times, with a short randomised pause between attempts.
     fn write<T>(&self, mut attempt: impl FnMut(&View<'_>) -> Result<T, Error>) -> Result<T, Error> {
         for n in 0..WRITE_ATTEMPTS {
-            self.keys_current()?;
-            let view = View::writing(self);
+            let generation = self.keys_current()?;
+            let view = View::writing_at(self, generation);
             match attempt(&view) {
                 Err(_) if view.conflicted() => {
                     self.reload_seals()?;

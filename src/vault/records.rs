@@ -222,13 +222,22 @@ impl<'a> View<'a> {
         }
     }
 
-    /// A read-decide-write's view.
-    pub(super) fn writing(inner: &'a Inner) -> Self {
+    /// A lookup's view, of the generation the caller's keys are for.
+    pub(super) fn reading_at(inner: &'a Inner, generation: u64) -> Self {
+        View {
+            generation,
+            ..Self::reading(inner)
+        }
+    }
+
+    /// A read-decide-write's view, of the generation the caller's keys are for: its commit
+    /// applies only there.
+    pub(super) fn writing_at(inner: &'a Inner, generation: u64) -> Self {
         View {
             inner,
             reads: Some(RefCell::new(Vec::new())),
             conflicted: Cell::new(false),
-            generation: inner.storage().generation(),
+            generation,
         }
     }
 
