@@ -16,6 +16,7 @@
 )]
 #[macro_use]
 mod common {
+    pub(crate) mod etcd;
     #[macro_use]
     pub(crate) mod conformance;
     pub(crate) mod fresh_id;
@@ -29,34 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::etcd::{endpoints, fresh_location};
 use common::stamped::{assert_untorn, stamped};
 use common::vaults::{options, PASSPHRASE};
 use proptest::prelude::*;
 use tokenvault::{Engine, Error, OAuthToken, TokenStore, Vault};
-
-/// The cluster's client endpoints, from `TOKENVAULT_ETCD_ENDPOINTS`.
-fn endpoints() -> String {
-    std::env::var("TOKENVAULT_ETCD_ENDPOINTS").unwrap_or_else(|_| {
-        panic!(
-            "TOKENVAULT_ETCD_ENDPOINTS is not set: run scripts/test.sh, which starts an etcd \
-             cluster for these tests (or scripts/etcd-cluster.sh run DIR -- cargo test --features etcd)"
-        )
-    })
-}
-
-/// A location no other test uses.
-fn fresh_location() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).unwrap();
-    format!(
-        "etcd://{}/tokenvault-test/{}-{}-{:x}",
-        endpoints(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst),
-        u64::from_le_bytes(r)
-    )
-}
 
 /// A new, empty vault on the cluster; no guard (the cluster is the test run's).
 fn fresh_etcd_vault() -> (Vault, ()) {

@@ -19,6 +19,7 @@
     reason = "test code: a panic is how a check fails"
 )]
 mod common {
+    pub(crate) mod etcd;
     pub(crate) mod stamped;
     pub(crate) mod vaults;
 }
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::etcd::fresh_location;
 use common::stamped::{assert_untorn, stamped};
 use common::vaults::{options, PASSPHRASE};
 use tokenvault::{Engine, OAuthToken, Saved, TokenStore, VaultOptions};
@@ -59,28 +61,6 @@ const WORKER: &str = "worker_of_two_processes";
 const WORKER_ENV: &str = "TOKENVAULT_TEST_PROCS_WORKER";
 const LOCATION_ENV: &str = "TOKENVAULT_TEST_PROCS_LOCATION";
 const BARRIER_ENV: &str = "TOKENVAULT_TEST_PROCS_BARRIER";
-
-/// The cluster's client endpoints, from `TOKENVAULT_ETCD_ENDPOINTS`.
-fn endpoints() -> String {
-    std::env::var("TOKENVAULT_ETCD_ENDPOINTS").unwrap_or_else(|_| {
-        panic!(
-            "TOKENVAULT_ETCD_ENDPOINTS is not set: run scripts/test.sh, which starts an etcd \
-             cluster for these tests (or scripts/etcd-cluster.sh run DIR -- cargo test --features etcd)"
-        )
-    })
-}
-
-/// A location no other test uses.
-fn fresh_location() -> String {
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).unwrap();
-    format!(
-        "etcd://{}/tokenvault-test/procs-{}-{:x}",
-        endpoints(),
-        std::process::id(),
-        u64::from_le_bytes(r)
-    )
-}
 
 /// The options both the parent and the workers use. A small seal budget: the workers also
 /// race to rotate the key epoch.
