@@ -6,7 +6,7 @@
 //! ours, and is zeroized before it is freed.
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 
@@ -148,6 +148,24 @@ impl PassphraseKey {
     }
 }
 
+/// Argon2's memory is reserved at least this large (in 1 KiB blocks: 33 MiB), though only
+/// the blocks the parameters use are written (and so resident). The C library's allocator
+/// (glibc's) gives a block this large its own mapping and returns it to the system when it
+/// is freed; a block under 32 MiB, once freed, raises its threshold for mapping, and the
+/// next runs of a process (the floor's 19 MiB at each open) would stay in its heap, held
+/// after the run.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
+/// Argon2's memory: the blocks in use (all that ever held anything) are zeroized when it is
+/// dropped; the capacity beyond them was never written.
+struct Memory(Vec<Block>);
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(Zeroize::zeroize);
+    }
+}
+
 /// Runs Argon2id (version 0x13) over the passphrase.
 ///
 /// # Errors
@@ -169,18 +187,21 @@ pub(crate) fn derive_passphrase_key(
         })?;
     // Argon2's own buffer is freed as it is; ours is zeroized first.
     let blocks = argon_params.block_count();
-    let mut memory: Zeroizing<Vec<Block>> = Zeroizing::new(Vec::new());
-    memory.try_reserve_exact(blocks).map_err(|_| {
-        Error::Io(std::io::Error::new(
-            std::io::ErrorKind::OutOfMemory,
-            format!("Argon2 needs {} MiB, which could not be allocated", blocks / 1024),
-        ))
-    })?;
-    memory.resize(blocks, Block::default());
+    let mut memory = Memory(Vec::new());
+    memory
+        .0
+        .try_reserve_exact(blocks.max(RESERVED_BLOCKS))
+        .map_err(|_| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("Argon2 needs {} MiB, which could not be allocated", blocks / 1024),
+            ))
+        })?;
+    memory.0.resize(blocks, Block::default());
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.0.as_mut_slice())
         .map_err(|e| Error::InvalidKdfParams {
             reason: e.to_string(),
         })?;
