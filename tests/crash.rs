@@ -316,3 +316,75 @@ fn crash_rounds(keys_only: bool) {
     eprintln!("{acked_total} acknowledged operations over {rounds} rounds");
     assert!(acked_total > rounds, "the child must make progress between kills");
 }
+
+/// The child of [`a_killed_buffered_redb_vault_keeps_all_but_its_last_commits`]: saves
+/// [`BUFFERED_SAVES`] tokens as fast as it can into a buffered redb vault, then aborts (no
+/// destructor runs: nothing is flushed at close).
+#[cfg(feature = "redb")]
+#[test]
+#[ignore = "run as a child process by another test"]
+fn buffered_child_saves_then_aborts() {
+    let Ok(path) = std::env::var(BUFFERED_CHILD_ENV) else {
+        return;
+    };
+    let vault = common::vaults::on(Engine::Redb, || {
+        options().durable(false).open(&path, "p").unwrap()
+    });
+    for n in 0..BUFFERED_SAVES {
+        vault
+            .save_token(
+                &mut OAuthToken::default()
+                    .with_id(format!("id-{n}"))
+                    .with_user_name(format!("u{n}"))
+                    .with_access_token(format!("a{n}")),
+            )
+            .unwrap();
+    }
+    std::process::abort();
+}
+
+#[cfg(feature = "redb")]
+const BUFFERED_CHILD_ENV: &str = "TOKENVAULT_TEST_BUFFERED_CHILD";
+#[cfg(feature = "redb")]
+const BUFFERED_SAVES: usize = 1100;
+
+/// A buffered redb vault makes every 512th commit durable, besides its flush every 500 ms:
+/// a process killed right after 1,100 quick saves (well within 500 ms) keeps at least the
+/// first 1,024, and what it keeps is a prefix of what it saved.
+#[cfg(all(feature = "redb", unix))]
+#[test]
+fn a_killed_buffered_redb_vault_keeps_all_but_its_last_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    common::vaults::on(Engine::Redb, || drop(options().create(&path, "p").unwrap()));
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "buffered_child_saves_then_aborts",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(BUFFERED_CHILD_ENV, &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    // Aborted (SIGABRT) after its saves; a panic would exit with 101.
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "the child saves, then aborts: {status:?}"
+    );
+    let v = options().open(&path, "p").unwrap();
+    let kept = v.get_tokens().unwrap().len();
+    assert!(
+        (1024..=BUFFERED_SAVES).contains(&kept),
+        "{kept} of {BUFFERED_SAVES} kept"
+    );
+    for n in 0..kept {
+        assert!(
+            v.find_token_by_id(&format!("id-{n}")).unwrap().is_some(),
+            "id-{n} of {kept}"
+        );
+    }
+}

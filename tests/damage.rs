@@ -425,11 +425,17 @@ mod redb_file {
             let file = raw_edit::db_files(&path).remove(0);
             // The page holding the last record: its entry count (bytes 2 and 3, little
             // endian) raised by 0x8000 puts every entry's offset past the page's end.
+            // Every page that holds it: pages an earlier commit freed may hold a copy.
             let record = raw_edit::edit(&path, |db| db.entries("tokens").pop().unwrap().1);
-            let at = memchr::memmem::find_iter(&original, &record).last().unwrap();
-            let page = at / PAGE;
+            let mut pages: Vec<usize> = memchr::memmem::find_iter(&original, &record)
+                .map(|at| at / PAGE)
+                .collect();
+            pages.dedup();
+            assert!(!pages.is_empty());
             let mut bytes = original.clone();
-            bytes[page * PAGE + 3] ^= 0x80;
+            for page in pages {
+                bytes[page * PAGE + 3] ^= 0x80;
+            }
             std::fs::write(&file, &bytes).unwrap();
             let outcome = options().open(&path, "p");
             let v = match outcome {

@@ -5,13 +5,14 @@
 //! old one is removed only after; an error leaves the old generation live and complete.
 
 use std::fs;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::fs::{create_private_dir, restrict_files};
 use super::generations::{self, Generation};
-use super::{lock, Inner, Vault};
-use crate::backend::{Engine, Entry, LocalStorage, Op, Storage, TreeName};
+use super::{lock, Inner, Vault, HEADER_KEY};
+use crate::backend::{Engine, Entry, LocalStorage, Op, Outcome, Storage, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
 use crate::Error;
 
@@ -36,6 +37,97 @@ pub(super) struct CompactionState {
     /// Whether a change that must end in a compaction (a new passphrase, a re-key, a KDF
     /// upgrade) was written but not yet compacted: the next open compacts.
     pub(super) pending: bool,
+}
+
+/// What a handle wrote since it opened the live generation (or compacted it), so that
+/// closing it can tell growth of live data from dead data (see [`Inner::settle_growth`]).
+pub(super) struct Growth {
+    /// The size of the storage files at open or at the last compaction; `None` on shared
+    /// storage (etcd), which has no files of ours and never compacts.
+    since: Mutex<Option<u64>>,
+    /// Records added (a new id: its sealed id is put in `ids`).
+    added: AtomicU64,
+    /// Records written over a stored one (the one replaced is dead data).
+    rewritten: AtomicU64,
+    /// Records removed (dead data).
+    removed: AtomicU64,
+    /// Whether a batch changed what these counts do not describe: the header (a new
+    /// passphrase or key), a cleared tree, a re-key or repair, a batch whose outcome is
+    /// unknown. Then none of the growth is taken for live data.
+    uncounted: AtomicBool,
+}
+
+impl Growth {
+    pub(super) fn new(since: Option<u64>) -> Self {
+        Growth {
+            since: Mutex::new(since),
+            added: AtomicU64::new(0),
+            rewritten: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+            uncounted: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a batch that applied. A new record is the only write that puts into `ids`;
+    /// any other put into `tokens` rewrites a stored record.
+    pub(super) fn applied(&self, ops: &[Op]) {
+        let (mut ids, mut records, mut removed) = (0u64, 0u64, 0u64);
+        for op in ops {
+            match op {
+                Op::Put(TreeName::Ids, ..) => ids += 1,
+                Op::Put(TreeName::Tokens, ..) => records += 1,
+                Op::Put(TreeName::Meta, key, _) if key.as_slice() == HEADER_KEY => self.uncounted(),
+                Op::Remove(TreeName::Tokens, _) => removed += 1,
+                Op::Clear(_) => self.uncounted(),
+                _ => {}
+            }
+        }
+        self.added.fetch_add(ids, Ordering::SeqCst);
+        self.rewritten
+            .fetch_add(records.saturating_sub(ids), Ordering::SeqCst);
+        self.removed.fetch_add(removed, Ordering::SeqCst);
+    }
+
+    /// Counts a batch by its outcome: applied, it is counted; an error may hide one that
+    /// applied, so it is not counted at all.
+    pub(super) fn counted(&self, outcome: &Result<Outcome, Error>, ops: &[Op]) {
+        match outcome {
+            Ok(Outcome::Applied) => self.applied(ops),
+            Ok(Outcome::Conflict) => {}
+            Err(_) => self.uncounted(),
+        }
+    }
+
+    /// Notes a change the counts cannot describe.
+    pub(super) fn uncounted(&self) {
+        self.uncounted.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts over from a compaction that left the files at `size`.
+    fn restart(&self, size: u64) {
+        *lock(&self.since) = Some(size);
+        for count in [&self.added, &self.rewritten, &self.removed] {
+            count.store(0, Ordering::SeqCst);
+        }
+        self.uncounted.store(false, Ordering::SeqCst);
+    }
+
+    /// The part of `grown` bytes of growth taken for live data: records added and still
+    /// there, out of every record written (each write grows the files about alike; a
+    /// removal writes nothing but leaves a record dead).
+    fn live_part(&self, grown: u64) -> u64 {
+        if self.uncounted.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let added = self.added.load(Ordering::SeqCst);
+        let live = added.saturating_sub(self.removed.load(Ordering::SeqCst));
+        let written = added.saturating_add(self.rewritten.load(Ordering::SeqCst));
+        if written == 0 {
+            return 0;
+        }
+        let part = u128::from(grown) * u128::from(live) / u128::from(written);
+        u64::try_from(part).unwrap_or(grown).min(grown)
+    }
 }
 
 /// The compaction state as stored: `baseline(8) || pending(1) || MAC(meta key,
@@ -83,7 +175,9 @@ impl Vault {
     /// vault opens with every token, and a leftover generation is removed at the next open.
     ///
     /// The vault also compacts by itself at open when its files have grown to more than
-    /// twice (and at least 4 MiB more than) their size after the last compaction, and
+    /// twice (and at least 4 MiB more than) their size after the last compaction, not
+    /// counting growth that is live data (a handle raises that size when it closes by its
+    /// growth times the tokens it added and kept over every token it wrote), and
     /// whenever a passphrase change, re-key or KDF upgrade was written. The cost is one
     /// read and one write of every live value (see `docs/performance.md`); lookups keep
     /// working meanwhile, writes wait.
@@ -156,8 +250,10 @@ impl Inner {
         generations::sync_tree(&new_dir)?;
         generations::switch(&self.dir, n)?;
         // The new generation is live: swap it in, then let the old one go.
+        let baseline = fresh.size_on_disk()?;
         *self.storage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         *lock(&self.generation) = next;
+        self.growth.restart(baseline);
         if let Some(vault_lock) = &self._lock {
             vault_lock.watch(&new_dir);
         }
@@ -172,5 +268,39 @@ impl Inner {
             generations::remove_stale(&self.dir, next)?;
         }
         Ok(())
+    }
+}
+
+impl Inner {
+    /// At close: the growth of the files while this handle had them open, in the part
+    /// that is live data (see [`Growth::live_part`]), is added to the compaction baseline,
+    /// so the next open does not take a vault that was filled for one full of dead data.
+    /// A re-key, passphrase change or repair, or a close that never comes (a crash), leaves
+    /// the baseline where it was, and the next open judges all the growth as possibly dead.
+    pub(super) fn settle_growth(&self) -> Result<(), Error> {
+        let Some(since) = *lock(&self.growth.since) else {
+            return Ok(());
+        };
+        if self.growth.live_part(u64::MAX) == 0 {
+            return Ok(());
+        }
+        let storage = self.storage();
+        // The smaller of the sizes before and after the flush: redb's flush may extend its
+        // file for an instant (it gives the space back at close), sled's may write more.
+        let unflushed = storage.size_on_disk()?;
+        storage.flush()?;
+        let size = unflushed.min(storage.size_on_disk()?);
+        let grown = self.growth.live_part(size.saturating_sub(since));
+        if grown == 0 {
+            return Ok(());
+        }
+        let keys = self.keys();
+        let Some(state) = read_compaction(&*storage, &keys)? else {
+            return Ok(());
+        };
+        if state.pending {
+            return Ok(());
+        }
+        storage.apply(&[compaction_op(&keys, state.baseline.saturating_add(grown), false)])
     }
 }

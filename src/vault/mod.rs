@@ -156,6 +156,8 @@ struct Inner {
     options: VaultOptions,
     /// The directory (for an etcd vault, its location).
     dir: PathBuf,
+    /// What this handle wrote, for the compaction baseline at close.
+    growth: compaction::Growth,
     /// The directory's lock; none for a vault that many processes share (etcd).
     _lock: Option<VaultLock>,
 }
@@ -173,6 +175,7 @@ struct KeyState {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Errors cannot be reported from drop; an explicit `flush` reports them.
+        let _ = self.settle_growth();
         let _ = self.storage().flush();
     }
 }
@@ -220,8 +223,14 @@ impl Vault {
         keys: VaultKeys,
         seals: u64,
     ) -> Vault {
+        // Shared storage has no files of ours to measure (and never compacts).
+        let since = match engine {
+            Engine::Etcd => None,
+            _ => storage.size_on_disk().ok(),
+        };
         Vault {
             inner: Arc::new(Inner {
+                growth: compaction::Growth::new(since),
                 storage: RwLock::new(Arc::new(storage)),
                 generation: Mutex::new(generation),
                 engine,
@@ -338,13 +347,17 @@ impl Inner {
     /// between its reads.
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
-        self.storage().apply_if(expects, ops)
+        let outcome = self.storage().apply_if(expects, ops);
+        self.growth.counted(&outcome, ops);
+        outcome
     }
 
     /// [`apply_if`](Inner::apply_if), only while the storage is at `generation`.
     fn apply_if_at(&self, generation: u64, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         let _gate = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
-        self.storage().apply_if_at(generation, expects, ops)
+        let outcome = self.storage().apply_if_at(generation, expects, ops);
+        self.growth.counted(&outcome, ops);
+        outcome
     }
 
     /// Makes sure the keys are those of the storage's generation: on shared storage
@@ -399,6 +412,8 @@ impl Inner {
         decide: &mut crate::backend::Decide<'_>,
     ) -> Result<(Outcome, RwLockWriteGuard<'_, VaultKeys>), Error> {
         let mut held: Option<(RwLockWriteGuard<'_, VaultKeys>, RwLockWriteGuard<'_, ()>)> = None;
+        // A re-key or repair rewrites and removes stored data.
+        self.growth.uncounted();
         let storage = self.storage();
         let outcome = storage.exclusive(&mut || {
             let decided = decide()?;

@@ -145,8 +145,8 @@ impl VaultOptions {
 
     /// `true` (the default): every save and delete is flushed to disk before it returns.
     /// `false`: writes are buffered and flushed in the background about every 500 ms and
-    /// on [`Vault::flush`] and drop; a crash or power loss may lose the last writes (never
-    /// tear one).
+    /// on [`Vault::flush`] and drop (on redb also at every 512th write); a crash or power
+    /// loss may lose the last writes (never tear one).
     #[must_use]
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
@@ -180,7 +180,10 @@ impl VaultOptions {
 
     /// `true` (the default): `open` compacts the vault when its files have grown to more
     /// than twice (and at least 4 MiB more than) their size right after the last
-    /// compaction, so dead data never outweighs live data for long. `false`: only
+    /// compaction, so dead data never outweighs live data for long. Growth that is live
+    /// data does not count: a handle adds to that size, when it closes, its growth times
+    /// the tokens it added and kept over every token it wrote, so a vault just filled is
+    /// not rewritten at its next open (`docs/format.md` has the rule). `false`: only
     /// [`Vault::compact`] does, for callers that schedule it themselves.
     ///
     /// Either way, `open` compacts a vault in the layout from before compaction existed,
