@@ -52,6 +52,8 @@ fi
 if [ "$sanitizer" = address ]; then
     # The stable toolchain accepts -Zsanitizer only when told it may use unstable flags.
     export RUSTC_BOOTSTRAP=1
+    # LeakSanitizer's check at exit reports sled's detached I/O threads (see lsan.supp).
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp}
 fi
 echo "== fuzz: ${targets[*]}; ${secs}s each; sanitizer: $sanitizer; work dir: $work"
 for t in "${targets[@]}"; do
