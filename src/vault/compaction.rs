@@ -281,6 +281,8 @@ impl Inner {
         let Some(since) = *lock(&self.growth.since) else {
             return Ok(());
         };
+        // Nothing of any growth would count as live (no token added and kept, or an
+        // uncounted change): leave the files alone, without even a flush.
         if self.growth.live_part(u64::MAX) == 0 {
             return Ok(());
         }
