@@ -47,9 +47,9 @@ const POINTER: &str = "current";
 /// The key (under the prefix) that exists while a process rewrites the vault.
 const FREEZE: &str = "frozen";
 /// The lease a freeze is attached to: a rewriter that dies stops holding the vault after
-/// this long; a live one renews it every [`LEASE_RENEW`].
+/// this long; a live one renews it every third of it, from the grant to the revoke (see
+/// [`KeepAlive`]).
 const FREEZE_TTL_SECS: i64 = 10;
-const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// What one transaction of a rewrite carries at most, in bytes of keys and values (etcd
 /// takes 1.5 MiB per request by default).
 const REWRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -297,6 +297,25 @@ pub(crate) struct EtcdStorage {
     /// The generation this handle reads and writes.
     current: RwLock<Generation>,
     timeout: Duration,
+    /// The time to live of a freeze's lease, in seconds ([`FREEZE_TTL_SECS`]; tests
+    /// shorten it).
+    freeze_ttl: i64,
+}
+
+/// The task that renews a freeze's lease every third of its time to live while it runs;
+/// dropping it stops the renewals. It starts right after the grant and stops just before
+/// the revoke, so the freeze holds while the vault reads and decides as much as while the
+/// pieces of a rewrite are written. A renewal that fails (the cluster is unreachable, or
+/// changes leader) is tried again until the task stops: if the lease runs out meanwhile,
+/// the freeze ends and the rewrite's switch refuses to apply ("lost its hold").
+struct KeepAlive(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for EtcdStorage {
@@ -338,6 +357,7 @@ impl EtcdStorage {
             current: RwLock::new(Generation::new(&prefix, 0)),
             prefix,
             timeout,
+            freeze_ttl: FREEZE_TTL_SECS,
         };
         let (live, _) = storage.probe()?;
         storage.follow(live);
@@ -539,31 +559,40 @@ impl EtcdStorage {
         Ok(trees)
     }
 
-    /// Renews the freeze's lease.
-    fn renew(&self, lease: i64) -> Result<(), Error> {
+    /// Starts renewing `lease` every third of the freeze's time to live (see [`KeepAlive`]).
+    fn keep_alive(&self, lease: i64) -> KeepAlive {
+        let Some(runtime) = &self.runtime else {
+            return KeepAlive(None);
+        };
+        let every = Duration::from_millis(u64::try_from(self.freeze_ttl).unwrap_or(1).max(1) * 1000 / 3);
         let client = self.lease.clone();
-        self.call(move || {
-            let mut client = client.clone();
-            async move {
-                let (mut keeper, mut stream) = client.keep_alive(lease).await?;
-                keeper.keep_alive().await?;
-                stream.message().await?;
-                Ok(())
+        KeepAlive(Some(runtime.spawn(async move {
+            loop {
+                let mut client = client.clone();
+                if let Ok((mut keeper, mut stream)) = client.keep_alive(lease).await {
+                    loop {
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match stream.message().await {
+                            Ok(Some(answer)) if answer.ttl() > 0 => {}
+                            // The lease is gone (revoked, or it ran out): nothing to keep.
+                            Ok(Some(_)) => return,
+                            _ => break,
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
-        })?
+        })))
     }
 
-    /// The rewrite of [`exclusive`](Storage::exclusive) once the freeze (`token`, on
-    /// `lease`) holds `generation`: the batch applied to a copy of it written as the next
-    /// generation, a piece at a time, then one transaction that points at the new one and
-    /// removes the old one and the freeze.
-    fn rewrite(
-        &self,
-        generation: &Generation,
-        lease: i64,
-        token: &[u8],
-        ops: &[Op],
-    ) -> Result<Outcome, Error> {
+    /// The rewrite of [`exclusive`](Storage::exclusive) once the freeze (`token`) holds
+    /// `generation`: the batch applied to a copy of it written as the next generation, a
+    /// piece at a time, then one transaction that points at the new one and removes the old
+    /// one and the freeze.
+    fn rewrite(&self, generation: &Generation, token: &[u8], ops: &[Op]) -> Result<Outcome, Error> {
         let mut trees = self.read_all(generation)?;
         for op in ops {
             let entries = trees.entry(op.tree()).or_default();
@@ -583,12 +612,7 @@ impl EtcdStorage {
             .ok_or_else(|| Error::internal("etcd: generations exhausted"))?;
         let next = Generation::new(&self.prefix, number);
         // What a rewriter that died before its switch left of the next generation.
-        let mut renewed = Instant::now();
-        let send_piece = |piece: Vec<TxnOp>, renewed: &mut Instant| -> Result<(), Error> {
-            if renewed.elapsed() >= LEASE_RENEW {
-                self.renew(lease)?;
-                *renewed = Instant::now();
-            }
+        let send_piece = |piece: Vec<TxnOp>| -> Result<(), Error> {
             let resp = self.send(Txn::new().when([self.frozen_by(token)]).and_then(piece))??;
             if resp.succeeded {
                 Ok(())
@@ -596,7 +620,7 @@ impl EtcdStorage {
                 Err(lost_freeze())
             }
         };
-        send_piece(next.remove_all(), &mut renewed)?;
+        send_piece(next.remove_all())?;
         // The copy, a piece at a time (bounded in operations and bytes).
         let (mut piece, mut bytes) = (Vec::new(), 0usize);
         for (tree, entries) in &trees {
@@ -604,7 +628,7 @@ impl EtcdStorage {
                 let key = next.key(*tree, k);
                 let size = key.len() + v.len();
                 if !piece.is_empty() && (piece.len() == MAX_TXN_OPS || bytes + size > REWRITE_CHUNK_BYTES) {
-                    send_piece(std::mem::take(&mut piece), &mut renewed)?;
+                    send_piece(std::mem::take(&mut piece))?;
                     bytes = 0;
                 }
                 bytes += size;
@@ -612,7 +636,7 @@ impl EtcdStorage {
             }
         }
         if !piece.is_empty() {
-            send_piece(piece, &mut renewed)?;
+            send_piece(piece)?;
         }
         let mut switch = vec![
             TxnOp::put(self.pointer_key(), number.to_string(), None),
@@ -707,7 +731,7 @@ impl EtcdStorage {
                 return Ok(Outcome::Conflict);
             }
         }
-        self.rewrite(&generation, lease, &token, &ops)
+        self.rewrite(&generation, &token, &ops)
     }
 
     fn expect_compares(&self, generation: &Generation, expects: &[Expect]) -> Vec<Compare> {
@@ -904,13 +928,16 @@ impl Storage for EtcdStorage {
     /// readers go on reading the frozen generation until the switch, then follow it.
     fn exclusive(&self, decide: &mut Decide<'_>) -> Result<Outcome, Error> {
         let client = self.lease.clone();
+        let ttl = self.freeze_ttl;
         let lease = self
             .call(move || {
                 let mut client = client.clone();
-                async move { client.grant(FREEZE_TTL_SECS, None).await }
+                async move { client.grant(ttl, None).await }
             })??
             .id();
+        let keep_alive = self.keep_alive(lease);
         let result = self.exclusive_on(lease, decide);
+        drop(keep_alive);
         // Revoking the lease removes the freeze if it is still there.
         let client = self.lease.clone();
         let _ = self.call(move || {
@@ -935,6 +962,53 @@ impl Storage for EtcdStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A freeze holds for as long as the vault reads and decides, not only while a
+    /// rewrite's pieces are written: a `rekey` or `repair` of a large vault decides for
+    /// longer than the lease lives. Here the lease lives 2 s and each decision takes 5 s,
+    /// for a batch applied in place and for one large enough to be a rewrite.
+    #[test]
+    fn a_freeze_outlives_its_lease_while_the_vault_decides() {
+        let endpoints = std::env::var("TOKENVAULT_ETCD_ENDPOINTS").expect(
+            "TOKENVAULT_ETCD_ENDPOINTS is not set: run scripts/test.sh, which starts an etcd cluster",
+        );
+        let mut nonce = [0u8; 8];
+        crate::crypto::random_bytes(&mut nonce).unwrap();
+        let location = format!(
+            "etcd://{endpoints}/tokenvault-test/freeze-{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let mut storage =
+            EtcdStorage::connect(&EtcdLocation::parse(&location).unwrap(), Duration::from_secs(5)).unwrap();
+        storage.freeze_ttl = 2;
+        for (case, puts) in [("in place", 3usize), ("a rewrite", MAX_TXN_OPS + 10)] {
+            let ops = || -> Vec<Op> {
+                (0..puts)
+                    .map(|i| Op::Put(TreeName::Tokens, format!("{case} {i}").into_bytes(), vec![1; 40]))
+                    .collect()
+            };
+            let outcome = storage.exclusive(&mut || {
+                std::thread::sleep(Duration::from_secs(5));
+                Ok((Vec::new(), ops()))
+            });
+            assert!(matches!(outcome, Ok(Outcome::Applied)), "{case}: {outcome:?}");
+            for i in [0, puts - 1] {
+                let key = format!("{case} {i}").into_bytes();
+                assert_eq!(
+                    storage.get(TreeName::Tokens, &key).unwrap(),
+                    Some(vec![1; 40]),
+                    "{case}"
+                );
+            }
+        }
+        // The freeze ended with each batch: a plain write goes through at once.
+        let put = [Op::Put(TreeName::Tokens, b"after".to_vec(), vec![2])];
+        assert!(matches!(storage.apply_if(&[], &put), Ok(Outcome::Applied)));
+        assert!(matches!(
+            storage.apply_if(&[], &[Op::Clear(TreeName::Tokens)]),
+            Ok(Outcome::Applied)
+        ));
+    }
 
     #[test]
     fn the_pointer_parses_only_as_written() {
