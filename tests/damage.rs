@@ -481,3 +481,278 @@ mod redb_file {
         });
     }
 }
+
+/// sled's own files, forged: a message of the log changed and its CRC32 recomputed, as
+/// anyone who can write the file can do (a CRC is no protection against an editor). sled
+/// then parses the changed bytes as a node or a fragment of one; every such vault must
+/// give errors, never a panic and never wrong data.
+mod sled_file {
+    use super::*;
+    use tokenvault::Engine;
+
+    /// sled's variable-length integer at `at`: its value and length.
+    fn varint(b: &[u8], at: usize) -> Option<(u64, usize)> {
+        let first = *b.get(at)?;
+        Some(match first {
+            0..=240 => (u64::from(first), 1),
+            241..=248 => (
+                240 + 256 * (u64::from(first) - 241) + u64::from(*b.get(at + 1)?),
+                2,
+            ),
+            249 => (
+                2288 + 256 * u64::from(*b.get(at + 1)?) + u64::from(*b.get(at + 2)?),
+                3,
+            ),
+            _ => {
+                let n = usize::from(first) - 247;
+                let mut le = [0u8; 8];
+                le[..n].copy_from_slice(b.get(at + 1..at + 1 + n)?);
+                (u64::from_le_bytes(le), n + 1)
+            }
+        })
+    }
+
+    /// A message of sled's log: where its header starts, where its body starts and ends.
+    struct Message {
+        header: usize,
+        body: usize,
+        end: usize,
+    }
+
+    /// The message whose header starts at `header`, if a message with a body and the
+    /// right CRC starts there.
+    fn message_at(b: &[u8], header: usize) -> Option<Message> {
+        let mut i = header + 5;
+        let (len, n) = varint(b, i)?;
+        i += n;
+        i += varint(b, i)?.1;
+        i += varint(b, i)?.1;
+        let m = Message {
+            header,
+            body: i,
+            end: i.checked_add(usize::try_from(len).ok()?)?,
+        };
+        let stored = u32::from_le_bytes(b.get(header..header + 4)?.try_into().ok()?);
+        (len > 0 && m.end <= b.len() && crc(b, &m) == stored).then_some(m)
+    }
+
+    /// Every message of the log, in order.
+    fn messages(b: &[u8]) -> Vec<Message> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        while at < b.len() {
+            match message_at(b, at) {
+                Some(m) => {
+                    at = m.end;
+                    found.push(m);
+                }
+                None => at += 1,
+            }
+        }
+        found
+    }
+
+    /// sled's kind of a message holding a whole node.
+    const INLINE_NODE: u8 = 8;
+
+    /// The CRC sled keeps for a message: over the body, then the header after the CRC.
+    fn crc(b: &[u8], m: &Message) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&b[m.body..m.end]);
+        h.update(&b[m.header + 4..m.body]);
+        h.finalize() ^ 0xFFFF_FFFF
+    }
+
+    /// The message of the log whose body holds the byte at `at`, found by its header
+    /// (CRC, kind, length, segment number, page id) and checked by its CRC.
+    fn message_around(b: &[u8], at: usize) -> Option<Message> {
+        (at.saturating_sub(64 * 1024)..at)
+            .rev()
+            .find_map(|header| message_at(b, header).filter(|m| m.body <= at && at < m.end))
+    }
+
+    fn forge(b: &mut [u8], m: &Message) {
+        let c = crc(b, m);
+        b[m.header..m.header + 4].copy_from_slice(&c.to_le_bytes());
+    }
+
+    /// The forgeries, each given the file, the message holding a record and where the
+    /// record's value starts.
+    type Forgery = fn(&mut Vec<u8>, &Message, usize);
+    const FORGERIES: [(&str, Forgery); 6] = [
+        // The value's length (two bytes before it, for a record of 241-2287 bytes) made
+        // the largest two bytes can say: longer than the message.
+        ("a value longer than its message", |b, _, value| {
+            b[value - 2] = 248;
+            b[value - 1] = 255;
+        }),
+        ("a value of length zero", |b, _, value| {
+            b[value - 2] = 0;
+            b[value - 1] = 0;
+        }),
+        ("the body's first byte 0xff", |b, m, _| b[m.body] = 0xff),
+        ("the body's first byte 0xf9", |b, m, _| b[m.body] = 0xf9),
+        ("the body cut to its first 3 bytes", |b, m, _| {
+            for x in &mut b[m.body + 3..m.end] {
+                *x = 0xff;
+            }
+        }),
+        ("another page's id in the header", |b, m, _| {
+            // The page id is the header's last varint, one byte for a small vault.
+            b[m.body - 1] ^= 0x01;
+        }),
+    ];
+
+    #[test]
+    fn a_forged_sled_message_gives_an_error_not_a_panic() {
+        common::vaults::on(Engine::Sled, || {
+            let (_tmp, template, tokens) = make(3);
+            let records = raw_edit::edit(&template, |db| db.entries("tokens"));
+            let original = std::fs::read(&raw_edit::db_files(&template)[0]).unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let mut forged_any = 0;
+            for (r, (_, record)) in records.iter().enumerate() {
+                let copies: Vec<usize> = memchr::memmem::find_iter(&original, record).collect();
+                assert!(!copies.is_empty(), "record {r} is in sled's log");
+                for (what, forgery) in FORGERIES {
+                    let mut bytes = original.clone();
+                    for &at in &copies {
+                        let m = message_around(&bytes, at)
+                            .unwrap_or_else(|| panic!("the message around record {r}"));
+                        forgery(&mut bytes, &m, at);
+                        forge(&mut bytes, &m);
+                    }
+                    let path = scratch.path().join(format!("vault-{r}-{forged_any}"));
+                    copy_vault(&template, &path);
+                    std::fs::write(&raw_edit::db_files(&path)[0], &bytes).unwrap();
+                    let case = format!("record {r}: {what}");
+                    match open_survives(&path, &tokens, &case) {
+                        Ok(intact) => eprintln!("{case}: opened, {intact} of 3 tokens intact"),
+                        Err(e) => eprintln!("{case}: {e}"),
+                    }
+                    forged_any += 1;
+                }
+            }
+            assert_eq!(forged_any, records.len() * FORGERIES.len());
+        });
+    }
+
+    fn copy_vault(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_vault(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// Runs [`open_survives`] on a copy of `template` whose log is `bytes`: the error, if
+    /// the open failed.
+    fn forged_copy_survives(
+        template: &Path,
+        scratch: &Path,
+        bytes: &[u8],
+        tokens: &[OAuthToken],
+        case: &str,
+    ) -> Option<Error> {
+        let path = scratch.join("vault");
+        let _ = std::fs::remove_dir_all(&path);
+        copy_vault(template, &path);
+        std::fs::write(&raw_edit::db_files(&path)[0], bytes).unwrap();
+        open_survives(&path, tokens, case).err()
+    }
+
+    /// Random forgeries: one to three bytes of a message changed (header after its CRC, or
+    /// body) and the CRC recomputed, 300 times over every message of a 3-token vault's log.
+    #[test]
+    fn forged_sled_messages_at_random_give_errors_never_wrong_data() {
+        common::vaults::on(Engine::Sled, || {
+            let (_tmp, template, tokens) = make(3);
+            let original = std::fs::read(&raw_edit::db_files(&template)[0]).unwrap();
+            let all = messages(&original);
+            assert!(all.len() > 20, "sled's log parses into messages: {}", all.len());
+            let scratch = tempfile::tempdir().unwrap();
+            let mut x = 0x9E37_79B9u32;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as usize
+            };
+            let (mut opened, mut refused) = (0, 0);
+            for round in 0..300 {
+                let m = &all[next() % all.len()];
+                let mut bytes = original.clone();
+                let mut changed = Vec::new();
+                for _ in 0..1 + next() % 3 {
+                    let at = m.header + 4 + next() % (m.end - m.header - 4);
+                    bytes[at] = next() as u8;
+                    changed.push(at);
+                }
+                forge(&mut bytes, m);
+                let case = format!("round {round}: bytes {changed:?} of the message at {}", m.header);
+                match forged_copy_survives(&template, scratch.path(), &bytes, &tokens, &case) {
+                    None => opened += 1,
+                    Some(e) => {
+                        assert!(matches!(e, Error::Corrupted { .. }), "{case}: {e:?}");
+                        refused += 1;
+                    }
+                }
+            }
+            eprintln!("{opened} forged vaults opened (no wrong data), {refused} refused at open");
+            assert!(opened > 0 && refused > 0);
+        });
+    }
+
+    /// A node forged to say it is being merged makes sled retry its traversal until it
+    /// gives up with a panic: the call is `Corrupted`, and every later call on the handle
+    /// is refused without touching sled again.
+    #[test]
+    fn a_panic_in_sled_is_corrupted_and_the_handle_stays_broken() {
+        common::vaults::on(Engine::Sled, || {
+            let (_tmp, template, tokens) = make(3);
+            let original = std::fs::read(&raw_edit::db_files(&template)[0]).unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let mut panicked = 0;
+            for m in messages(&original)
+                .iter()
+                .filter(|m| original[m.header + 4] == INLINE_NODE)
+            {
+                // A node's body: next, merging child (one byte each while small), then the
+                // merging flag.
+                let mut bytes = original.clone();
+                bytes[m.body + 2] = 1;
+                forge(&mut bytes, m);
+                let path = scratch.path().join(format!("vault-{}", m.header));
+                copy_vault(&template, &path);
+                std::fs::write(&raw_edit::db_files(&path)[0], &bytes).unwrap();
+                let Ok(v) = options().open(&path, "p") else {
+                    continue;
+                };
+                // Open reads `meta` and `tokens`; a lookup by user name reads `idx.user` too.
+                let by_user = |v: &tokenvault::Vault, t: &OAuthToken| {
+                    v.find_token(&OAuthToken::default().with_user_name(t.user_name().unwrap()))
+                };
+                let first = tokens.iter().find_map(|t| by_user(&v, t).err());
+                let Some(first) = first else { continue };
+                if !first.to_string().contains("sled panicked") {
+                    continue;
+                }
+                panicked += 1;
+                let later = v.get_tokens().unwrap_err();
+                assert!(later.to_string().contains("earlier"), "{later}");
+                let later = v.save_token(&mut token(100)).unwrap_err();
+                assert!(later.to_string().contains("earlier"), "{later}");
+                drop(v);
+                // Opened again, the same damage is found again, not hidden.
+                let v = options().open(&path, "p").unwrap();
+                assert!(tokens.iter().any(|t| by_user(&v, t).is_err()));
+            }
+            assert!(panicked > 0, "a forged merge flag made sled panic on some node");
+        });
+    }
+}

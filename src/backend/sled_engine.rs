@@ -1,7 +1,21 @@
 //! The sled 0.34 engine: one sled tree per vault tree; a batch is one sled transaction
 //! across the trees it touches, its expectations checked inside it.
+//!
+//! sled checks a CRC32 on every message it reads back, but anyone who can write the files
+//! can recompute one, so what sled parses from them is untrusted too. The vendored sled
+//! (`vendor/sled`, the package `tokenvault-sled`) returns a corruption error for a message
+//! that does not parse whole, a node that breaks its invariants, or a fragment its node
+//! cannot take; and, as with redb, every call into sled runs under
+//! [`std::panic::catch_unwind`]: a panic left in sled's deeper code becomes `Corrupted`,
+//! and the handle then refuses every later call (sled's state may be half-changed) until
+//! the vault is opened again. Limits: the panic is still reported to the panic hook; an
+//! application built with `panic = "abort"` is not protected; sled's background flusher
+//! thread and its destructor are not covered.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -20,16 +34,58 @@ fn storage_error(e: sled::Error) -> Error {
     }
 }
 
+/// What a panic of sled becomes.
+fn panicked() -> Error {
+    Error::corrupted("the storage engine failed on its files (sled panicked): the files are damaged")
+}
+
+/// What every call on a handle whose sled panicked becomes.
+fn broken() -> Error {
+    Error::corrupted(
+        "the storage engine failed on its files earlier (sled panicked): the files are damaged, and \
+         this handle no longer reads or writes them",
+    )
+}
+
+/// Runs `f`, a call into sled, turning a panic into `Corrupted`; whether it panicked.
+fn unwound<T>(f: impl FnOnce() -> Result<T, Error>) -> (Result<T, Error>, bool) {
+    // A panic leaves sled's state unknown: the caller marks the handle broken and never
+    // calls into it again, so nothing observes what the unwinding interrupted.
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => (result, false),
+        Err(_) => (Err(panicked()), true),
+    }
+}
+
 /// [`Storage`] on a sled 0.34 database. A clone is another handle on the same database.
 #[derive(Clone)]
 pub(crate) struct SledStorage {
     db: sled::Db,
     trees: [sled::Tree; 8],
+    /// Set when sled panicked on a call through any clone: every later call is refused.
+    broken: Arc<AtomicBool>,
 }
 
 impl SledStorage {
-    /// Opens (or creates) the sled database in `dir`.
+    /// Runs `f` unless sled panicked on this database before; a panic now marks it broken.
+    fn call<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(broken());
+        }
+        let (result, panicked) = unwound(f);
+        if panicked {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Opens (or creates) the sled database in `dir`. A panic of sled while it recovers
+    /// its files is `Corrupted`.
     pub(crate) fn open(dir: &Path, cache_capacity: u64) -> Result<Self, Error> {
+        unwound(|| Self::open_unguarded(dir, cache_capacity)).0
+    }
+
+    fn open_unguarded(dir: &Path, cache_capacity: u64) -> Result<Self, Error> {
         let config = sled::Config::new().path(dir).cache_capacity(cache_capacity);
         // The caller holds the vault's own lock, so sled's lock on its files can only be
         // held by the lingering background jobs of a handle just dropped: wait briefly.
@@ -57,7 +113,11 @@ impl SledStorage {
             open(ids)?,
             open(quarantine)?,
         ];
-        Ok(SledStorage { db, trees })
+        Ok(SledStorage {
+            db,
+            trees,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn tree(&self, t: TreeName) -> &sled::Tree {
@@ -77,41 +137,63 @@ impl SledStorage {
 
 impl Storage for SledStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        Ok(self
-            .tree(tree)
-            .get(key)
-            .map_err(storage_error)?
-            .map(|v| v.to_vec()))
+        self.call(|| {
+            Ok(self
+                .tree(tree)
+                .get(key)
+                .map_err(storage_error)?
+                .map(|v| v.to_vec()))
+        })
     }
 
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
-        for entry in self.tree(tree).iter() {
-            let (k, v) = entry.map_err(storage_error)?;
-            if f(&k, &v) {
-                return Ok(true);
+        self.call(|| {
+            for entry in self.tree(tree).iter() {
+                let (k, v) = entry.map_err(storage_error)?;
+                if f(&k, &v) {
+                    return Ok(true);
+                }
             }
-        }
-        Ok(false)
+            Ok(false)
+        })
     }
 
     fn for_each_batch(&self, tree: TreeName, batch: usize, f: &mut BatchVisitor<'_>) -> Result<(), Error> {
-        let mut batcher = Batcher::new(batch, f);
-        for entry in self.tree(tree).iter() {
-            let (k, v) = entry.map_err(storage_error)?;
-            batcher.push(&k, &v)?;
-        }
-        batcher.finish()
+        self.call(|| {
+            let mut batcher = Batcher::new(batch, f);
+            for entry in self.tree(tree).iter() {
+                let (k, v) = entry.map_err(storage_error)?;
+                batcher.push(&k, &v)?;
+            }
+            batcher.finish()
+        })
     }
 
     fn for_each(&self, tree: TreeName, f: &mut EntryVisitor<'_>) -> Result<(), Error> {
-        for entry in self.tree(tree).iter() {
-            let (k, v) = entry.map_err(storage_error)?;
-            f(&k, &v)?;
-        }
-        Ok(())
+        self.call(|| {
+            for entry in self.tree(tree).iter() {
+                let (k, v) = entry.map_err(storage_error)?;
+                f(&k, &v)?;
+            }
+            Ok(())
+        })
     }
 
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        self.call(|| self.apply_if_unguarded(expects, ops))
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        self.call(|| self.db.flush().map(|_| ()).map_err(storage_error))
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.call(|| self.db.size_on_disk().map_err(storage_error))
+    }
+}
+
+impl SledStorage {
+    fn apply_if_unguarded(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
         // sled 0.34 panics on a transaction over no trees.
         if ops.is_empty() && expects.is_empty() {
             return Ok(Outcome::Applied);
@@ -168,14 +250,6 @@ impl Storage for SledStorage {
             Err(TransactionError::Storage(e)) => Err(storage_error(e)),
         }
     }
-
-    fn flush(&self) -> Result<(), Error> {
-        self.db.flush().map(|_| ()).map_err(storage_error)
-    }
-
-    fn size_on_disk(&self) -> Result<u64, Error> {
-        self.db.size_on_disk().map_err(storage_error)
-    }
 }
 
 impl SledStorage {
@@ -216,6 +290,6 @@ impl SledStorage {
         for (k, v) in entries {
             batch.insert(k.as_slice(), v.as_slice());
         }
-        self.tree(tree).apply_batch(batch).map_err(storage_error)
+        self.call(|| self.tree(tree).apply_batch(batch).map_err(storage_error))
     }
 }

@@ -62,6 +62,76 @@ impl Node {
         &self.lo[..self.prefix_len as usize]
     }
 
+    /// tokenvault: whether a node read back from the file keeps the invariants the
+    /// rest of sled indexes by: its prefix within both bounds, an index node with at
+    /// least one child.
+    pub(crate) fn well_formed(&self) -> bool {
+        let prefix = self.prefix_len as usize;
+        let bounds = prefix <= self.lo.len()
+            && (self.hi.is_empty()
+                || (prefix <= self.hi.len()
+                    && self.lo[..prefix] == self.hi[..prefix]
+                    && self.lo < self.hi));
+        // Only an index node merges a child, and only one of its own.
+        let merging = match (&self.data, self.merging_child) {
+            (_, None) => true,
+            (Data::Index(index), Some(child)) => {
+                index.pointers.contains(&child.get())
+            }
+            (Data::Leaf(_), Some(_)) => false,
+        };
+        if !bounds || !merging {
+            return false;
+        }
+        // Keys (stored without the prefix) strictly ascending, within [lo, hi).
+        let lo = &self.lo[prefix..];
+        let hi = &self.hi[prefix.min(self.hi.len())..];
+        let keys_in_order = |keys: &[IVec]| {
+            keys.windows(2).all(|w| w[0] < w[1])
+                && keys.iter().all(|k| {
+                    **k >= *lo && (self.hi.is_empty() || **k < *hi)
+                })
+        };
+        match &self.data {
+            Data::Leaf(leaf) => {
+                leaf.keys.len() == leaf.values.len()
+                    && keys_in_order(&leaf.keys)
+            }
+            Data::Index(index) => {
+                !index.keys.is_empty()
+                    && index.keys.len() == index.pointers.len()
+                    && keys_in_order(&index.keys)
+            }
+        }
+    }
+
+    /// tokenvault: whether [`apply`](Node::apply) takes `link` without panicking: the
+    /// check for a fragment read back from the file.
+    pub(crate) fn can_apply(&self, link: &Link) -> bool {
+        use self::Link::*;
+        if self.merging {
+            return false;
+        }
+        match link {
+            Set(k, _) => {
+                self.data.leaf_ref().is_some()
+                    && (self.hi.is_empty()
+                        || **k < self.hi[self.prefix_len as usize..])
+            }
+            Del(_) => self.data.leaf_ref().is_some(),
+            ParentMergeIntention(pid) => {
+                self.merging_child.is_none() && *pid != 0
+            }
+            ParentMergeConfirm => match (&self.data, self.merging_child) {
+                (Data::Index(index), Some(child)) => {
+                    index.pointers.contains(&child.get())
+                }
+                _ => false,
+            },
+            ChildMergeCap => true,
+        }
+    }
+
     pub(crate) fn apply(&mut self, link: &Link) {
         use self::Link::*;
 

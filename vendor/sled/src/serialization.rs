@@ -130,10 +130,14 @@ impl Serialize for IVec {
     }
 
     fn deserialize(buf: &mut &[u8]) -> Result<IVec> {
+        // tokenvault: a length past the end of the buffer is corruption, not a panic.
         let k_len = usize::try_from(u64::deserialize(buf)?)
-            .expect("should never store items that rust can't natively index");
-        let ret = &buf[..k_len];
-        *buf = &buf[k_len..];
+            .map_err(|_| Error::corruption(None))?;
+        if k_len > buf.len() {
+            return Err(Error::corruption(None));
+        }
+        let (ret, rest) = buf.split_at(k_len);
+        *buf = rest;
         Ok(ret.into())
     }
 }
@@ -211,6 +215,17 @@ impl Serialize for u64 {
 
     fn deserialize(buf: &mut &[u8]) -> Result<Self> {
         if buf.is_empty() {
+            return Err(Error::corruption(None));
+        }
+        // tokenvault: an integer cut short by the end of the buffer is corruption, not a
+        // panic.
+        let needed = match buf[0] {
+            0..=240 => 1,
+            241..=248 => 2,
+            249 => 3,
+            other => other as usize - 247 + 1,
+        };
+        if buf.len() < needed {
             return Err(Error::corruption(None));
         }
         let (res, scoot) = match buf[0] {
@@ -593,8 +608,11 @@ impl Serialize for Data {
         }
         let discriminant = buf[0];
         *buf = &buf[1..];
-        let len = usize::try_from(u64::deserialize(buf)?).unwrap();
-        Ok(match discriminant {
+        let len = usize::try_from(u64::deserialize(buf)?)
+            .map_err(|_| Error::corruption(None))?;
+        // tokenvault: a node must have as many values (or children) as keys, every one
+        // of them in the buffer; fewer is corruption, not a panic at the first lookup.
+        let data = match discriminant {
             0 => Data::Leaf(Leaf {
                 keys: deserialize_bounded_sequence(buf, len)?,
                 values: deserialize_bounded_sequence(buf, len)?,
@@ -604,7 +622,21 @@ impl Serialize for Data {
                 pointers: deserialize_bounded_sequence(buf, len)?,
             }),
             _ => return Err(Error::corruption(None)),
-        })
+        };
+        let complete = match &data {
+            Data::Leaf(leaf) => {
+                leaf.keys.len() == len && leaf.values.len() == len
+            }
+            Data::Index(index) => {
+                len > 0
+                    && index.keys.len() == len
+                    && index.pointers.len() == len
+            }
+        };
+        if !complete {
+            return Err(Error::corruption(None));
+        }
+        Ok(data)
     }
 }
 

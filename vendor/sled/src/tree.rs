@@ -1611,7 +1611,9 @@ impl Tree {
         const MAX_LOOPS: usize = usize::max_value();
 
         #[cfg(not(any(test, feature = "lock_free_delays")))]
-        const MAX_LOOPS: usize = 1_000_000;
+        // tokenvault: 1,000,000 in sled; a forged node that makes every traversal retry
+        // (a merge flag) now ends in a panic, caught by the vault, sooner.
+        const MAX_LOOPS: usize = 100_000;
 
         let _measure = Measure::new(&M.tree_traverse);
 

@@ -711,12 +711,14 @@ pub(crate) fn read_message<R: ReadAt>(
     let segment_len = config.segment_size;
     let seg_start = lid / segment_len as LogOffset * segment_len as LogOffset;
     trace!("reading message from segment: {} at lid: {}", seg_start, lid);
-    assert!(seg_start + SEG_HEADER_LEN as LogOffset <= lid);
-    assert!(
-        (seg_start + segment_len as LogOffset) - lid
-            >= MAX_MSG_HEADER_LEN as LogOffset,
-        "tried to read a message from the red zone"
-    );
+    // tokenvault: a pointer into a segment's header or red zone (read from a damaged
+    // snapshot) is corruption, not a panic.
+    if seg_start + (SEG_HEADER_LEN as LogOffset) > lid
+        || (seg_start + segment_len as LogOffset) - lid
+            < MAX_MSG_HEADER_LEN as LogOffset
+    {
+        return Ok(LogRead::Corrupted);
+    }
 
     let msg_header_buf = &mut [0; 128];
     let _read_bytes = file.pread_exact_or_eof(msg_header_buf, lid)?;
@@ -729,7 +731,9 @@ pub(crate) fn read_message<R: ReadAt>(
 
     let ceiling = seg_start + segment_len as LogOffset;
 
-    assert!(lid + message_offset as LogOffset <= ceiling);
+    if lid + message_offset as LogOffset > ceiling {
+        return Ok(LogRead::Corrupted);
+    }
 
     let max_possible_len =
         assert_usize(ceiling - lid - message_offset as LogOffset);
@@ -796,6 +800,10 @@ pub(crate) fn read_message<R: ReadAt>(
         MessageKind::BlobLink
         | MessageKind::BlobNode
         | MessageKind::BlobMeta => {
+            // tokenvault: a blob pointer is eight bytes; anything else is corruption.
+            if buf.len() != 8 {
+                return Ok(LogRead::Corrupted);
+            }
             let id = arr_to_lsn(&buf);
 
             match read_blob(id, config) {

@@ -1728,11 +1728,20 @@ impl PageCache {
 
         let (base_slice, links) = updates.split_at_mut(1);
 
-        let base: &mut Node = base_slice[0].as_node_mut();
+        // tokenvault: the page's messages come from the file: a base that is not a
+        // well-formed node, or a fragment that is not a link this node can take, is
+        // corruption, not a panic (a CRC does not stop an editor).
+        let corrupt = || Error::corruption(page_view.cache_infos.first().map(|ci| ci.pointer));
+        let base: &mut Node = match base_slice.first_mut() {
+            Some(Update::Node(node)) if node.well_formed() => node,
+            _ => return Err(corrupt()),
+        };
 
         for link_update in links {
-            let link: &Link = link_update.as_link();
-            base.apply(link);
+            match link_update {
+                Update::Link(link) if base.can_apply(link) => base.apply(link),
+                _ => return Err(corrupt()),
+            }
         }
 
         updates.truncate(1);
@@ -1976,36 +1985,14 @@ impl PageCache {
                 / u64::try_from(self.config.segment_size).unwrap(),
         );
 
+        // tokenvault: a message that is not the page's, or not where its segment says,
+        // is corruption of the file, not a panic.
         let (header, bytes) = match self.log.read(pid, lsn, pointer) {
-            Ok(LogRead::Inline(header, buf, _len)) => {
-                assert_eq!(
-                    header.pid, pid,
-                    "expected pid {} on pull of pointer {}, \
-                     but got {} instead",
-                    pid, pointer, header.pid
-                );
-                assert_eq!(
-                    header.segment_number, expected_segment_number,
-                    "expected segment number {:?} on pull of pointer {}, \
-                     but got segment number {:?} instead",
-                    expected_segment_number, pointer, header.segment_number
-                );
-                Ok((header, buf))
-            }
-            Ok(LogRead::Blob(header, buf, _blob_pointer, _inline_len)) => {
-                assert_eq!(
-                    header.pid, pid,
-                    "expected pid {} on pull of pointer {}, \
-                     but got {} instead",
-                    pid, pointer, header.pid
-                );
-                assert_eq!(
-                    header.segment_number, expected_segment_number,
-                    "expected segment number {:?} on pull of pointer {}, \
-                     but got segment number {:?} instead",
-                    expected_segment_number, pointer, header.segment_number
-                );
-
+            Ok(LogRead::Inline(header, buf, _))
+            | Ok(LogRead::Blob(header, buf, _, _))
+                if header.pid == pid
+                    && header.segment_number == expected_segment_number =>
+            {
                 Ok((header, buf))
             }
             Ok(other) => {
@@ -2039,12 +2026,16 @@ impl PageCache {
                 }
                 Free => Ok(Update::Free),
                 Corrupted | Canceled | Cap | BatchManifest => {
-                    panic!("unexpected pull: {:?}", header.kind)
+                    Err(Error::corruption(Some(pointer)))
                 }
             }
         };
 
-        let update = update_res.expect("failed to deserialize data");
+        // tokenvault: bytes that do not deserialize (or leave some over) are corruption.
+        let update = match update_res {
+            Ok(update) if buf.is_empty() => update,
+            _ => return Err(Error::corruption(Some(pointer))),
+        };
 
         // TODO this feels racy, test it better?
         if let Update::Free = update {
