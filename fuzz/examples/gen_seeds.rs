@@ -112,6 +112,7 @@ fn main() {
     // vault_files and differential: structured (`arbitrary`) inputs of several lengths.
     for (i, len) in [16usize, 64, 128, 256, 512, 1024].into_iter().enumerate() {
         write("vault_files", &format!("noise-{len}"), &noise(i as u64 + 1, len));
+        write("sled_log", &format!("noise-{len}"), &noise(i as u64 + 301, len));
         write(
             "differential",
             &format!("noise-{len}"),
