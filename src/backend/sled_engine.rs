@@ -10,7 +10,9 @@
 //! and the handle then refuses every later call (sled's state may be half-changed) until
 //! the vault is opened again. Limits: the panic is still reported to the panic hook; an
 //! application built with `panic = "abort"` is not protected; sled's background flusher
-//! thread and its destructor are not covered.
+//! thread and its destructor are not covered; and the visitors the vault passes to a scan
+//! run inside the guard too, so a panic of the vault's own would be reported as sled's
+//! (its lints deny `unwrap`, `expect`, `panic!` and indexing in the library's code).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;

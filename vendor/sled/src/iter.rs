@@ -8,8 +8,7 @@ use super::*;
 const MAX_LOOPS: usize = usize::max_value();
 
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-// tokenvault: 1,000,000 in sled (see `Tree::view_for_key`).
-const MAX_LOOPS: usize = 100_000;
+const MAX_LOOPS: usize = 1_000_000;
 
 fn possible_predecessor(s: &[u8]) -> Option<Vec<u8>> {
     let mut ret = s.to_vec();
