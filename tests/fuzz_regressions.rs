@@ -14,11 +14,15 @@
 )]
 
 mod common {
+    pub(crate) mod raw_edit;
+    pub(crate) mod sled_log;
     pub(crate) mod vaults;
 }
 
+use std::time::{Duration, Instant};
+
 use common::vaults::fresh_vault;
-use tokenvault::{MemoryStore, OAuthToken, TokenStore};
+use tokenvault::{KdfParams, MemoryStore, OAuthToken, TokenStore, VaultOptions};
 
 common::vaults::engine_suite! {
     /// Two users share an access token; the one that claimed it last moves on to another
@@ -127,4 +131,105 @@ common::vaults::engine_suite! {
             "repair changed what a lookup finds"
         );
     }
+}
+
+/// A forged log on which `verify` spun inside sled for minutes and past 2 GiB
+/// (fuzz/CAMPAIGN.md, finding 6): `Tree::view_for_pid` helped finish a merge that a forged
+/// node announces and looped without a bound while it never completed. The vendored sled
+/// now gives up after 100,000 turns with a corruption error.
+///
+/// The minimized input itself: fuzz/regressions/sled_log/hang-verify-iteration (found by
+/// `sled_log` at 72233b8), whose first eight forgeries (all the target applies) are below,
+/// applied as the target does to a vault of the target's template tokens. Shown to hang
+/// (this test then fails at its time limit) with the loop's bound removed.
+#[test]
+fn a_forged_merge_that_never_completes_ends_instead_of_spinning() {
+    // (message, offset, byte), each taken modulo the message count and the length of the
+    // message after its CRC, as `sled_log` does; each changed message's CRC recomputed.
+    const FORGERIES: [(usize, usize, u8); 8] = [
+        (17, 60395, 235),
+        (60395, 60387, 235),
+        (65535, 65535, 255),
+        (65535, 65535, 255),
+        (65535, 65535, 255),
+        (65535, 65535, 255),
+        (65535, 65535, 255),
+        (65535, 65535, 255),
+    ];
+    let options = VaultOptions::new().kdf(KdfParams::FLOOR).durable(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vault");
+    let vault = options.create(&path, "fuzz-passphrase").unwrap();
+    // The fuzz crate's `sample_tokens`.
+    let tokens = [
+        OAuthToken::default()
+            .with_id("id-full")
+            .with_user_name("alice@example.com")
+            .with_client_id("1000.CLIENT")
+            .with_client_secret("client-secret")
+            .with_grant_token("1000.grant.alice")
+            .with_refresh_token("1000.refresh.alice")
+            .with_access_token("1000.access.alice")
+            .with_expiry_time(1_764_000_000_000)
+            .with_redirect_url("https://example.com/cb")
+            .with_api_domain("https://www.zohoapis.com"),
+        OAuthToken::default()
+            .with_id("id-min")
+            .with_access_token("1000.access.only"),
+        OAuthToken::default()
+            .with_id("id-odd")
+            .with_user_name("bob'; DROP TABLE oauthtoken; --")
+            .with_client_id("1000.CLIENT")
+            .with_client_secret("s\0cret")
+            .with_refresh_token("1000.refresh.\u{1F511}\u{0}")
+            .with_expiry_time(i64::MIN),
+        OAuthToken::default()
+            .with_id("id-long")
+            .with_user_name("carol@example.com")
+            .with_client_id("1000.OTHER")
+            .with_client_secret("other-secret")
+            .with_grant_token("g".repeat(300))
+            .with_access_token("a".repeat(2_000))
+            .with_expiry_time(-1),
+    ];
+    for t in &tokens {
+        vault.save_token(&mut t.clone()).unwrap();
+    }
+    drop(vault);
+
+    let file = common::raw_edit::db_files(&path).remove(0);
+    let mut log = std::fs::read(&file).unwrap();
+    let all = common::sled_log::messages(&log);
+    let mut touched = Vec::new();
+    for (message, at, byte) in FORGERIES {
+        let m = all[message % all.len()];
+        log[m.header + 4 + at % (m.end - m.header - 4)] = byte;
+        touched.push(m);
+    }
+    for m in &touched {
+        common::sled_log::forge(&mut log, m);
+    }
+    std::fs::write(&file, &log).unwrap();
+
+    // What the target does with the vault, on a thread, so that a hang fails the test.
+    let (done, finished) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        if let Ok(vault) = options.open(&path, "fuzz-passphrase") {
+            for t in &tokens {
+                if let Ok(Some(hit)) = vault.find_token_by_id(t.id().unwrap()) {
+                    assert_eq!(&hit, t, "a forged log changed a token");
+                }
+            }
+            if let Ok(all) = vault.get_tokens() {
+                assert!(all.iter().all(|hit| tokens.contains(hit)));
+            }
+            let _ = vault.verify();
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the vault finished with the forged log (it spun inside sled before the fix)");
+    eprintln!("the forged log took {:?}", started.elapsed());
 }

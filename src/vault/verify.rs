@@ -11,7 +11,7 @@ use std::fmt;
 use super::keys::header_as;
 use super::quarantine::{self, Entry};
 use super::records::{hex_prefix, id_op, open_id, open_sealed};
-use super::{back_off, entry_key, lock, KeyState, Vault, HEADER_KEY, WRITE_ATTEMPTS};
+use super::{back_off, entry_key, lock, KeyState, Vault, VaultKeys, HEADER_KEY, WRITE_ATTEMPTS};
 use crate::backend::{Expect, Op, Outcome, TreeName};
 use crate::crypto::keys::MAC_LEN;
 use crate::store::Index;
@@ -162,6 +162,26 @@ impl Vault {
         Ok(self.inner.reading(|_| self.survey(None))?.report)
     }
 
+    /// The records a [`repair`](Self::repair) set aside into the vault's quarantine, as
+    /// [`VerifyReport::quarantined`] lists them, without checking the rest of the vault:
+    /// one pass over the quarantine alone.
+    ///
+    /// ```
+    /// # use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions};
+    /// # let tmp = tempfile::tempdir()?;
+    /// let vault = VaultOptions::new().kdf(KdfParams::FLOOR).create(tmp.path().join("v"), "pass")?;
+    /// vault.save_token(&mut OAuthToken::default().with_user_name("a").with_access_token("t"))?;
+    /// assert!(vault.quarantined()?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `Io`, `Storage`.
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedRecord>, Error> {
+        self.inner
+            .reading(|_| self.list_quarantine(&self.inner.keys(), &mut HashMap::new()))
+    }
+
     /// Moves every record that does not open into the quarantine (bytes unchanged, with
     /// the token's id when the id index still knows it) and rebuilds the index trees from
     /// the records that open: removes every entry that `verify` calls dangling and adds
@@ -259,6 +279,32 @@ impl Vault {
 
     /// Reads every tree and checks it against the records. With `sealing` (repair), also
     /// builds the fixes, sealing under that state's epoch.
+    /// The records of the quarantine; fills `next_number` with the next free number for
+    /// each slot in it.
+    fn list_quarantine(
+        &self,
+        keys: &VaultKeys,
+        next_number: &mut HashMap<Vec<u8>, u32>,
+    ) -> Result<Vec<QuarantinedRecord>, Error> {
+        let mut listed = Vec::new();
+        self.inner.storage().for_each(TreeName::Quarantine, &mut |k, v| {
+            let (slot, id) = match Entry::parse(k, v) {
+                Some(entry) => {
+                    let next = next_number.entry(entry.slot.to_vec()).or_insert(0);
+                    *next = (*next).max(entry.number.saturating_add(1));
+                    (entry.slot, entry.id(keys))
+                }
+                None => (k, None),
+            };
+            listed.push(QuarantinedRecord {
+                id,
+                slot: hex_prefix(slot),
+            });
+            Ok(())
+        })?;
+        Ok(listed)
+    }
+
     fn survey(&self, sealing: Option<&KeyState>) -> Result<Survey, Error> {
         let inner = &*self.inner;
         let keys = inner.keys();
@@ -275,21 +321,7 @@ impl Vault {
 
         // The quarantine, and the next free number for each slot in it.
         let mut next_number: HashMap<Vec<u8>, u32> = HashMap::new();
-        inner.storage().for_each(TreeName::Quarantine, &mut |k, v| {
-            let (slot, id) = match Entry::parse(k, v) {
-                Some(entry) => {
-                    let next = next_number.entry(entry.slot.to_vec()).or_insert(0);
-                    *next = (*next).max(entry.number.saturating_add(1));
-                    (entry.slot, entry.id(&keys))
-                }
-                None => (k, None),
-            };
-            report.quarantined.push(QuarantinedRecord {
-                id,
-                slot: hex_prefix(slot),
-            });
-            Ok(())
-        })?;
+        report.quarantined = self.list_quarantine(&keys, &mut next_number)?;
 
         let mut records: HashMap<Vec<u8>, OAuthToken> = HashMap::new();
         let mut unreadable: HashSet<Vec<u8>> = HashSet::new();

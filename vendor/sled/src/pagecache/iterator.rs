@@ -126,7 +126,30 @@ impl Iterator for LogIter {
                     trace!("read zeroed in LogIter::next");
                     self.cur_lsn = Some(lsn + Lsn::from(inline_len));
                 }
-                Ok(LogRead::Corrupted) => {
+                Ok(LogRead::Damaged(header, _buf, inline_len))
+                    if damaged_not_torn(
+                        lid,
+                        inline_len,
+                        &**segment_base,
+                        expected_segment_number,
+                        &self.config,
+                    ) =>
+                {
+                    debug!(
+                        "reading damaged msg in LogIter::next at lid {} lsn {}",
+                        lid, lsn
+                    );
+                    self.cur_lsn = Some(lsn + Lsn::from(inline_len));
+
+                    return Some((
+                        LogKind::from(header.kind),
+                        header.pid,
+                        lsn,
+                        DiskPtr::Inline(lid),
+                        u64::from(inline_len),
+                    ));
+                }
+                Ok(LogRead::Corrupted) | Ok(LogRead::Damaged(..)) => {
                     trace!(
                         "read corrupted msg in LogIter::next as lid {} lsn {}",
                         lid,
@@ -266,6 +289,35 @@ impl LogIter {
 
         Ok(())
     }
+}
+
+/// tokenvault: whether a message whose CRC fails only by a byte changed in one value
+/// (`LogRead::Damaged`) was changed after it was written whole, rather than torn by a
+/// crash. sled reads every CRC failure as the torn end of the log: recovery stops there
+/// and zeroes the rest of the segment, so one changed byte in a record silently dropped
+/// every later write. It is taken as changed, and recovered like an intact message, only
+/// when an intact message of the same segment also starts where it ends: a write cut
+/// short has nothing intact after it within the same write. (A write cut short differs
+/// from what was meant in many bytes, which `changed_in_one_value` refuses already but
+/// for a chance of about 255 * len / 2^32.) The vault authenticates every value, so a
+/// value taken as changed that is not gives a corruption error, not wrong data.
+fn damaged_not_torn(
+    lid: LogOffset,
+    inline_len: u32,
+    segment: &BasedBuf,
+    expected_segment_number: SegmentNumber,
+    config: &RunningConfig,
+) -> bool {
+    let next = lid + LogOffset::from(inline_len);
+    valid_entry_offset(next, config.segment_size)
+        && matches!(
+            read_message(segment, next, expected_segment_number, config),
+            Ok(LogRead::Inline(..))
+                | Ok(LogRead::Blob(..))
+                | Ok(LogRead::BatchManifest(..))
+                | Ok(LogRead::Canceled(..))
+                | Ok(LogRead::Cap(..))
+        )
 }
 
 fn valid_entry_offset(lid: LogOffset, segment_len: usize) -> bool {

@@ -59,7 +59,14 @@ impl Log {
         if ptr.is_inline() {
             iobuf::make_durable(&self.iobufs, lsn)?;
             let f = &self.config.file;
-            read_message(&**f, ptr.lid(), expected_segment_number, &self.config)
+            // tokenvault: a page's message whose CRC fails only by a byte changed in
+            // one value is read as it is (see `read_message_for_page`).
+            read_message_for_page(
+                &**f,
+                ptr.lid(),
+                expected_segment_number,
+                &self.config,
+            )
         } else {
             // we short-circuit the inline read
             // here because it might not still
@@ -516,6 +523,11 @@ pub enum LogRead {
     Cap(SegmentNumber),
     /// This log message was not readable due to corruption
     Corrupted,
+    /// tokenvault: a link or leaf node whose CRC fails only by one byte changed inside
+    /// one value (`changed_in_one_value`); with the header, the body and the message's
+    /// length. Recovery decides whether it was changed after it was written whole or
+    /// torn by a crash (`LogIter`).
+    Damaged(MessageHeader, Vec<u8>, u32),
     /// This blob file is no longer available
     DanglingBlob(MessageHeader, BlobPointer, u32),
     /// This data may only be read if at least this future location is stable
@@ -707,6 +719,159 @@ pub(crate) fn read_message<R: ReadAt>(
     expected_segment_number: SegmentNumber,
     config: &Config,
 ) -> Result<LogRead> {
+    read_message_checked(file, lid, expected_segment_number, config, true)
+}
+
+/// tokenvault: reads the message a page table entry points at. A message whose CRC fails
+/// only by one byte changed inside one value (`changed_in_one_value`) is read as it is
+/// rather than refused: a page's pointer is only ever to a message that recovery accepted
+/// or that this process wrote and made durable, so such a mismatch is a change made to the
+/// file since, not a torn write, and the vault authenticates every value. Refusing it
+/// would refuse the whole page, every record on it, for a byte changed in one of them.
+/// Any other mismatch is still corruption.
+pub(crate) fn read_message_for_page<R: ReadAt>(
+    file: &R,
+    lid: LogOffset,
+    expected_segment_number: SegmentNumber,
+    config: &Config,
+) -> Result<LogRead> {
+    read_message_checked(file, lid, expected_segment_number, config, false)
+}
+
+/// tokenvault: CRC-32 as crc32fast computes it (IEEE 802.3, reflected), by table, for
+/// `one_changed_byte` alone.
+const CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+/// The index of each entry of `CRC_TABLE` by the entry's top byte (the top bytes of the
+/// 256 entries are all different).
+const CRC_BY_TOP_BYTE: [u8; 256] = crc_by_top_byte();
+
+const fn crc_by_top_byte() -> [u8; 256] {
+    let table = crc_table();
+    let mut by_top = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        by_top[(table[i] >> 24) as usize] = i as u8;
+        i += 1;
+    }
+    by_top
+}
+
+/// tokenvault: the one byte of a `len`-byte stream whose change explains `syndrome`, the
+/// CRC32 stored for the stream xor the CRC32 of the stream as read: its position and the
+/// xor that changed it, if there is one. For streams of equal length the CRC is affine,
+/// so the syndrome is the CRC (no initial or final xor) of the change alone; a change of
+/// `v` at position `p` gives `CRC_TABLE[v]` carried through `len - 1 - p` zero bytes.
+/// This undoes one zero byte at a time from the end and looks for a table entry: O(len).
+/// A random syndrome (a write cut short changes many bytes) passes for one changed byte
+/// with a probability of about `255 * len / 2^32`.
+pub(crate) fn one_changed_byte(len: usize, syndrome: u32) -> Option<(usize, u8)> {
+    if syndrome == 0 {
+        return None;
+    }
+    let mut s = syndrome;
+    for back in 0..len {
+        let i = CRC_BY_TOP_BYTE[(s >> 24) as usize];
+        let entry = CRC_TABLE[usize::from(i)];
+        if entry == s {
+            return Some((len - 1 - back, i));
+        }
+        // One zero byte undone: it made `s` from `CRC_TABLE[t & 0xff] ^ (t >> 8)`.
+        s = ((s ^ entry) << 8) | u32::from(i);
+    }
+    None
+}
+
+/// tokenvault: whether a message whose CRC fails is one sled wrote with a single byte of
+/// a single value changed since: the syndrome names one changed byte inside the body
+/// (not the header after the CRC, whose bytes follow the body in the CRC), and the body
+/// as read and the body with that byte changed back both parse whole, as the same key set
+/// to a value (a link), or as the same leaf node but for one value, well formed. Keys,
+/// bounds, pointers, flags and lengths are left to sled's own reading: a change in any of
+/// them is not one in a value.
+fn changed_in_one_value(
+    kind: MessageKind,
+    header_tail_len: usize,
+    body: &[u8],
+    syndrome: u32,
+) -> bool {
+    use crate::node::{Data, Node};
+
+    fn parse_whole<T: Serialize>(bytes: &[u8]) -> Option<T> {
+        let mut rest = bytes;
+        let parsed = T::deserialize(&mut rest).ok()?;
+        if rest.is_empty() { Some(parsed) } else { None }
+    }
+
+    let (at, xor) =
+        match one_changed_byte(body.len() + header_tail_len, syndrome) {
+            Some(found) if found.0 < body.len() => found,
+            _ => return false,
+        };
+    let mut original = body.to_vec();
+    original[at] ^= xor;
+    match kind {
+        MessageKind::InlineLink => {
+            match (parse_whole::<Link>(body), parse_whole::<Link>(&original)) {
+                (Some(Link::Set(k1, v1)), Some(Link::Set(k2, v2))) => {
+                    k1 == k2 && v1 != v2
+                }
+                _ => false,
+            }
+        }
+        MessageKind::InlineNode => {
+            match (parse_whole::<Node>(body), parse_whole::<Node>(&original)) {
+                (Some(a), Some(b)) => match (&a.data, &b.data) {
+                    (Data::Leaf(la), Data::Leaf(lb)) => {
+                        a.prefix_len == b.prefix_len
+                            && a.next == b.next
+                            && a.merging_child == b.merging_child
+                            && a.merging == b.merging
+                            && a.lo == b.lo
+                            && a.hi == b.hi
+                            && la.keys == lb.keys
+                            && la.values.len() == lb.values.len()
+                            && la
+                                .values
+                                .iter()
+                                .zip(&lb.values)
+                                .filter(|(x, y)| x != y)
+                                .count()
+                                == 1
+                            && a.well_formed()
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn read_message_checked<R: ReadAt>(
+    file: &R,
+    lid: LogOffset,
+    expected_segment_number: SegmentNumber,
+    config: &Config,
+    recovering: bool,
+) -> Result<LogRead> {
     let _measure = Measure::new(&M.read);
     let segment_len = config.segment_size;
     let seg_start = lid / segment_len as LogOffset * segment_len as LogOffset;
@@ -772,13 +937,28 @@ pub(crate) fn read_message<R: ReadAt>(
         &buf,
     );
 
-    if crc32 != header.crc32 {
-        trace!("read a message with a bad checksum with header {:?}", header);
-        return Ok(LogRead::Corrupted);
-    }
-
     let inline_len = u32::try_from(message_offset).unwrap()
         + u32::try_from(header.len).unwrap();
+
+    if crc32 != header.crc32 {
+        trace!("read a message with a bad checksum with header {:?}", header);
+        // tokenvault: one byte changed in one value is told from a torn write (see
+        // `changed_in_one_value`); recovery decides further (`LogRead::Damaged`).
+        let changed_value = header.segment_number == expected_segment_number
+            && !config.use_compression
+            && changed_in_one_value(
+                header.kind,
+                message_offset - 4,
+                &buf,
+                crc32 ^ header.crc32,
+            );
+        if !changed_value {
+            return Ok(LogRead::Corrupted);
+        }
+        if recovering {
+            return Ok(LogRead::Damaged(header, buf, inline_len));
+        }
+    }
 
     if header.segment_number != expected_segment_number {
         debug!(
@@ -847,7 +1027,10 @@ pub(crate) fn read_message<R: ReadAt>(
             Ok(LogRead::Inline(header, buf, inline_len))
         }
         MessageKind::BatchManifest => {
-            assert_eq!(buf.len(), std::mem::size_of::<Lsn>());
+            // tokenvault: a manifest is one Lsn; anything else is corruption.
+            if buf.len() != std::mem::size_of::<Lsn>() {
+                return Ok(LogRead::Corrupted);
+            }
             let max_lsn = arr_to_lsn(&buf);
             Ok(LogRead::BatchManifest(max_lsn, inline_len))
         }
