@@ -1153,6 +1153,36 @@ fn a_corrupted_vault_exits_1_naming_the_damage() {
 
 #[test]
 fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() {
+    // Damage the first record in key order (one changed byte), whichever token it holds.
+    one_damaged_record_named_and_set_aside(|vault| {
+        raw_edit::edit(vault, |db| {
+            let (slot, mut damaged) = db.entries("tokens").swap_remove(0);
+            let middle = damaged.len() / 2;
+            damaged[middle] ^= 0x04;
+            db.insert("tokens", slot, damaged);
+        });
+    });
+}
+
+/// The same, the byte changed in the storage engine's own file, as a hex editor would:
+/// the engine's checksum of that message then fails.
+#[test]
+fn a_record_damaged_with_a_hex_editor_is_named_set_aside_by_repair_and_the_others_stay_usable() {
+    one_damaged_record_named_and_set_aside(|vault| {
+        let first = raw_edit::edit(vault, |db| db.entries("tokens").swap_remove(0).1);
+        let file = raw_edit::db_files(vault).remove(0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        // Every copy of it the file holds: an earlier one may still be there.
+        let copies: Vec<usize> = memchr::memmem::find_iter(&bytes, &first).collect();
+        assert!(!copies.is_empty(), "the record's bytes are in the file");
+        for at in copies {
+            bytes[at + first.len() / 2] ^= 0x04;
+        }
+        std::fs::write(&file, &bytes).unwrap();
+    });
+}
+
+fn one_damaged_record_named_and_set_aside(damage: impl FnOnce(&std::path::Path)) {
     let s = Scratch::with_vault();
     let mut ids = Vec::new();
     for (n, user) in ["alice", "bob", "carol"].iter().enumerate() {
@@ -1169,13 +1199,7 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
                 .to_owned(),
         );
     }
-    // Damage the first record in key order (one changed byte), whichever token it holds.
-    raw_edit::edit(&s.vault, |db| {
-        let (slot, mut damaged) = db.entries("tokens").swap_remove(0);
-        let middle = damaged.len() / 2;
-        damaged[middle] ^= 0x04;
-        db.insert("tokens", slot, damaged);
-    });
+    damage(&s.vault);
     let failing: Vec<&String> = ids.iter().filter(|id| s.run(&["get", id]).code != 0).collect();
     assert_eq!(failing.len(), 1, "exactly one token is damaged");
     let victim = failing[0].clone();
@@ -1215,6 +1239,15 @@ fn one_damaged_record_is_named_set_aside_by_repair_and_the_others_stay_usable() 
     assert!(out.contains("After the repair: checked 2 records"), "{out}");
     assert_eq!(s.ids().len(), 2);
     assert!(!s.ids().contains(&victim));
+    // list shows the two and says one record was set aside.
+    let out = s.run(&["list"]).ok();
+    assert!(
+        out.ends_with("1 record set aside by repair (damaged; kept in the vault's quarantine, listed by `tokenvault verify`).\n"),
+        "{out}"
+    );
+    for id in ids.iter().filter(|id| **id != victim) {
+        assert!(out.contains(id.as_str()), "{out}");
+    }
     let out = s.run(&["verify"]).ok();
     assert!(out.contains("no problems."), "{out}");
     assert!(out.contains("1 record in the quarantine"), "{out}");

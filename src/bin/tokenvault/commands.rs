@@ -292,7 +292,17 @@ fn list(ctx: &Context, show: Show) -> Result<(), Failure> {
     let text = if ctx.json {
         output::tokens_json(&tokens, show.reveal)
     } else {
-        output::tokens_table(&tokens, show.reveal)
+        let mut text = output::tokens_table(&tokens, show.reveal);
+        // Tokens a repair set aside are not in the list: say so, not only in `verify`.
+        let aside = vault.quarantined().map_err(|e| ctx.fail(e))?.len();
+        if aside > 0 {
+            text.push_str(&format!(
+                "{} set aside by repair (damaged; kept in the vault's quarantine, listed by \
+                 `tokenvault verify`).\n",
+                plural(aside, "record", "records")
+            ));
+        }
+        text
     };
     print(&text)
 }
