@@ -1,6 +1,6 @@
 //! A forged vault: bytes of the messages in sled's log changed and each changed message's
-//! CRC32 recomputed (a CRC is no protection against whoever can write the file), then the
-//! vault opened and used through the public API. Where `vault_files` edits the trees
+//! CRC32 recomputed (a CRC is no protection against whoever can write the file) or, as a
+//! hex editor would leave it, not, then the vault opened and used through the public API. Where `vault_files` edits the trees
 //! through sled, this one hands sled's own parser the forged bytes.
 //!
 //! Protects against: a panic escaping the library, or a hang, on a forged log (the vendored
@@ -23,6 +23,12 @@ use libfuzzer_sys::fuzz_target;
 use tokenvault::{KdfParams, OAuthToken, TokenStore, VaultOptions};
 use tokenvault_fuzz::{copy_dir, process_dir, sample_tokens, scratch_dir, sled_dir, PASSPHRASE};
 
+/// How the tests read sled's log (messages, CRCs, forging), shared with them.
+#[path = "../../tests/common/sled_log.rs"]
+#[allow(dead_code, reason = "the tests use more of it")]
+mod sled_log;
+use sled_log::{forge, messages, Message};
+
 /// One changed byte: of the `message`-th message of the log (modulo their count), at
 /// `at` (modulo the message's length after its CRC).
 #[derive(Arbitrary, Debug)]
@@ -37,14 +43,10 @@ struct Input {
     forgeries: Vec<Forgery>,
     /// Also a save, a delete and a repair on the forged vault.
     write: bool,
-}
-
-/// A message of the log: where its header starts, its body starts and ends.
-#[derive(Clone, Copy)]
-struct Message {
-    header: usize,
-    body: usize,
-    end: usize,
+    /// Leave the changed messages' CRCs as they were, as a hex editor or a bad sector
+    /// would, instead of recomputing them: recovery then tells a changed message from a
+    /// torn write (the vendored sled's `damaged_not_torn`).
+    leave_crc: bool,
 }
 
 struct Template {
@@ -56,52 +58,6 @@ struct Template {
 
 fn options() -> VaultOptions {
     VaultOptions::new().kdf(KdfParams::FLOOR).durable(false)
-}
-
-/// sled's variable-length integer at `at`: its value and length.
-fn varint(b: &[u8], at: usize) -> Option<(u64, usize)> {
-    let first = *b.get(at)?;
-    Some(match first {
-        0..=240 => (u64::from(first), 1),
-        241..=248 => (
-            240 + 256 * (u64::from(first) - 241) + u64::from(*b.get(at + 1)?),
-            2,
-        ),
-        249 => (
-            2288 + 256 * u64::from(*b.get(at + 1)?) + u64::from(*b.get(at + 2)?),
-            3,
-        ),
-        _ => {
-            let n = usize::from(first) - 247;
-            let mut le = [0u8; 8];
-            le[..n].copy_from_slice(b.get(at + 1..at + 1 + n)?);
-            (u64::from_le_bytes(le), n + 1)
-        }
-    })
-}
-
-/// sled's CRC of a message: over the body, then the header after the CRC itself.
-fn crc(b: &[u8], m: Message) -> u32 {
-    let mut h = sled_crc::Hasher::new();
-    h.update(&b[m.body..m.end]);
-    h.update(&b[m.header + 4..m.body]);
-    h.finalize() ^ 0xFFFF_FFFF
-}
-
-/// The message whose header (CRC, kind, length, segment, page id) starts at `header`.
-fn message_at(b: &[u8], header: usize) -> Option<Message> {
-    let mut i = header + 5;
-    let (len, n) = varint(b, i)?;
-    i += n;
-    i += varint(b, i)?.1;
-    i += varint(b, i)?.1;
-    let m = Message {
-        header,
-        body: i,
-        end: i.checked_add(usize::try_from(len).ok()?)?,
-    };
-    let stored = u32::from_le_bytes(b.get(header..header + 4)?.try_into().ok()?);
-    (len > 0 && m.end <= b.len() && crc(b, m) == stored).then_some(m)
 }
 
 fn template() -> &'static Template {
@@ -116,17 +72,7 @@ fn template() -> &'static Template {
         }
         drop(vault);
         let log = std::fs::read(sled_dir(&dir).join("db")).expect("sled's log");
-        let mut messages = Vec::new();
-        let mut at = 0;
-        while at < log.len() {
-            match message_at(&log, at) {
-                Some(m) => {
-                    at = m.end;
-                    messages.push(m);
-                }
-                None => at += 1,
-            }
-        }
+        let messages = messages(&log);
         assert!(messages.len() > 10, "the template's log parses into messages");
         Template {
             dir,
@@ -137,7 +83,7 @@ fn template() -> &'static Template {
     })
 }
 
-fn forged(t: &Template, forgeries: &[Forgery]) -> Vec<u8> {
+fn forged(t: &Template, forgeries: &[Forgery], leave_crc: bool) -> Vec<u8> {
     let mut log = t.log.clone();
     let mut touched = Vec::new();
     for f in forgeries.iter().take(8) {
@@ -145,9 +91,8 @@ fn forged(t: &Template, forgeries: &[Forgery]) -> Vec<u8> {
         log[m.header + 4 + usize::from(f.at) % (m.end - m.header - 4)] = f.byte;
         touched.push(m);
     }
-    for m in touched {
-        let c = crc(&log, m);
-        log[m.header..m.header + 4].copy_from_slice(&c.to_le_bytes());
+    for m in touched.into_iter().filter(|_| !leave_crc) {
+        forge(&mut log, &m);
     }
     log
 }
@@ -189,6 +134,6 @@ fuzz_target!(|input: Input| {
     let scratch = scratch_dir("sled-log");
     let dir = scratch.path().join("vault");
     copy_dir(&t.dir, &dir);
-    std::fs::write(sled_dir(&dir).join("db"), forged(t, &input.forgeries)).expect("write the log");
+    std::fs::write(sled_dir(&dir).join("db"), forged(t, &input.forgeries, input.leave_crc)).expect("write the log");
     check(&dir, &t.tokens, input.write);
 });
