@@ -13,6 +13,7 @@ use crate::Error;
 
 #[cfg(feature = "etcd")]
 mod etcd_engine;
+mod read_cache;
 #[cfg(feature = "redb")]
 mod redb_engine;
 mod sled_engine;
@@ -24,6 +25,10 @@ pub(crate) use etcd_engine::{EtcdLocation, EtcdStorage};
 #[cfg(feature = "redb")]
 pub(crate) use redb_engine::RedbStorage;
 pub(crate) use sled_engine::SledStorage;
+
+use std::sync::Arc;
+
+use read_cache::ReadCache;
 
 /// The trees of a vault, in a fixed order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -312,13 +317,27 @@ pub(crate) struct LocalConfig {
     pub(crate) durable: bool,
 }
 
-/// A vault's storage on the local disk, whichever engine wrote it. A clone is another
-/// handle on the same database.
+/// A vault's storage on the local disk, whichever engine wrote it, with the values it read
+/// kept in front of it ([`ReadCache`]). A clone is another handle on the same database
+/// (and the same cache).
 #[derive(Clone)]
-pub(crate) enum LocalStorage {
+pub(crate) struct LocalStorage {
+    engine: LocalEngine,
+    cache: Arc<ReadCache>,
+}
+
+#[derive(Clone)]
+enum LocalEngine {
     Sled(SledStorage),
     #[cfg(feature = "redb")]
     Redb(RedbStorage),
+}
+
+/// The part of a local vault's cache budget ([`LocalConfig::cache_capacity`]) that holds
+/// values read (index entries and sealed records, [`ReadCache`]): a quarter, at most
+/// 64 MiB; the engine's page cache gets the rest.
+fn read_cache_share(budget: u64) -> u64 {
+    (budget / 4).min(64 * 1024 * 1024)
 }
 
 impl LocalStorage {
@@ -335,49 +354,61 @@ impl LocalStorage {
 
     #[cfg_attr(not(feature = "redb"), allow(unused_variables))]
     fn open_or_create(engine: Engine, dir: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
-        match engine {
-            Engine::Sled => Ok(LocalStorage::Sled(SledStorage::open(dir, config.cache_capacity)?)),
-            #[cfg(feature = "redb")]
-            Engine::Redb => Ok(LocalStorage::Redb(RedbStorage::open(
-                &dir.join(REDB_FILE),
-                config,
-                create,
-            )?)),
-            Engine::Etcd => Err(Error::Storage {
-                message: "an etcd vault lives at an etcd:// location, not in a directory".into(),
-            }),
-            #[cfg(not(feature = "redb"))]
-            Engine::Redb => Err(Error::Storage {
-                message: "this vault is stored by the redb engine: build tokenvault with its feature `redb`"
-                    .into(),
-            }),
-        }
+        let read_cache = read_cache_share(config.cache_capacity);
+        let engine_config = LocalConfig {
+            cache_capacity: config.cache_capacity - read_cache,
+            ..config
+        };
+        let engine =
+            match engine {
+                Engine::Sled => LocalEngine::Sled(SledStorage::open(dir, engine_config.cache_capacity)?),
+                #[cfg(feature = "redb")]
+                Engine::Redb => {
+                    LocalEngine::Redb(RedbStorage::open(&dir.join(REDB_FILE), engine_config, create)?)
+                }
+                Engine::Etcd => {
+                    return Err(Error::Storage {
+                        message: "an etcd vault lives at an etcd:// location, not in a directory".into(),
+                    })
+                }
+                #[cfg(not(feature = "redb"))]
+                Engine::Redb => return Err(Error::Storage {
+                    message:
+                        "this vault is stored by the redb engine: build tokenvault with its feature `redb`"
+                            .into(),
+                }),
+            };
+        Ok(LocalStorage {
+            engine,
+            cache: Arc::new(ReadCache::new(usize::try_from(read_cache).unwrap_or(usize::MAX))),
+        })
     }
 
     /// The engine.
     pub(crate) fn engine(&self) -> Engine {
-        match self {
-            LocalStorage::Sled(_) => Engine::Sled,
+        match self.engine {
+            LocalEngine::Sled(_) => Engine::Sled,
             #[cfg(feature = "redb")]
-            LocalStorage::Redb(_) => Engine::Redb,
+            LocalEngine::Redb(_) => Engine::Redb,
         }
     }
 
     fn storage(&self) -> &dyn Storage {
-        match self {
-            LocalStorage::Sled(s) => s,
+        match &self.engine {
+            LocalEngine::Sled(s) => s,
             #[cfg(feature = "redb")]
-            LocalStorage::Redb(s) => s,
+            LocalEngine::Redb(s) => s,
         }
     }
 
     /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
     /// new generation).
     pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
-        match self {
-            LocalStorage::Sled(s) => s.load(tree, entries),
+        let _writing = self.cache.writing_tree(tree);
+        match &self.engine {
+            LocalEngine::Sled(s) => s.load(tree, entries),
             #[cfg(feature = "redb")]
-            LocalStorage::Redb(s) => s.load(tree, entries),
+            LocalEngine::Redb(s) => s.load(tree, entries),
         }
     }
 
@@ -390,7 +421,7 @@ impl LocalStorage {
 
 impl Storage for LocalStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        self.storage().get(tree, key)
+        self.cache.get(tree, key, || self.storage().get(tree, key))
     }
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
         self.storage().any(tree, f)
@@ -402,6 +433,9 @@ impl Storage for LocalStorage {
         self.storage().for_each_batch(tree, batch, f)
     }
     fn apply_if(&self, expects: &[Expect], ops: &[Op]) -> Result<Outcome, Error> {
+        // Every write of a local vault comes here (`apply`, `apply_if_at` and `exclusive`
+        // are the trait's defaults, which call it): the cache drops what the batch touches.
+        let _writing = self.cache.writing(ops);
         self.storage().apply_if(expects, ops)
     }
     fn flush(&self) -> Result<(), Error> {
