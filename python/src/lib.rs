@@ -689,6 +689,48 @@ impl Vault {
         Ok(found.as_ref().map(Token::from_core))
     }
 
+    /// The stored token of this user name, or None: ``find_token({"user_name": user_name})``
+    /// without building a query (the lookup the Zoho SDK makes most; ``tokenvault.zoho``
+    /// calls it). An empty user name finds nothing.
+    ///
+    /// Raises Corrupted if the token found fails its checks.
+    fn find_token_by_user(&self, py: Python<'_>, user_name: &str) -> PyResult<Option<Token>> {
+        let query = OAuthToken::default().with_user_name(user_name);
+        let vault = self.handle()?;
+        let found = py.detach(move || vault.find_token(&query)).map_err(raise)?;
+        Ok(found.as_ref().map(Token::from_core))
+    }
+
+    /// ``find_token_by_user`` for ``tokenvault.zoho``: the token's fields as a tuple (id,
+    /// user_name, client_id, client_secret, refresh_token, access_token, grant_token,
+    /// expiry_time, redirect_url, api_domain), or None. Not part of the API.
+    fn _find_token_by_user_fields<'py>(
+        &self,
+        py: Python<'py>,
+        user_name: &str,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let query = OAuthToken::default().with_user_name(user_name);
+        let vault = self.handle()?;
+        let found = py.detach(move || vault.find_token(&query)).map_err(raise)?;
+        found
+            .map(|t| {
+                (
+                    t.id(),
+                    t.user_name(),
+                    t.client_id(),
+                    t.client_secret(),
+                    t.refresh_token(),
+                    t.access_token(),
+                    t.grant_token(),
+                    t.expiry_time(),
+                    t.redirect_url(),
+                    t.api_domain(),
+                )
+                    .into_pyobject(py)
+            })
+            .transpose()
+    }
+
     /// Saves ``token`` (a Token or a dict): an update of the stored token with the same id,
     /// or else of the one ``find_token`` returns; otherwise an insert with a fresh random id.
     /// On update, fields that are None keep their stored value.

@@ -199,6 +199,22 @@ def test_find_token_by_user_name_tries_nothing_else(vault):
     assert vault.find_token(q) is None
 
 
+def test_find_token_by_user_is_find_token_with_a_user_name(vault):
+    a = vault.save_token(dict(ALICE))
+    vault.save_token(dict(BOB))
+    found = vault.find_token_by_user(ALICE["user_name"])
+    assert found == vault.find_token({"user_name": ALICE["user_name"]}) == a
+    assert vault.find_token_by_user("nobody@example.com") is None
+    assert vault.find_token_by_user("") is None
+    # An update is seen by the next lookup (the vault caches what it read).
+    vault.save_token({"id": a.id, "access_token": "1000.access.new"})
+    assert vault.find_token_by_user(ALICE["user_name"]).access_token == "1000.access.new"
+    vault.delete_token(a.id)
+    assert vault.find_token_by_user(ALICE["user_name"]) is None
+    with pytest.raises(TypeError):
+        vault.find_token_by_user(None)
+
+
 def test_find_token_by_access_token_needs_no_client_credentials(vault):
     vault.save_token(dict(ALICE))
     found = vault.find_token({"access_token": ALICE["access_token"]})

@@ -118,6 +118,21 @@ def test_find_token_fills_only_fields_that_are_none(store):
     assert query.get_refresh_token() == "1000.refresh.alice"
 
 
+def test_a_user_name_decides_alone_whatever_else_the_query_carries(store):
+    store.save_token(alice_token())
+    store.save_token(user_token("bob@example.com", 2))
+    # Bob's user name with Alice's access token: Bob's token, as the first rule says.
+    query = by_user("bob@example.com")
+    query.set_access_token("1000.access.alice")
+    assert store.find_token(query) is query
+    assert query.get_refresh_token() == "1000.refresh.2"
+    assert query.get_access_token() == "1000.access.alice"
+    # An unknown user name with Alice's access token finds nothing.
+    query = by_user("nobody@example.com")
+    query.set_access_token("1000.access.alice")
+    assert store.find_token(query) is None
+
+
 def test_find_token_with_no_match_returns_none_and_leaves_the_token(store):
     store.save_token(alice_token())
     query = by_user("nobody@example.com")

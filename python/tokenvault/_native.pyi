@@ -177,6 +177,8 @@ class Vault:
         """Deletes every token."""
     def find_token_by_id(self, id: str) -> Optional[Token]:
         """The token with this id, or None."""
+    def find_token_by_user(self, user_name: str) -> Optional[Token]:
+        """The token of this user name, or None (``find_token({"user_name": user_name})``, faster)."""
     def change_passphrase(self, new_passphrase: str) -> None:
         """Replaces the passphrase; on disk when it returns."""
     def rekey(self, new_passphrase: str) -> None:

@@ -142,6 +142,16 @@ class VaultTokenStore(TokenStore):
         """
         if not isinstance(token, OAuthToken):
             return token
+        # The SDK's usual query names a user, and a user name decides alone (the first
+        # rule): that lookup skips building a whole query token.
+        signature = token.get_user_signature()
+        name = signature.get_name() if signature is not None else None
+        if isinstance(name, str) and name:
+            fields = self._guard(lambda: self._vault._find_token_by_user_fields(name))
+            if fields is None:
+                return None
+            _merge_fields(token, fields)
+            return token
         query = self._guard(lambda: _to_vault(token))
         found = self._guard(lambda: self._vault.find_token(query))
         if found is None and query.id is not None and not _has_lookup_key(query):
@@ -275,26 +285,49 @@ def _has_lookup_key(query: tokenvault.Token) -> bool:
 def _merge_into(token: Any, stored: tokenvault.Token) -> None:
     """Fills every field of the SDK ``token`` that is None from ``stored`` (the SDK
     stores' ``set_merge_data``)."""
+    _merge_fields(
+        token,
+        (
+            stored.id,
+            stored.user_name,
+            stored.client_id,
+            stored.client_secret,
+            stored.refresh_token,
+            stored.access_token,
+            stored.grant_token,
+            stored.expiry_time,
+            stored.redirect_url,
+            stored.api_domain,
+        ),
+    )
+
+
+def _merge_fields(token: Any, fields: tuple) -> None:
+    """``_merge_into`` from a stored token's fields in ``Token``'s order (id, user_name,
+    client_id, client_secret, refresh_token, access_token, grant_token, expiry_time,
+    redirect_url, api_domain)."""
+    (id, user_name, client_id, client_secret, refresh_token, access_token, grant_token,
+     expiry_time, redirect_url, api_domain) = fields
     if token.get_id() is None:
-        token.set_id(stored.id)
-    if token.get_user_signature() is None and stored.user_name is not None:
-        token.set_user_signature(UserSignature(stored.user_name))
+        token.set_id(id)
+    if user_name is not None and token.get_user_signature() is None:
+        token.set_user_signature(UserSignature(user_name))
     if token.get_client_id() is None:
-        token.set_client_id(stored.client_id)
+        token.set_client_id(client_id)
     if token.get_client_secret() is None:
-        token.set_client_secret(stored.client_secret)
+        token.set_client_secret(client_secret)
     if token.get_refresh_token() is None:
-        token.set_refresh_token(stored.refresh_token)
+        token.set_refresh_token(refresh_token)
     if token.get_access_token() is None:
-        token.set_access_token(stored.access_token)
+        token.set_access_token(access_token)
     if token.get_grant_token() is None:
-        token.set_grant_token(stored.grant_token)
-    if token.get_expires_in() is None and stored.expiry_time is not None:
-        token.set_expires_in(str(stored.expiry_time))
+        token.set_grant_token(grant_token)
+    if expiry_time is not None and token.get_expires_in() is None:
+        token.set_expires_in(str(expiry_time))
     if token.get_redirect_url() is None:
-        token.set_redirect_url(stored.redirect_url)
+        token.set_redirect_url(redirect_url)
     if token.get_api_domain() is None:
-        token.set_api_domain(stored.api_domain)
+        token.set_api_domain(api_domain)
 
 
 def _blank_sdk_token() -> Any:

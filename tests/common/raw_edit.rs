@@ -87,7 +87,21 @@ impl LiveDb {
             #[cfg(not(feature = "redb"))]
             panic!("a redb vault, in a build without the feature redb");
         }
-        LiveDb::Sled(sled::open(dir).expect("open the vault's sled database"))
+        // A vault's drop waits up to 5 s for sled's threads to let go of the files; on a
+        // loaded machine they may take longer: wait for them here too.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match sled::open(&dir) {
+                Ok(db) => return LiveDb::Sled(db),
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open the vault's sled database: {e:?}"),
+            }
+        }
     }
 
     /// Every entry of tree `name`, in key order.
