@@ -134,6 +134,10 @@ fuzz_target!(|input: Input| {
     let scratch = scratch_dir("sled-log");
     let dir = scratch.path().join("vault");
     copy_dir(&t.dir, &dir);
-    std::fs::write(sled_dir(&dir).join("db"), forged(t, &input.forgeries, input.leave_crc)).expect("write the log");
+    std::fs::write(
+        sled_dir(&dir).join("db"),
+        forged(t, &input.forgeries, input.leave_crc),
+    )
+    .expect("write the log");
     check(&dir, &t.tokens, input.write);
 });
