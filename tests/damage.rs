@@ -694,19 +694,24 @@ mod sled_file {
         });
     }
 
-    /// The other side of reading a changed message: a write torn by a crash (its message
-    /// cut short, nothing intact after it) is still the end of the log, as in sled. A
-    /// fourth token is saved and the files copied while the vault is still open (the
-    /// state a crash leaves: nothing written at close); in the copy the log's last message
-    /// (the end of that save's batch) is cut in its middle and everything after zeroed.
-    /// The copy opens, the first three tokens read back, the fourth is absent (its batch
-    /// was torn, as if the save had never been made), and nothing is `Corrupted`. Shown to
-    /// fail when every message whose CRC fails is read as changed: the cut message is then
-    /// recovered and reading it is `Corrupted`.
-    #[test]
-    fn a_write_torn_at_the_end_of_the_log_is_still_dropped_whole() {
-        common::vaults::on(Engine::Sled, || {
-            let (_tmp, template, mut tokens) = make(3);
+    /// The state a crash leaves after a fourth save on a vault of three tokens (its files
+    /// copied while it is still open: nothing written at close).
+    struct Crashed {
+        _template: tempfile::TempDir,
+        _scratch: tempfile::TempDir,
+        /// The copy.
+        path: PathBuf,
+        /// The four tokens, the fourth last.
+        tokens: Vec<OAuthToken>,
+        /// The copy's sled log.
+        log: Vec<u8>,
+        /// Where the fourth token's record starts in `log`.
+        record_at: usize,
+    }
+
+    impl Crashed {
+        fn after_a_fourth_save() -> Crashed {
+            let (template_dir, template, mut tokens) = make(3);
             let before = raw_edit::edit(&template, |db| db.entries("tokens"));
             let scratch = tempfile::tempdir().unwrap();
             let path = scratch.path().join("vault");
@@ -721,8 +726,48 @@ mod sled_file {
                 .find(|entry| !before.contains(entry))
                 .unwrap()
                 .1;
-            let mut bytes = std::fs::read(&raw_edit::db_files(&path)[0]).unwrap();
-            let at = memchr::memmem::rfind(&bytes, &record).unwrap();
+            let log = std::fs::read(&raw_edit::db_files(&path)[0]).unwrap();
+            let record_at = memchr::memmem::rfind(&log, &record).unwrap();
+            Crashed {
+                _template: template_dir,
+                _scratch: scratch,
+                path,
+                tokens,
+                log,
+                record_at,
+            }
+        }
+
+        /// Writes `log` as the copy's log, opens it and checks that the first three tokens
+        /// read back, the fourth is absent (its save rolled back) and nothing is
+        /// `Corrupted` (`else_` says what a failure would mean).
+        fn reads_back_the_first_three(&self, log: &[u8], else_: &str) {
+            std::fs::write(&raw_edit::db_files(&self.path)[0], log).unwrap();
+            let v = options().open(&self.path, "p").unwrap();
+            for (n, t) in self.tokens.iter().enumerate() {
+                match v.find_token_by_id(t.id().unwrap()) {
+                    Ok(found) => assert_eq!(found.as_ref(), (n < 3).then_some(t), "token {n}"),
+                    Err(e) => panic!("token {n}: {else_}: {e}"),
+                }
+            }
+            assert!(v.verify().unwrap().is_clean());
+        }
+    }
+
+    /// The other side of reading a changed message: a write torn by a crash (its message
+    /// cut short, nothing intact after it) is still the end of the log, as in sled. A
+    /// fourth token is saved and the files copied while the vault is still open (the
+    /// state a crash leaves: nothing written at close); in the copy the log's last message
+    /// (the end of that save's batch) is cut in its middle and everything after zeroed.
+    /// The copy opens, the first three tokens read back, the fourth is absent (its batch
+    /// was torn, as if the save had never been made), and nothing is `Corrupted`. Shown to
+    /// fail when every message whose CRC fails is read as changed: the cut message is then
+    /// recovered and reading it is `Corrupted`.
+    #[test]
+    fn a_write_torn_at_the_end_of_the_log_is_still_dropped_whole() {
+        common::vaults::on(Engine::Sled, || {
+            let crash = Crashed::after_a_fourth_save();
+            let (mut bytes, at) = (crash.log.clone(), crash.record_at);
             let all = messages(&bytes);
             let last = all.last().unwrap();
             assert!(
@@ -731,15 +776,7 @@ mod sled_file {
             );
             let cut = (last.body + last.end) / 2;
             bytes[cut..].iter_mut().for_each(|b| *b = 0);
-            std::fs::write(&raw_edit::db_files(&path)[0], &bytes).unwrap();
-            let v = options().open(&path, "p").unwrap();
-            for (n, t) in tokens.iter().enumerate() {
-                match v.find_token_by_id(t.id().unwrap()) {
-                    Ok(found) => assert_eq!(found.as_ref(), (n < 3).then_some(t), "token {n}"),
-                    Err(e) => panic!("token {n}: a torn write read as a damaged record: {e}"),
-                }
-            }
-            assert!(v.verify().unwrap().is_clean());
+            crash.reads_back_the_first_three(&bytes, "a torn write read as a damaged record");
         });
     }
 
@@ -755,38 +792,15 @@ mod sled_file {
     #[test]
     fn a_write_cut_short_before_an_intact_one_is_still_a_tear() {
         common::vaults::on(Engine::Sled, || {
-            let (_tmp, template, mut tokens) = make(3);
-            let before = raw_edit::edit(&template, |db| db.entries("tokens"));
-            let scratch = tempfile::tempdir().unwrap();
-            let path = scratch.path().join("vault");
-            let v = options().open(&template, "p").unwrap();
-            let mut fourth = token(3);
-            v.save_token(&mut fourth).unwrap();
-            copy_vault(&template, &path);
-            drop(v);
-            tokens.push(fourth);
-            let record = raw_edit::edit(&template, |db| db.entries("tokens"))
-                .into_iter()
-                .find(|entry| !before.contains(entry))
-                .unwrap()
-                .1;
-            let mut bytes = std::fs::read(&raw_edit::db_files(&path)[0]).unwrap();
-            let at = memchr::memmem::rfind(&bytes, &record).unwrap();
+            let crash = Crashed::after_a_fourth_save();
+            let (mut bytes, at) = (crash.log.clone(), crash.record_at);
             let all = messages(&bytes);
             let cut = all.iter().position(|m| m.body <= at && at < m.end).unwrap();
             assert!(cut + 1 < all.len(), "intact messages follow the record's");
             let m = all[cut];
             bytes[m.end - 40..m.end].iter_mut().for_each(|b| *b = 0);
             assert!(messages(&bytes).len() == all.len() - 1);
-            std::fs::write(&raw_edit::db_files(&path)[0], &bytes).unwrap();
-            let v = options().open(&path, "p").unwrap();
-            for (n, t) in tokens.iter().enumerate() {
-                match v.find_token_by_id(t.id().unwrap()) {
-                    Ok(found) => assert_eq!(found.as_ref(), (n < 3).then_some(t), "token {n}"),
-                    Err(e) => panic!("token {n}: a cut write read as a changed record: {e}"),
-                }
-            }
-            assert!(v.verify().unwrap().is_clean());
+            crash.reads_back_the_first_three(&bytes, "a cut write read as a changed record");
         });
     }
 

@@ -15,6 +15,7 @@
 
 mod common {
     pub(crate) mod raw_edit;
+    pub(crate) mod sample_tokens;
     pub(crate) mod sled_log;
     pub(crate) mod vaults;
 }
@@ -160,38 +161,7 @@ fn a_forged_merge_that_never_completes_ends_instead_of_spinning() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("vault");
     let vault = options.create(&path, "fuzz-passphrase").unwrap();
-    // The fuzz crate's `sample_tokens`.
-    let tokens = [
-        OAuthToken::default()
-            .with_id("id-full")
-            .with_user_name("alice@example.com")
-            .with_client_id("1000.CLIENT")
-            .with_client_secret("client-secret")
-            .with_grant_token("1000.grant.alice")
-            .with_refresh_token("1000.refresh.alice")
-            .with_access_token("1000.access.alice")
-            .with_expiry_time(1_764_000_000_000)
-            .with_redirect_url("https://example.com/cb")
-            .with_api_domain("https://www.zohoapis.com"),
-        OAuthToken::default()
-            .with_id("id-min")
-            .with_access_token("1000.access.only"),
-        OAuthToken::default()
-            .with_id("id-odd")
-            .with_user_name("bob'; DROP TABLE oauthtoken; --")
-            .with_client_id("1000.CLIENT")
-            .with_client_secret("s\0cret")
-            .with_refresh_token("1000.refresh.\u{1F511}\u{0}")
-            .with_expiry_time(i64::MIN),
-        OAuthToken::default()
-            .with_id("id-long")
-            .with_user_name("carol@example.com")
-            .with_client_id("1000.OTHER")
-            .with_client_secret("other-secret")
-            .with_grant_token("g".repeat(300))
-            .with_access_token("a".repeat(2_000))
-            .with_expiry_time(-1),
-    ];
+    let tokens = common::sample_tokens::sample_tokens();
     for t in &tokens {
         vault.save_token(&mut t.clone()).unwrap();
     }

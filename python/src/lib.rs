@@ -518,6 +518,13 @@ impl Vault {
     }
 
     /// A handle to the open vault, or the "closed" error.
+    /// The stored token of this user name (`find_token` with only a user name), or None.
+    fn by_user(&self, py: Python<'_>, user_name: &str) -> PyResult<Option<OAuthToken>> {
+        let query = OAuthToken::default().with_user_name(user_name);
+        let vault = self.handle()?;
+        py.detach(move || vault.find_token(&query)).map_err(raise)
+    }
+
     fn handle(&self) -> PyResult<tokenvault::Vault> {
         self.slot()
             .clone()
@@ -695,10 +702,7 @@ impl Vault {
     ///
     /// Raises Corrupted if the token found fails its checks.
     fn find_token_by_user(&self, py: Python<'_>, user_name: &str) -> PyResult<Option<Token>> {
-        let query = OAuthToken::default().with_user_name(user_name);
-        let vault = self.handle()?;
-        let found = py.detach(move || vault.find_token(&query)).map_err(raise)?;
-        Ok(found.as_ref().map(Token::from_core))
+        Ok(self.by_user(py, user_name)?.as_ref().map(Token::from_core))
     }
 
     /// ``find_token_by_user`` for ``tokenvault.zoho``: the token's fields as a tuple (id,
@@ -709,10 +713,7 @@ impl Vault {
         py: Python<'py>,
         user_name: &str,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let query = OAuthToken::default().with_user_name(user_name);
-        let vault = self.handle()?;
-        let found = py.detach(move || vault.find_token(&query)).map_err(raise)?;
-        found
+        self.by_user(py, user_name)?
             .map(|t| {
                 (
                     t.id(),

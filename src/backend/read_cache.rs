@@ -126,24 +126,19 @@ impl ReadCache {
     /// Counts a write in until the returned guard is dropped, which then drops from the
     /// cache every key `ops` touch (whether or not the write applied).
     pub(crate) fn writing<'a>(&'a self, ops: &'a [Op]) -> WriteGuard<'a> {
-        let mut state = self.lock();
-        state.writing += 1;
-        state.version += 1;
-        WriteGuard {
-            cache: self,
-            ops: Touched::Ops(ops),
-        }
+        self.begin(Touched::Ops(ops))
     }
 
     /// Counts a write that may touch any key of `tree` in, until the guard is dropped.
     pub(crate) fn writing_tree(&self, tree: TreeName) -> WriteGuard<'_> {
+        self.begin(Touched::Tree(tree))
+    }
+
+    fn begin<'a>(&'a self, touched: Touched<'a>) -> WriteGuard<'a> {
         let mut state = self.lock();
         state.writing += 1;
         state.version += 1;
-        WriteGuard {
-            cache: self,
-            ops: Touched::Tree(tree),
-        }
+        WriteGuard { cache: self, touched }
     }
 
     #[cfg(test)]
@@ -160,13 +155,13 @@ enum Touched<'a> {
 /// A write under way (see [`ReadCache::writing`]).
 pub(crate) struct WriteGuard<'a> {
     cache: &'a ReadCache,
-    ops: Touched<'a>,
+    touched: Touched<'a>,
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.cache.lock();
-        match self.ops {
+        match self.touched {
             Touched::Ops(ops) => {
                 for op in ops {
                     match op {
