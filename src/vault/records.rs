@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 
 use subtle::ConstantTimeEq;
 
-use super::{entry_key, lock, Inner, MIN_OPEN_CHUNK, OPEN_BATCH, OPEN_THREADS};
+use super::{entry_key, lock, Inner, MIN_OPEN_CHUNK, OPEN_THREADS};
 use crate::backend::Engine;
 use crate::backend::{Bytes, Entry, Expect, Op, Outcome, TreeName};
 use crate::crypto::keys::{VaultKeys, MAC_LEN};
@@ -158,7 +158,8 @@ impl Inner {
     }
 
     /// Every stored token, each opened and checked against its slot. The records are read
-    /// a batch at a time, each batch opened on up to [`OPEN_THREADS`] threads.
+    /// a batch at a time, each batch opened on up to [`OPEN_THREADS`] threads, a chunk of
+    /// [`MIN_OPEN_CHUNK`] records each.
     pub(super) fn all_tokens(&self) -> Result<Vec<OAuthToken>, Error> {
         let keys = self.keys();
         let open_all = |chunk: &[Entry]| -> Result<Vec<OAuthToken>, Error> {
@@ -174,7 +175,7 @@ impl Inner {
             .clamp(1, OPEN_THREADS);
         let mut out = Vec::new();
         self.storage()
-            .for_each_batch(TreeName::Tokens, OPEN_BATCH, &mut |batch| {
+            .for_each_batch(TreeName::Tokens, threads * MIN_OPEN_CHUNK, &mut |batch| {
                 if threads == 1 || batch.len() < 2 * MIN_OPEN_CHUNK {
                     out.extend(open_all(batch)?);
                     return Ok(());
