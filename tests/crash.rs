@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::vaults::{engine, options};
 use tokenvault::{Engine, Error, OAuthToken, TokenStore, Vault};
@@ -221,24 +221,28 @@ fn crash_rounds(keys_only: bool) {
         } else {
             Duration::from_millis(20 + rng.next() % 180)
         };
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
-            let mut opened_at = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.trim_end().ends_with("opened") {
-                    opened_at = Some(Instant::now());
+                    let _ = opened_tx.send(());
                 } else if let Some(k) = line.trim().strip_prefix("ack ") {
                     acks.push(k.parse::<u64>().unwrap());
                 }
             }
-            (acks, opened_at)
+            acks
         });
-        // Kill at a random moment after the child has started writing.
-        std::thread::sleep(Duration::from_millis(60) + delay);
+        // Kill at a random moment after the child has started writing: the delay runs from
+        // its open (which a loaded machine can hold up for longer than the delay), not from
+        // its start. A child that never opens (it failed: its round's checks will say) is
+        // killed after a minute.
+        let _ = opened_rx.recv_timeout(Duration::from_secs(60));
+        std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
-        let (acks, _) = reader.join().unwrap();
+        let acks = reader.join().unwrap();
         // Apply the acknowledged steps to the model.
         for (i, &k) in acks.iter().enumerate() {
             assert_eq!(k, next_k + i as u64, "acks must be consecutive");
