@@ -155,22 +155,21 @@ pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// whole folio, up to 1.2 MB per operation measured on ext4.) 0 where the kernel does not
 /// say.
 pub(crate) fn written_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("wchar:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    proc_self_field("io", "wchar:")
 }
 
+/// The peak resident set of this process so far, KiB (`VmHWM` of `/proc/self/status`).
 pub(crate) fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_self_field("status", "VmHWM:")
+}
+
+/// The number after `key` in `/proc/self/FILE`; 0 where the kernel does not say.
+fn proc_self_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
