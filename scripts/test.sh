@@ -3,7 +3,8 @@
 # library, the CLI, crash, tamper, compaction, fuzz regressions, both local engines, and
 # the etcd vault against a real 3-member etcd cluster on loopback, which
 # scripts/etcd-cluster.sh installs (Debian's etcd, and protoc for the etcd client's
-# build), starts for the run and stops after it), then the Python package's
+# build), starts for the run and stops after it), the vendored sled's flush race under
+# AddressSanitizer (tests/sled-race), then the Python package's
 # (scripts/test-python.sh: installs python3-venv if missing, builds the package with pip
 # and maturin, with the feature etcd, in a new virtualenv with the Zoho SDK, runs pytest
 # with the etcd tests on a second cluster, lints the binding).
@@ -17,6 +18,15 @@ scripts/etcd-cluster.sh install
 echo "== cargo test --all-features, beside a 3-member etcd cluster"
 mkdir -p target
 scripts/etcd-cluster.sh run target/etcd-test -- cargo test --all-features
+
+# The vendored sled's flush racing its writer thread (vendor/sled/PATCHES.md): its own
+# package, built with AddressSanitizer (the stable toolchain takes -Zsanitizer when told
+# it may) and crossbeam's sanitize mode, which runs deferred drops soon.
+echo "== sled's flush racing its writer, under AddressSanitizer (tests/sled-race)"
+host=$(rustc -vV | sed -n 's/^host: //p')
+RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address --cfg crossbeam_sanitize" \
+    cargo test --manifest-path tests/sled-race/Cargo.toml --target "$host" \
+    --target-dir target/sled-race-asan
 
 # With the cluster's endpoints exported, test-python.sh builds the package with etcd and
 # runs its etcd tests on that cluster.

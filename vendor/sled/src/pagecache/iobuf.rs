@@ -846,7 +846,22 @@ impl IoBufs {
         // If we didn't forget it, it would then go back down again,
         // even though we just created a new reference to it, leading
         // to double-frees.
+        // tokenvault: holds the window between the load and the clone open for
+        // a caller that is not pinned (tokenvault's tests/sled-race, PATCHES.md); off
+        // in every normal build.
+        #[cfg(feature = "iobuf_race_window")]
+        let unpinned_caller = !crossbeam_epoch::is_pinned();
+        // tokenvault: the seal that swaps this buffer out drops the swapped-out
+        // reference through the epoch (`guard.defer` in
+        // `maybe_seal_and_write_iobuf`), so the buffer stays allocated only while
+        // we are pinned: without the pin, the deferred drop and the writer
+        // thread's last reference could free it between the load and the clone.
+        let _guard = pin();
         let arc = unsafe { Arc::from_raw(self.iobuf.load(Acquire)) };
+        #[cfg(feature = "iobuf_race_window")]
+        if unpinned_caller {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         #[allow(clippy::mem_forget)]
         std::mem::forget(arc.clone());
         arc
