@@ -21,10 +21,12 @@ scripts/etcd-cluster.sh run target/etcd-test -- cargo test --all-features
 
 # The vendored sled's flush racing its writer thread (vendor/sled/PATCHES.md): its own
 # package, built with AddressSanitizer (the stable toolchain takes -Zsanitizer when told
-# it may) and crossbeam's sanitize mode, which runs deferred drops soon.
+# it may), crossbeam's sanitize mode (deferred drops run soon) and sled's test-only window
+# between reading the current I/O buffer and taking a reference to it.
 echo "== sled's flush racing its writer, under AddressSanitizer (tests/sled-race)"
 host=$(rustc -vV | sed -n 's/^host: //p')
-RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address --cfg crossbeam_sanitize" \
+RUSTC_BOOTSTRAP=1 \
+    RUSTFLAGS="-Zsanitizer=address --cfg crossbeam_sanitize --cfg tokenvault_iobuf_race_window" \
     cargo test --manifest-path tests/sled-race/Cargo.toml --target "$host" \
     --target-dir target/sled-race-asan
 

@@ -9,11 +9,11 @@
 //! write, reaches `current_iobuf` unpinned.
 //!
 //! Here eight threads insert and flush at once, so that flushes seal buffers while other
-//! flushes are reading the current one. The package builds sled with its feature
-//! `iobuf_race_window`, which sleeps 1 ms between the load and the clone whenever the caller
-//! is not pinned. Only AddressSanitizer sees the fault (a freed buffer's count can still be
-//! incremented), with crossbeam's `--cfg crossbeam_sanitize` so that deferred drops run
-//! soon; scripts/test.sh runs it that way. Without the fix it fails within seconds, every
+//! flushes are reading the current one. Built with `--cfg tokenvault_iobuf_race_window`,
+//! sled sleeps 1 ms between the load and the clone whenever the caller is not pinned. Only
+//! AddressSanitizer sees the fault (a freed buffer's count can still be incremented), with
+//! crossbeam's `--cfg crossbeam_sanitize` so that deferred drops run soon; scripts/test.sh
+//! runs it that way. Without the fix it fails within seconds, every
 //! time (vendor/sled/PATCHES.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};

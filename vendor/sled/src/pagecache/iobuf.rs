@@ -847,9 +847,9 @@ impl IoBufs {
         // even though we just created a new reference to it, leading
         // to double-frees.
         // tokenvault: holds the window between the load and the clone open for
-        // a caller that is not pinned (tokenvault's tests/sled-race, PATCHES.md); off
-        // in every normal build.
-        #[cfg(feature = "iobuf_race_window")]
+        // a caller that is not pinned (tokenvault's tests/sled-race, PATCHES.md); only
+        // in a build given `--cfg tokenvault_iobuf_race_window`.
+        #[cfg(tokenvault_iobuf_race_window)]
         let unpinned_caller = !crossbeam_epoch::is_pinned();
         // tokenvault: the seal that swaps this buffer out drops the swapped-out
         // reference through the epoch (`guard.defer` in
@@ -858,7 +858,7 @@ impl IoBufs {
         // thread's last reference could free it between the load and the clone.
         let _guard = pin();
         let arc = unsafe { Arc::from_raw(self.iobuf.load(Acquire)) };
-        #[cfg(feature = "iobuf_race_window")]
+        #[cfg(tokenvault_iobuf_race_window)]
         if unpinned_caller {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
