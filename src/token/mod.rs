@@ -196,10 +196,16 @@ impl OAuthToken {
     /// `InvalidToken` for [`Field::ExpiryTime`], a number (see
     /// [`set_expiry_time`](Self::set_expiry_time)); the token is unchanged.
     pub fn set_text(&mut self, field: Field, value: Option<impl Into<String>>) -> Result<(), Error> {
-        let i = slot(field).ok_or(Error::InvalidToken {
-            reason: "expiry_time is a number of milliseconds, not text",
-        })?;
-        self.put(i, value.map(Into::into));
+        let value = value.map(Into::into);
+        let Some(i) = slot(field) else {
+            if let Some(mut v) = value {
+                v.zeroize();
+            }
+            return Err(Error::InvalidToken {
+                reason: "expiry_time is a number of milliseconds, not text",
+            });
+        };
+        self.put(i, value);
         Ok(())
     }
 
@@ -341,7 +347,7 @@ mod wire {
     use std::borrow::Cow;
     use std::fmt;
 
-    use serde::de::{Deserializer, Error, Visitor};
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
     use serde::Deserialize;
     use zeroize::Zeroize;
 
@@ -389,7 +395,8 @@ mod wire {
         }
     }
 
-    /// A string value as read: borrowed from the input, or a copy zeroized on drop.
+    /// A string value as read: borrowed from the input, or a copy zeroized on drop. Like
+    /// `String`'s own, it also takes bytes that are UTF-8.
     struct Text<'a>(Cow<'a, str>);
 
     impl Drop for Text<'_> {
@@ -403,6 +410,9 @@ mod wire {
     impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             struct Read;
+            fn not_utf8<E: Error>(bytes: &[u8]) -> E {
+                E::invalid_value(Unexpected::Bytes(bytes), &Read)
+            }
             impl<'de> Visitor<'de> for Read {
                 type Value = Text<'de>;
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -417,8 +427,49 @@ mod wire {
                 fn visit_string<E: Error>(self, v: String) -> Result<Text<'de>, E> {
                     Ok(Text(Cow::Owned(v)))
                 }
+                fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Text<'de>, E> {
+                    let s = std::str::from_utf8(v).map_err(|_| not_utf8::<E>(v))?;
+                    Ok(Text(Cow::Borrowed(s)))
+                }
+                fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Text<'de>, E> {
+                    let s = std::str::from_utf8(v).map_err(|_| not_utf8::<E>(v))?;
+                    Ok(Text(Cow::Owned(s.to_owned())))
+                }
+                fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Text<'de>, E> {
+                    match String::from_utf8(v) {
+                        Ok(s) => Ok(Text(Cow::Owned(s))),
+                        Err(e) => {
+                            let mut bytes = e.into_bytes();
+                            let err = not_utf8::<E>(&bytes);
+                            bytes.zeroize();
+                            Err(err)
+                        }
+                    }
+                }
             }
             deserializer.deserialize_str(Read)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde::de::value::{BorrowedBytesDeserializer, BytesDeserializer, Error as E, StrDeserializer};
+
+        /// A value takes what a `String` takes, as the derived form did, and nothing else.
+        #[test]
+        fn a_value_takes_what_a_string_takes() {
+            let inputs: [&[u8]; 4] = [b"", b"abc", "\u{e9}t\u{e9}".as_bytes(), b"\xff\xfe"];
+            for bytes in inputs {
+                let string = String::deserialize(BytesDeserializer::<E>::new(bytes)).ok();
+                let copied = Text::deserialize(BytesDeserializer::<E>::new(bytes)).ok();
+                let borrowed = Text::deserialize(BorrowedBytesDeserializer::<E>::new(bytes)).ok();
+                assert_eq!(copied.as_ref().map(|t| &*t.0), string.as_deref(), "{bytes:?}");
+                assert_eq!(borrowed.as_ref().map(|t| &*t.0), string.as_deref(), "{bytes:?}");
+            }
+            let text = Text::deserialize(StrDeserializer::<E>::new("x")).unwrap();
+            assert_eq!(&*text.0, "x");
+            assert!(Text::deserialize(serde::de::value::I64Deserializer::<E>::new(1)).is_err());
         }
     }
 }
