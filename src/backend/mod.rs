@@ -16,6 +16,8 @@ mod etcd_engine;
 mod read_cache;
 #[cfg(feature = "redb")]
 mod redb_engine;
+#[cfg(feature = "redb")]
+mod redb_journal;
 mod sled_engine;
 
 #[cfg(all(fuzzing, feature = "etcd"))]
@@ -73,6 +75,12 @@ impl TreeName {
             TreeName::Ids => 6,
             TreeName::Quarantine => 7,
         }
+    }
+
+    /// The tree whose number is `tag`.
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
+    pub(crate) fn from_tag(tag: u8) -> Option<TreeName> {
+        TreeName::ALL.into_iter().find(|t| t.tag() == tag)
     }
 
     /// The tree's name on disk (also bound into record AAD).
@@ -450,11 +458,11 @@ impl Storage for LocalStorage {
 mod tests {
     use super::*;
 
-    fn put(t: TreeName, k: &[u8], v: &[u8]) -> Op {
+    pub(super) fn put(t: TreeName, k: &[u8], v: &[u8]) -> Op {
         Op::Put(t, k.to_vec(), v.to_vec())
     }
 
-    fn expect(t: TreeName, k: &[u8], v: Option<&[u8]>) -> Expect {
+    pub(super) fn expect(t: TreeName, k: &[u8], v: Option<&[u8]>) -> Expect {
         Expect {
             tree: t,
             key: k.to_vec(),
@@ -520,8 +528,10 @@ mod tests {
     }
 }
 
-#[cfg(all(test, feature = "redb"))]
+#[cfg(test)]
+#[cfg(feature = "redb")]
 mod redb_tests {
+    use super::tests::{expect, put};
     use super::*;
 
     fn config(durable: bool) -> LocalConfig {
@@ -583,6 +593,170 @@ mod redb_tests {
             }
             assert_eq!(std::fs::read(&file).unwrap(), junk);
         }
+    }
+
+    fn journal_path(dir: &Path) -> std::path::PathBuf {
+        dir.join(redb_journal::JOURNAL_FILE)
+    }
+
+    fn value(s: &LocalStorage, k: &[u8]) -> Option<Vec<u8>> {
+        s.get(TreeName::Tokens, k).unwrap()
+    }
+
+    #[test]
+    fn a_durable_handle_journals_each_batch_and_a_clean_close_empties_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = LocalStorage::create(Engine::Redb, tmp.path(), config(true)).unwrap();
+            for i in 0..3u8 {
+                s.apply(&[
+                    put(TreeName::Tokens, &[i], &[i; 100]),
+                    put(TreeName::User, &[i], b"id"),
+                ])
+                .unwrap();
+            }
+            s.apply(&[Op::Remove(TreeName::Tokens, vec![1])]).unwrap();
+            // A batch whose expectation fails writes nothing, to redb or to the journal.
+            let failed = s.apply_if(
+                &[expect(TreeName::Tokens, &[1], Some(b"x"))],
+                &[put(TreeName::Tokens, &[9], b"no")],
+            );
+            assert_eq!(failed.unwrap(), Outcome::Conflict);
+            let frames = redb_journal::read(&journal_path(tmp.path())).unwrap();
+            assert_eq!(frames.len(), 4);
+            assert!(matches!(&frames[3][..], [Op::Remove(TreeName::Tokens, k)] if k == &[1]));
+            // `flush` has nothing to do: each batch was durable when `apply` returned.
+            s.flush().unwrap();
+            assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 4);
+        }
+        assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(false)).unwrap();
+        assert_eq!(value(&s, &[0]), Some(vec![0; 100]));
+        assert_eq!(value(&s, &[1]), None);
+        assert_eq!(value(&s, &[2]), Some(vec![2; 100]));
+        assert_eq!(value(&s, &[9]), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_journal_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let _s = LocalStorage::create(Engine::Redb, tmp.path(), config(true)).unwrap();
+        let mode = std::fs::metadata(journal_path(tmp.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A vault holding `k` = `old`, `gone` = `x` and a quarantine entry, closed cleanly.
+    fn closed_vault(dir: &Path) {
+        let s = LocalStorage::create(Engine::Redb, dir, config(true)).unwrap();
+        s.apply(&[
+            put(TreeName::Tokens, b"k", b"old"),
+            put(TreeName::Tokens, b"gone", b"x"),
+            put(TreeName::Quarantine, b"q", b"q"),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn a_journal_left_by_a_crash_is_replayed_in_order_at_open_and_then_emptied() {
+        let frames = [
+            vec![
+                put(TreeName::Tokens, b"k", b"first"),
+                put(TreeName::Tokens, b"new", b"n"),
+            ],
+            vec![
+                Op::Remove(TreeName::Tokens, b"gone".to_vec()),
+                Op::Clear(TreeName::Quarantine),
+            ],
+            vec![put(TreeName::Tokens, b"k", b"second")],
+        ];
+        let journal: Vec<u8> = frames
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ops)| redb_journal::encode(i as u64 + 1, ops).unwrap())
+            .collect();
+        // Replayed onto the state before the frames, and onto one that already holds the
+        // first two (redb's file came back at a later commit than the checkpoint): the same.
+        for already in [0, 2] {
+            let tmp = tempfile::tempdir().unwrap();
+            closed_vault(tmp.path());
+            if already > 0 {
+                let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+                for ops in &frames[..already] {
+                    s.apply(ops).unwrap();
+                }
+            }
+            std::fs::write(journal_path(tmp.path()), &journal).unwrap();
+            for durable in [false, true] {
+                let s = LocalStorage::open(Engine::Redb, tmp.path(), config(durable)).unwrap();
+                assert_eq!(value(&s, b"k"), Some(b"second".to_vec()), "{already}");
+                assert_eq!(value(&s, b"new"), Some(b"n".to_vec()));
+                assert_eq!(value(&s, b"gone"), None);
+                assert_eq!(s.get(TreeName::Quarantine, b"q").unwrap(), None);
+                assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_journal_cut_in_its_last_frame_replays_the_frames_before_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        closed_vault(tmp.path());
+        let mut journal = redb_journal::encode(1, &[put(TreeName::Tokens, b"k", b"acknowledged")]).unwrap();
+        let second = redb_journal::encode(2, &[put(TreeName::Tokens, b"k", b"cut")]).unwrap();
+        journal.extend_from_slice(&second[..second.len() - 1]);
+        std::fs::write(journal_path(tmp.path()), &journal).unwrap();
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+        assert_eq!(value(&s, b"k"), Some(b"acknowledged".to_vec()));
+    }
+
+    #[test]
+    fn a_damaged_journal_is_corrupted_and_none_of_it_is_applied() {
+        let tmp = tempfile::tempdir().unwrap();
+        closed_vault(tmp.path());
+        let mut journal: Vec<u8> = (0..300u64)
+            .flat_map(|i| redb_journal::encode(i + 1, &[put(TreeName::Tokens, b"k", &[7; 300])]).unwrap())
+            .collect();
+        journal[100] ^= 0x10;
+        std::fs::write(journal_path(tmp.path()), &journal).unwrap();
+        for durable in [false, true] {
+            match LocalStorage::open(Engine::Redb, tmp.path(), config(durable)) {
+                Err(Error::Corrupted { what }) => assert!(what.contains("journal"), "{what}"),
+                Err(e) => panic!("{e:?}"),
+                Ok(_) => panic!("opened with a damaged journal"),
+            }
+            assert!(std::fs::read(journal_path(tmp.path())).unwrap() == journal);
+        }
+        // Without the journal, the vault is as it was.
+        std::fs::remove_file(journal_path(tmp.path())).unwrap();
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+        assert_eq!(value(&s, b"k"), Some(b"old".to_vec()));
+    }
+
+    #[test]
+    fn checkpoints_bound_the_journal_and_a_batch_too_large_for_a_frame_is_committed_durably() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = LocalStorage::create(Engine::Redb, tmp.path(), config(true)).unwrap();
+        let n = redb_journal::CHECKPOINT_FRAMES + 10;
+        for i in 0..n {
+            s.apply(&[put(TreeName::Tokens, &i.to_be_bytes(), b"v")]).unwrap();
+        }
+        // The checkpoint before frame CHECKPOINT_FRAMES + 1 emptied the journal.
+        assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 10);
+        let big = vec![3u8; redb_journal::MAX_FRAME];
+        s.apply(&[put(TreeName::Tokens, b"big", &big)]).unwrap();
+        assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+        s.apply(&[put(TreeName::Tokens, b"after", b"a")]).unwrap();
+        assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 1);
+        drop(s);
+        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+        assert_eq!(value(&s, b"big"), Some(big));
+        assert_eq!(value(&s, &(n - 1).to_be_bytes()), Some(b"v".to_vec()));
+        assert_eq!(value(&s, b"after"), Some(b"a".to_vec()));
     }
 
     #[test]

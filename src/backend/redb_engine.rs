@@ -1,10 +1,12 @@
 //! The redb 4.6 engine: every tree in one table, `vault`, each key prefixed by its tree's
 //! number ([`TreeName::tag`]); a batch is one redb write transaction, its expectations
-//! checked inside it. A durable vault commits each batch with `fdatasync`
-//! (`Durability::Immediate`); a buffered one commits without (`Durability::None`) and
-//! `flush` makes everything committed so far durable, as does a background thread about
-//! every 500 ms (the promise of `VaultOptions::durable(false)`) and every 512th commit
-//! (which bounds the pages held by buffered commits, see [`DURABLE_EVERY`]).
+//! checked inside it. Every batch is committed without `fdatasync` (`Durability::None`).
+//! A durable vault then appends the batch's writes to its journal and `fdatasync`s that
+//! (see [`super::redb_journal`]): one small append instead of the twenty pages a durable
+//! redb commit writes. A buffered one does not, and `flush` makes everything committed so
+//! far durable, as does a background thread about every 500 ms (the promise of
+//! `VaultOptions::durable(false)`) and every 512th commit (which bounds the pages held by
+//! buffered commits, see [`DURABLE_EVERY`]). Opening replays a journal a crash left.
 //!
 //! redb trusts its file: on a damaged or hostile one, many of its reads and writes panic
 //! (an index out of range, an `unwrap`, `unreachable!`) instead of returning an error. So
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::redb_journal::{self, Journal, JOURNAL_FILE};
 use super::{
     BatchVisitor, Batcher, Bytes, Entry, EntryVisitor, Expect, LocalConfig, Op, Outcome, Storage, TreeName,
 };
@@ -91,24 +94,52 @@ fn call<T>(
     result
 }
 
-/// The database, closed under `catch_unwind` when the last handle goes: closing writes to
-/// the file, and redb may panic on a damaged one there too.
-struct Guarded(Option<Database>);
+/// The database, with the journal of a durable handle; closed under `catch_unwind` when
+/// the last handle goes (closing writes to the file, and redb may panic on a damaged one
+/// there too), after a checkpoint that empties the journal.
+struct Guarded {
+    db: Option<Database>,
+    /// A durable handle's journal; `None` for a buffered one.
+    journal: Option<Mutex<Journal>>,
+    /// Whether redb panicked on this database: then nothing calls into it again.
+    broken: Arc<AtomicBool>,
+}
 
 impl Guarded {
     fn db(&self) -> Result<&Database, Error> {
-        self.0
+        self.db
             .as_ref()
             .ok_or_else(|| Error::internal("the redb database is already closed"))
+    }
+
+    /// The journal, locked; `None` for a buffered handle.
+    fn journal(&self) -> Option<std::sync::MutexGuard<'_, Journal>> {
+        self.journal
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        if let Some(db) = self.0.take() {
+        // Errors cannot be reported here: a journal left as it is replays at the next open.
+        if let Some(journal) = self.journal.take() {
+            let mut journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
+            if journal.holds_frames() {
+                let _ = checkpoint(self, &mut journal);
+            }
+        }
+        if let Some(db) = self.db.take() {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
         }
     }
+}
+
+/// Makes every commit so far durable (one durable redb commit) and then empties the
+/// journal, whose frames that commit covers.
+fn checkpoint(db: &Guarded, journal: &mut Journal) -> Result<(), Error> {
+    call(db, &db.broken, durable_commit)?;
+    journal.empty()
 }
 
 /// The table's key of `key` in `tree`.
@@ -136,10 +167,7 @@ const DURABLE_EVERY: usize = 512;
 #[derive(Clone)]
 pub(crate) struct RedbStorage {
     db: Arc<Guarded>,
-    /// Whether redb panicked on this database: then nothing calls into it again.
-    broken: Arc<AtomicBool>,
     path: PathBuf,
-    durable: bool,
     /// Whether a batch was committed without `fdatasync` since the last durable commit.
     unflushed: Arc<AtomicBool>,
     /// Batches committed without `fdatasync` since the last one made durable in line
@@ -234,24 +262,33 @@ fn durable_commit(db: &Database) -> Result<(), Error> {
 impl RedbStorage {
     /// Opens the redb database file at `path`, or creates it (`create`).
     pub(crate) fn open(path: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
-        let db = Guarded(Some(unwound(|| Self::open_database(path, config, create)).0?));
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut db = Guarded {
+            db: Some(unwound(|| Self::open_database(path, config, create)).0?),
+            journal: None,
+            broken: broken.clone(),
+        };
+        let journal = path.with_file_name(JOURNAL_FILE);
+        if !create {
+            replay(&db, &journal)?;
+        }
+        if config.durable {
+            db.journal = Some(Mutex::new(Journal::open(&journal)?));
+        }
         let db = Arc::new(db);
         let unflushed = Arc::new(AtomicBool::new(false));
-        let broken = Arc::new(AtomicBool::new(false));
         let flusher = if config.durable {
             None
         } else {
             Some(Arc::new(Flusher::start(
                 Arc::downgrade(&db),
                 unflushed.clone(),
-                broken.clone(),
+                broken,
             )?))
         };
         Ok(RedbStorage {
             db,
-            broken,
             path: path.to_path_buf(),
-            durable: config.durable,
             unflushed,
             buffered_commits: Arc::new(AtomicUsize::new(0)),
             _flusher: flusher,
@@ -291,7 +328,7 @@ impl RedbStorage {
 
     /// Runs `f` on the database unless the handle is broken, and breaks it if redb panics.
     fn call<T>(&self, f: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {
-        call(&self.db, &self.broken, f)
+        call(&self.db, &self.db.broken, f)
     }
 
     /// Calls `f` with the entries of `tree`, in key order, until it returns `Ok(false)` or
@@ -343,6 +380,91 @@ impl RedbStorage {
             Ok(())
         })
     }
+
+    /// Commits `ops` in one write transaction with `durability` if every expectation holds.
+    fn commit(&self, expects: &[Expect], ops: &[Op], durability: Durability) -> Result<Outcome, Error> {
+        self.call(|db| {
+            let mut txn = db.begin_write().map_err(redb_error)?;
+            txn.set_durability(durability).map_err(|e| Error::Storage {
+                message: e.to_string(),
+            })?;
+            let held = {
+                let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+                let mut held = true;
+                for expect in expects {
+                    let now = table
+                        .get(prefixed(expect.tree, &expect.key).as_slice())
+                        .map_err(redb_error)?;
+                    if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
+                        held = false;
+                        break;
+                    }
+                }
+                if held {
+                    write_ops(&mut table, ops)?;
+                }
+                held
+            };
+            if !held {
+                txn.abort().map_err(redb_error)?;
+                return Ok(Outcome::Conflict);
+            }
+            txn.commit().map_err(redb_error)?;
+            Ok(Outcome::Applied)
+        })
+    }
+}
+
+/// Writes `ops` into the open table.
+fn write_ops(table: &mut redb::Table<'_, &'static [u8], &'static [u8]>, ops: &[Op]) -> Result<(), Error> {
+    for op in ops {
+        match op {
+            Op::Put(t, k, v) => {
+                table
+                    .insert(prefixed(*t, k).as_slice(), v.as_slice())
+                    .map_err(redb_error)?;
+            }
+            Op::Remove(t, k) => {
+                table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
+            }
+            Op::Clear(t) => {
+                let tag = t.tag();
+                let start = [tag];
+                let cleared = match tag.checked_add(1) {
+                    Some(next) => {
+                        let end = [next];
+                        table.retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)
+                    }
+                    None => table.retain_in::<&[u8], _>(start.as_slice().., |_, _| false),
+                };
+                cleared.map_err(redb_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays the journal at `path` (a durable handle's, left by a crash) into the database:
+/// every batch it holds, in order, in one durable commit; then empties it.
+fn replay(db: &Guarded, path: &Path) -> Result<(), Error> {
+    let batches = redb_journal::read(path)?;
+    if !batches.is_empty() {
+        call(db, &db.broken, |db| {
+            let mut txn = db.begin_write().map_err(redb_error)?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+                for ops in &batches {
+                    write_ops(&mut table, ops)?;
+                }
+            }
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| Error::Storage {
+                    message: e.to_string(),
+                })?;
+            txn.commit().map_err(redb_error)
+        })?;
+    }
+    redb_journal::empty_file(path)
 }
 
 impl Storage for RedbStorage {
@@ -375,81 +497,54 @@ impl Storage for RedbStorage {
         if ops.is_empty() && expects.is_empty() {
             return Ok(Outcome::Applied);
         }
-        self.call(|db| {
-            let mut txn = db.begin_write().map_err(redb_error)?;
-            let in_line =
-                !self.durable && self.buffered_commits.fetch_add(1, Ordering::SeqCst) + 1 >= DURABLE_EVERY;
-            let durability = if self.durable || in_line {
+        let Some(mut journal) = self.db.journal() else {
+            // Buffered: every 512th commit durable (see `DURABLE_EVERY`), the rest not.
+            let in_line = self.buffered_commits.fetch_add(1, Ordering::SeqCst) + 1 >= DURABLE_EVERY;
+            let durability = if in_line {
                 Durability::Immediate
             } else {
                 Durability::None
             };
-            txn.set_durability(durability).map_err(|e| Error::Storage {
-                message: e.to_string(),
-            })?;
-            let held = {
-                let mut table = txn.open_table(TABLE).map_err(redb_error)?;
-                let mut held = true;
-                for expect in expects {
-                    let now = table
-                        .get(prefixed(expect.tree, &expect.key).as_slice())
-                        .map_err(redb_error)?;
-                    if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
-                        held = false;
-                        break;
-                    }
-                }
-                if held {
-                    for op in ops {
-                        match op {
-                            Op::Put(t, k, v) => {
-                                table
-                                    .insert(prefixed(*t, k).as_slice(), v.as_slice())
-                                    .map_err(redb_error)?;
-                            }
-                            Op::Remove(t, k) => {
-                                table.remove(prefixed(*t, k).as_slice()).map_err(redb_error)?;
-                            }
-                            Op::Clear(t) => {
-                                let tag = t.tag();
-                                let start = [tag];
-                                let cleared = match tag.checked_add(1) {
-                                    Some(next) => {
-                                        let end = [next];
-                                        table.retain_in::<&[u8], _>(
-                                            start.as_slice()..end.as_slice(),
-                                            |_, _| false,
-                                        )
-                                    }
-                                    None => table.retain_in::<&[u8], _>(start.as_slice().., |_, _| false),
-                                };
-                                cleared.map_err(redb_error)?;
-                            }
-                        }
-                    }
-                }
-                held
-            };
-            if !held {
-                txn.abort().map_err(redb_error)?;
-                return Ok(Outcome::Conflict);
-            }
-            txn.commit().map_err(redb_error)?;
+            let outcome = self.commit(expects, ops, durability)?;
             if in_line {
                 self.buffered_commits.store(0, Ordering::SeqCst);
             }
-            if !self.durable {
-                self.unflushed.store(true, Ordering::SeqCst);
+            self.unflushed.store(true, Ordering::SeqCst);
+            return Ok(outcome);
+        };
+        // Durable: the journal's lock is held from the commit until its frame is on disk,
+        // so frames are in commit order and only the last one can be cut by a crash.
+        if journal.full() {
+            checkpoint(&self.db, &mut journal)?;
+        }
+        let Some(frame) = redb_journal::encode(journal.next_seq(), ops) else {
+            // Too large for a frame: a durable redb commit, after a checkpoint (replaying
+            // older frames after it would undo it).
+            if journal.holds_frames() {
+                checkpoint(&self.db, &mut journal)?;
             }
-            Ok(Outcome::Applied)
-        })
+            return self.commit(expects, ops, Durability::Immediate);
+        };
+        let outcome = self.commit(expects, ops, Durability::None)?;
+        if outcome == Outcome::Applied {
+            if let Err(e) = journal.append(&frame) {
+                // Committed but not durable: make it durable the slow way if the disk
+                // lets us, and report the failure either way.
+                let _ = checkpoint(&self.db, &mut journal);
+                return Err(e);
+            }
+        }
+        Ok(outcome)
     }
 
     fn flush(&self) -> Result<(), Error> {
         if !self.unflushed.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        let result = self.call(durable_commit);
+        let result = match self.db.journal() {
+            Some(mut journal) => checkpoint(&self.db, &mut journal),
+            None => self.call(durable_commit),
+        };
         if result.is_err() {
             self.unflushed.store(true, Ordering::SeqCst);
         }
@@ -457,6 +552,11 @@ impl Storage for RedbStorage {
     }
 
     fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(std::fs::metadata(&self.path)?.len())
+        let journal = match std::fs::metadata(self.path.with_file_name(JOURNAL_FILE)) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(std::fs::metadata(&self.path)?.len() + journal)
     }
 }
