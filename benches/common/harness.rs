@@ -191,7 +191,10 @@ impl Plan {
             lookups: n.min(20_000),
             updates: n.min(20_000),
             deletes: n.min(5_000),
-            durable_writes: 300,
+            // Three times the redb journal's checkpoint interval (1,024 frames), so that
+            // each durable phase pays its share of checkpoints (SQLite's WAL checkpoints
+            // every 1,000 pages, well inside any phase).
+            durable_writes: 3 * 1024,
         }
     }
 }

@@ -246,8 +246,8 @@ pub(crate) trait Storage: Send + Sync {
 ///
 /// | | sled (default) | redb (feature `redb`) |
 /// |---|---|---|
-/// | files | sled's log and snapshots | one file, `vault.redb` |
-/// | a durable write | `sync_file_range` | `fdatasync` |
+/// | files | sled's log and snapshots | `vault.redb` and its journal |
+/// | a durable write | `sync_file_range` | `fdatasync` of a journal append |
 /// | best for | vaults that fit the cache | vaults larger than the cache |
 ///
 /// docs/performance.md has the measured figures.
@@ -258,7 +258,8 @@ pub enum Engine {
     #[default]
     Sled,
     /// redb 4.6 (feature `redb`): a copy-on-write B-tree in one file; faster lookups and
-    /// reopens on large vaults, real `fdatasync` on durable writes. Without the feature,
+    /// reopens on large vaults, real `fdatasync` on durable writes (of a journal, which redb
+    /// checkpoints into its file; docs/format.md, "The redb journal"). Without the feature,
     /// creating or opening a redb vault is an error that says so.
     Redb,
     /// An etcd cluster (feature `etcd`): the vault of an `etcd://` location
