@@ -21,7 +21,7 @@ if [ $# -gt 0 ]; then
     targets=("$@")
 else
     targets=(header record token_decode vault_files differential generation_pointer quarantine_entry
-        import_csv import_sqlite save_json import_differential etcd_responses sled_log)
+        import_csv import_sqlite save_json import_differential etcd_responses sled_log redb_journal)
 fi
 
 # libFuzzer options of a target beyond the common ones. The command line's parsers promise

@@ -34,6 +34,30 @@ pub fn parse_header(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Decodes a redb vault's journal (`vault.redb-journal`); the number of batches. The
+/// frames of the batches decoded, encoded again with their numbers, must be exactly the
+/// bytes they were read from, and what follows them (a cut last frame) at most one frame.
+#[cfg(feature = "redb")]
+pub fn decode_redb_journal(bytes: &[u8]) -> Result<usize, Error> {
+    use crate::backend::redb_journal;
+    let batches = redb_journal::decode(bytes)?;
+    let mut again = Vec::new();
+    for (n, ops) in (1u64..).zip(&batches) {
+        let frame = redb_journal::encode(n, ops);
+        assert!(frame.is_some(), "a decoded batch must fit a frame again");
+        again.extend(frame.unwrap_or_default());
+    }
+    assert!(
+        bytes.starts_with(&again),
+        "decoded frames must encode to the bytes they were read from"
+    );
+    assert!(
+        bytes.len() - again.len() <= redb_journal::MAX_FRAME,
+        "no more than one frame may be dropped as a torn end"
+    );
+    Ok(batches.len())
+}
+
 /// Opens record bytes as read from `tokens[FIXED_SLOT]` under the fixed keys.
 pub fn open_record(bytes: &[u8]) -> Result<OAuthToken, Error> {
     let keys = fixed_keys();

@@ -17,7 +17,7 @@ mod read_cache;
 #[cfg(feature = "redb")]
 mod redb_engine;
 #[cfg(feature = "redb")]
-mod redb_journal;
+pub(crate) mod redb_journal;
 mod sled_engine;
 
 #[cfg(all(fuzzing, feature = "etcd"))]
