@@ -34,6 +34,10 @@ target_options() {
     import_csv | import_sqlite | save_json | import_differential)
         echo "-rss_limit_mb=1024 -malloc_limit_mb=128"
         ;;
+    # Longer than one frame can be (64 KiB), so that the rule for a damaged end is reached.
+    redb_journal)
+        echo "-max_len=140000"
+        ;;
     esac
 }
 keep_work=${FUZZ_WORK:+yes}

@@ -1,12 +1,14 @@
 //! The redb 4.6 engine: every tree in one table, `vault`, each key prefixed by its tree's
 //! number ([`TreeName::tag`]); a batch is one redb write transaction, its expectations
-//! checked inside it. Every batch is committed without `fdatasync` (`Durability::None`).
-//! A durable vault then appends the batch's writes to its journal and `fdatasync`s that
+//! checked inside it. A batch is committed without `fdatasync` (`Durability::None`; the
+//! exceptions are below). A durable vault then appends the batch's writes to its journal
+//! and `fdatasync`s that
 //! (see [`super::redb_journal`]): one small append instead of the twenty pages a durable
 //! redb commit writes. A buffered one does not, and `flush` makes everything committed so
 //! far durable, as does a background thread about every 500 ms (the promise of
 //! `VaultOptions::durable(false)`) and every 512th commit (which bounds the pages held by
-//! buffered commits, see [`DURABLE_EVERY`]). Opening replays a journal a crash left.
+//! buffered commits, see [`DURABLE_EVERY`]). A durable vault commits a batch too large for
+//! a frame with `Durability::Immediate`. Opening replays a journal a crash left.
 //!
 //! redb trusts its file: on a damaged or hostile one, many of its reads and writes panic
 //! (an index out of range, an `unwrap`, `unreachable!`) instead of returning an error. So
@@ -551,12 +553,10 @@ impl Storage for RedbStorage {
         result
     }
 
+    /// The redb file's size. Not the journal's: it holds at most 4 MiB, is emptied at
+    /// close, and counted here it would read as growth of the vault at every close (the
+    /// compaction baseline, `Inner::settle_growth`).
     fn size_on_disk(&self) -> Result<u64, Error> {
-        let journal = match std::fs::metadata(self.path.with_file_name(JOURNAL_FILE)) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e.into()),
-        };
-        Ok(std::fs::metadata(&self.path)?.len() + journal)
+        Ok(std::fs::metadata(&self.path)?.len())
     }
 }

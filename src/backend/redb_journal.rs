@@ -14,9 +14,10 @@
 //!
 //! Replaying is correct because every frame's writes are blind (a put or remove of a whole
 //! value, never read-modify-write) and every commit between two checkpoints is in the
-//! journal, in order: whatever commit redb's file comes back at after a crash (the last
-//! durable one, or a later one), replaying every frame in order reaches the state of the
-//! last frame.
+//! journal, in order: redb's file comes back after a crash at its last durable commit
+//! (a checkpoint, or one from before the frames that a checkpoint interrupted by the crash
+//! already covered), and replaying every frame in order from there reaches the state of
+//! the last frame.
 //!
 //! A crash can leave only the frame being appended incomplete (appends are serialised,
 //! each `fdatasync`ed before the next starts). So a journal whose end does not verify, in
@@ -80,7 +81,12 @@ fn checksum(len: &[u8], body: &[u8]) -> u32 {
 /// The frame of batch number `seq` (1 for the first frame after the journal was emptied),
 /// `ops`; `None` when it would be longer than [`MAX_FRAME`].
 pub(crate) fn encode(seq: u64, ops: &[Op]) -> Option<Vec<u8>> {
-    let mut body = Vec::with_capacity(8 + ops.iter().map(op_len).sum::<usize>());
+    // Summed with a stop at the limit: a batch of millions of writes is refused before
+    // anything is allocated for it.
+    let len = ops.iter().try_fold(FRAME_HEADER + 8, |len, op| {
+        Some(len + op_len(op)).filter(|&l| l <= MAX_FRAME)
+    })?;
+    let mut body = Vec::with_capacity(len - FRAME_HEADER);
     body.extend_from_slice(&seq.to_le_bytes());
     for op in ops {
         match op {
@@ -221,7 +227,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Vec<Op>>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(damaged("it is not a regular file"));
+    }
+    let len = meta.len();
     if len > MAX_JOURNAL {
         return Err(damaged("it is longer than a journal can be"));
     }
@@ -262,7 +272,15 @@ impl Journal {
     /// Opens (creates) the empty journal at `path`: the caller has replayed and emptied it.
     pub(crate) fn open(path: &Path) -> Result<Journal, Error> {
         let file = open(path, true)?;
-        if file.metadata()?.len() != 0 {
+        // A frame is durable only if the file holding it is found after a power loss: the
+        // directory's entry is made durable before any frame (at every open, so that an
+        // open that created the file and then failed here leaves no gap).
+        sync_parent(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(damaged("it is not a regular file"));
+        }
+        if meta.len() != 0 {
             return Err(Error::internal(
                 "the redb journal is opened for writing before it was emptied",
             ));
@@ -305,12 +323,30 @@ impl Journal {
     /// Empties the journal durably, once redb holds everything it held durably.
     pub(crate) fn empty(&mut self) -> Result<(), Error> {
         self.file.set_len(0)?;
-        self.file.sync_all()?;
+        // Truncated: the next frame is number 1 again, but none is appended until the
+        // truncation is durable (else a crash could leave frames numbered from 1 after
+        // older ones).
         self.frames = 0;
         self.bytes = 0;
+        self.failed = true;
+        self.file.sync_all()?;
         self.failed = false;
         Ok(())
     }
+}
+
+/// Makes the entry of `path` in its directory durable.
+#[cfg(unix)]
+fn sync_parent(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_parent(_path: &Path) -> Result<(), Error> {
+    Ok(())
 }
 
 /// Empties the journal file at `path`, if there is one (after a replay).
@@ -464,8 +500,28 @@ mod tests {
     fn a_journal_longer_than_one_can_be_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(JOURNAL_FILE);
-        std::fs::write(&path, vec![0; MAX_JOURNAL as usize + 1]).unwrap();
+        // Valid frames, more of them than a journal can hold: only the length refuses them.
+        let big = [Op::Put(TreeName::Tokens, vec![1; 16], vec![2; 60_000])];
+        let frames: Vec<u8> = (1..)
+            .map(|n| encode(n, &big).unwrap())
+            .scan(0usize, |len, f| {
+                let before = *len;
+                *len += f.len();
+                (before <= MAX_JOURNAL as usize).then_some(f)
+            })
+            .flatten()
+            .collect();
+        assert!(frames.len() as u64 > MAX_JOURNAL);
+        assert_eq!(
+            decode(&frames).unwrap().len(),
+            frames.len() / encode(1, &big).unwrap().len()
+        );
+        std::fs::write(&path, &frames).unwrap();
         assert!(matches!(read(&path), Err(Error::Corrupted { .. })));
+        // Not a regular file.
+        let dir_as_journal = dir.path().join("sub");
+        std::fs::create_dir(&dir_as_journal).unwrap();
+        assert!(read(&dir_as_journal).is_err());
         assert!(read(&dir.path().join("none")).unwrap().is_empty());
     }
 }
