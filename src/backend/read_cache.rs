@@ -19,10 +19,21 @@
 //! outlives it in the cache.
 //!
 //! Memory: at most `capacity` bytes of keys and values (plus a fixed overhead per entry
-//! counted in), evicted by the clock algorithm (an entry read since the hand last passed
-//! gets a second chance).
+//! counted in), and beside it a frequency sketch of `capacity / 32` bytes.
+//!
+//! Eviction and admission: SIEVE (Zhang et al., NSDI 2024) picks the entry to give up:
+//! entries are kept in the order they were added, and a hand moving from the oldest
+//! towards the newest stops at the first entry not read since it last passed, clearing the
+//! mark of each read one it passes (a read moves nothing). TinyLFU (Einziger et al., 2017)
+//! decides whether a new value is worth it: a count-min sketch estimates how often each key
+//! was asked for lately (counts halved every ten reads per counter), and when the cache is
+//! full a new value comes in only if its key was asked for more often than the entry the
+//! hand picked. Lookups cycling over more keys than fit (a plain least-recently-used cache
+//! would miss every one) keep hitting on the keys that stay, a pass over many keys read
+//! once replaces nothing, and a key read again and again gets in over entries nobody reads.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Bytes, Op, TreeName};
@@ -61,16 +72,87 @@ struct State {
     version: u64,
     /// Per cached tree: key -> index into `slots`.
     maps: [HashMap<Bytes, usize>; TREES],
-    slots: Vec<Slot>,
-    hand: usize,
+    /// Entries; `None` is a free place, listed in `free`.
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    /// The newest and the oldest entry (the ends of the list the `newer`/`older` links make).
+    newest: Option<usize>,
+    oldest: Option<usize>,
+    /// Where the next eviction looks first (the oldest entry when `None`).
+    hand: Option<usize>,
     bytes: usize,
+    /// How often each key was asked for lately (TinyLFU's sketch; empty until first used).
+    sketch: Sketch,
+}
+
+/// A count-min sketch of 4 rows of saturating 4-bit counts (a byte each), all halved once
+/// the counts added reach ten per counter of a row, so that old popularity fades.
+#[derive(Default)]
+struct Sketch {
+    /// SipHash with fixed keys: the keys counted are MACs and slots, which nobody without
+    /// the vault's keys can choose, so nothing is gained by a random seed, and the counts
+    /// (and the tests) are the same from run to run.
+    hasher: BuildHasherDefault<DefaultHasher>,
+    /// 4 rows of `width` counters, one after the other; `width` is a power of two.
+    counts: Vec<u8>,
+    width: usize,
+    added: usize,
+}
+
+/// The most a count of the sketch holds.
+const MAX_COUNT: u8 = 15;
+
+impl Sketch {
+    /// The four counters of `(tree, key)`.
+    fn places(&mut self, capacity: usize, t: usize, key: &[u8]) -> [usize; 4] {
+        if self.counts.is_empty() {
+            self.width = (capacity / 32 / 4).next_power_of_two().max(64);
+            self.counts = vec![0; 4 * self.width];
+        }
+        let hash = self.hasher.hash_one((t, key));
+        // Four indexes from one 64-bit hash (double hashing: h1 + row * h2).
+        let low = usize::try_from(hash & 0xffff_ffff).unwrap_or(0);
+        let high = usize::try_from(hash >> 32).unwrap_or(0);
+        let (h1, h2) = (low, high | 1);
+        let mask = self.width - 1;
+        [0usize, 1, 2, 3].map(|row| row * self.width + (h1.wrapping_add(row.wrapping_mul(h2)) & mask))
+    }
+
+    /// Counts one more request of `(tree, key)`.
+    fn add(&mut self, capacity: usize, t: usize, key: &[u8]) {
+        for i in self.places(capacity, t, key) {
+            if let Some(c) = self.counts.get_mut(i) {
+                *c = (*c + 1).min(MAX_COUNT);
+            }
+        }
+        self.added += 1;
+        if self.added >= 10 * self.width {
+            for c in &mut self.counts {
+                *c /= 2;
+            }
+            self.added /= 2;
+        }
+    }
+
+    /// How often `(tree, key)` was asked for lately (an estimate never below the truth,
+    /// halvings aside).
+    fn estimate(&mut self, capacity: usize, t: usize, key: &[u8]) -> u8 {
+        self.places(capacity, t, key)
+            .iter()
+            .map(|&i| self.counts.get(i).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 struct Slot {
     tree: usize,
     key: Bytes,
     value: Bytes,
-    referenced: bool,
+    /// Read since the hand last passed it.
+    visited: bool,
+    newer: Option<usize>,
+    older: Option<usize>,
 }
 
 impl Slot {
@@ -105,6 +187,7 @@ impl ReadCache {
         };
         let version = {
             let mut state = self.lock();
+            state.sketch.add(self.capacity, t, key);
             if state.writing > 0 {
                 None
             } else if let Some(value) = state.hit(t, key) {
@@ -143,7 +226,7 @@ impl ReadCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().slots.len()
+        self.lock().slots.iter().flatten().count()
     }
 }
 
@@ -186,71 +269,114 @@ impl State {
         self.maps.get_mut(t)
     }
 
+    fn slot(&mut self, i: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
     /// The cached value, marked as read.
     fn hit(&mut self, t: usize, key: &[u8]) -> Option<Bytes> {
         let i = *self.maps.get(t)?.get(key)?;
-        let slot = self.slots.get_mut(i)?;
-        slot.referenced = true;
+        let slot = self.slot(i)?;
+        slot.visited = true;
         Some(slot.value.clone())
     }
 
     fn insert(&mut self, capacity: usize, t: usize, key: &[u8], value: &[u8]) {
-        let slot = Slot {
-            tree: t,
-            key: key.to_vec(),
-            value: value.to_vec(),
-            referenced: false,
-        };
-        let size = slot.size();
+        let size = key.len() + value.len() + ENTRY_OVERHEAD;
         // One entry never takes more than a sixteenth of the cache.
         if size > capacity / 16 || self.maps.get(t).is_none_or(|m| m.contains_key(key)) {
             return;
         }
-        while self.bytes + size > capacity && !self.slots.is_empty() {
-            self.evict_one();
-        }
-        let at = self.slots.len();
-        let Some(map) = self.map(t) else { return };
-        map.insert(slot.key.clone(), at);
-        self.bytes += size;
-        self.slots.push(slot);
-    }
-
-    /// Moves the clock's hand to the first entry not read since it last passed, and
-    /// evicts it.
-    fn evict_one(&mut self) {
-        loop {
-            if self.hand >= self.slots.len() {
-                self.hand = 0;
-            }
-            let Some(slot) = self.slots.get_mut(self.hand) else {
+        // Full: the new value comes in only if its key is asked for more often than the
+        // entry SIEVE would give up for it.
+        if self.bytes + size > capacity {
+            let Some(victim) = self.victim() else { return };
+            let Some((vt, vkey)) = self.slot(victim).map(|v| (v.tree, v.key.clone())) else {
                 return;
             };
-            if slot.referenced {
-                slot.referenced = false;
-                self.hand += 1;
-            } else {
-                let (t, key) = (slot.tree, slot.key.clone());
-                self.remove(t, &key);
+            if self.sketch.estimate(capacity, t, key) <= self.sketch.estimate(capacity, vt, &vkey) {
                 return;
             }
+            self.remove(vt, &vkey);
         }
+        while self.bytes + size > capacity && self.oldest.is_some() {
+            let Some(victim) = self.victim() else { return };
+            let Some((vt, vkey)) = self.slot(victim).map(|v| (v.tree, v.key.clone())) else {
+                return;
+            };
+            self.remove(vt, &vkey);
+        }
+        let slot = Slot {
+            tree: t,
+            key: key.to_vec(),
+            value: value.to_vec(),
+            visited: false,
+            newer: None,
+            older: self.newest,
+        };
+        let at = match self.free.pop() {
+            Some(at) => at,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let Some(map) = self.map(t) else {
+            self.free.push(at);
+            return;
+        };
+        map.insert(slot.key.clone(), at);
+        if let Some(place) = self.slots.get_mut(at) {
+            *place = Some(slot);
+        }
+        match self.newest.and_then(|n| self.slot(n)) {
+            Some(newest) => newest.newer = Some(at),
+            None => self.oldest = Some(at),
+        }
+        self.newest = Some(at);
+        self.bytes += size;
+    }
+
+    /// Moves the hand towards the newest entry, clearing the marks of read entries it
+    /// passes, to the first entry not read since it last passed, and leaves it there: the
+    /// entry to give up next (removing it moves the hand on).
+    fn victim(&mut self) -> Option<usize> {
+        let mut at = self.hand.or(self.oldest);
+        // Every entry is passed at most twice: the first pass clears its mark.
+        for _ in 0..=2 * self.slots.len() {
+            let i = at?;
+            let oldest = self.oldest;
+            let slot = self.slot(i)?;
+            if slot.visited {
+                slot.visited = false;
+                at = slot.newer.or(oldest);
+            } else {
+                self.hand = Some(i);
+                return Some(i);
+            }
+        }
+        None
     }
 
     fn remove(&mut self, t: usize, key: &[u8]) {
         let Some(i) = self.map(t).and_then(|m| m.remove(key)) else {
             return;
         };
-        if i >= self.slots.len() {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::take) else {
             return;
-        }
-        let slot = self.slots.swap_remove(i);
+        };
+        self.free.push(i);
         self.bytes -= slot.size();
-        if let Some(moved) = self.slots.get(i) {
-            let (tree, key) = (moved.tree, moved.key.clone());
-            if let Some(index) = self.map(tree).and_then(|m| m.get_mut(&key)) {
-                *index = i;
-            }
+        match slot.older.and_then(|o| self.slot(o)) {
+            Some(older) => older.newer = slot.newer,
+            None => self.oldest = slot.newer,
+        }
+        match slot.newer.and_then(|n| self.slot(n)) {
+            Some(newer) => newer.older = slot.older,
+            None => self.newest = slot.older,
+        }
+        if self.hand == Some(i) {
+            self.hand = slot.newer;
         }
     }
 
@@ -393,15 +519,119 @@ mod tests {
             let state = cache.lock();
             assert!(state.bytes <= capacity, "{} bytes cached", state.bytes);
             assert_eq!(
-                state.slots.len(),
+                state.slots.iter().flatten().count(),
                 state.maps.iter().map(HashMap::len).sum::<usize>()
             );
         }
         let state = cache.lock();
         assert!(state.maps[0].contains_key(&0u32.to_be_bytes()[..]));
-        assert!(state.slots.len() > 100, "{} entries", state.slots.len());
+        let live = state.slots.iter().flatten().count();
+        assert!(live > 100, "{live} entries");
+        assert_consistent(&state);
+    }
+
+    /// The maps, the slots, the list and the byte count agree.
+    fn assert_consistent(state: &State) {
         for (i, slot) in state.slots.iter().enumerate() {
-            assert_eq!(state.maps[slot.tree][&slot.key], i);
+            match slot {
+                Some(slot) => assert_eq!(state.maps[slot.tree][&slot.key], i),
+                None => assert!(state.free.contains(&i), "place {i} neither used nor free"),
+            }
         }
+        let (mut seen, mut bytes, mut at, mut older) = (0, 0, state.oldest, None);
+        while let Some(i) = at {
+            let slot = state.slots[i].as_ref().expect("a listed entry is live");
+            assert_eq!(slot.older, older);
+            seen += 1;
+            bytes += slot.size();
+            older = Some(i);
+            at = slot.newer;
+        }
+        assert_eq!(state.newest, older);
+        assert_eq!(seen, state.slots.iter().flatten().count());
+        assert_eq!(bytes, state.bytes);
+    }
+
+    /// Reads `keys` through the cache; how many were served from it.
+    fn hits(cache: &ReadCache, keys: std::ops::Range<u32>, value: &[u8]) -> usize {
+        let reads = Cell::new(0);
+        let total = keys.len();
+        for i in keys {
+            cache
+                .get(TreeName::Tokens, &i.to_be_bytes(), || {
+                    reads.set(reads.get() + 1);
+                    Ok(Some(value.to_vec()))
+                })
+                .unwrap();
+        }
+        total - reads.get()
+    }
+
+    #[test]
+    fn a_cache_full_of_entries_never_read_again_takes_new_ones() {
+        let cache = ReadCache::new(64 * 1024);
+        let value = vec![7u8; 300];
+        // Fill it with entries read once (about 160 fit).
+        assert_eq!(hits(&cache, 0..1_000, &value), 0);
+        // Then 50 new keys, read again and again: once asked for more often than the
+        // entries there (whose counts the sketch may overestimate a little), they come in.
+        for _ in 0..7 {
+            hits(&cache, 10_000..10_050, &value);
+        }
+        let hit = hits(&cache, 10_000..10_050, &value);
+        assert!(
+            hit >= 45,
+            "{hit} of 50 new keys read eight times came from the cache"
+        );
+        assert_consistent(&cache.lock());
+    }
+
+    #[test]
+    fn entries_read_again_outlast_a_pass_over_more_keys_than_fit() {
+        let cache = ReadCache::new(64 * 1024);
+        let value = vec![7u8; 300];
+        // 50 keys read twice, then a pass over 1,000 keys read once.
+        hits(&cache, 0..50, &value);
+        assert_eq!(hits(&cache, 0..50, &value), 50);
+        assert_eq!(hits(&cache, 1_000..2_000, &value), 0);
+        assert_eq!(
+            hits(&cache, 0..50, &value),
+            50,
+            "the pass evicted entries read twice"
+        );
+        assert_consistent(&cache.lock());
+    }
+
+    #[test]
+    fn lookups_cycling_over_more_keys_than_fit_still_hit() {
+        let cache = ReadCache::new(64 * 1024);
+        let value = vec![7u8; 300];
+        // About 160 entries fit; cycle over 240 keys.
+        let mut hit = 0;
+        for _ in 0..10 {
+            hit += hits(&cache, 0..240, &value);
+            assert_consistent(&cache.lock());
+        }
+        assert!(hit > 240 * 10 / 4, "{hit} hits of 2,400 reads");
+    }
+
+    #[test]
+    fn writes_drop_entries_anywhere_in_the_list() {
+        let cache = ReadCache::new(64 * 1024);
+        let value = vec![7u8; 300];
+        hits(&cache, 0..100, &value);
+        // Touch the oldest, a middle one, the newest, then a whole tree.
+        let ops: Vec<Op> = [0u32, 50, 99]
+            .iter()
+            .map(|i| Op::Remove(TreeName::Tokens, i.to_be_bytes().to_vec()))
+            .collect();
+        drop(cache.writing(&ops));
+        assert_consistent(&cache.lock());
+        assert_eq!(hits(&cache, 0..100, &value), 97);
+        drop(cache.writing_tree(TreeName::Tokens));
+        assert_consistent(&cache.lock());
+        assert_eq!(cache.len(), 0);
+        assert_eq!(hits(&cache, 0..10, &value), 0);
+        assert_eq!(hits(&cache, 0..10, &value), 10);
     }
 }
