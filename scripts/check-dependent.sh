@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Proves that an application depending on tokenvault builds the patched storage engine
-# (vendor/sled, the package tokenvault-sled), not crates.io's sled: a throwaway crate
-# outside this workspace depends on tokenvault by path, and `cargo tree` from it must show
-# tokenvault-sled from vendor/sled and no package named sled.
+# Proves that an application depending on tokenvault builds the patched storage engines
+# (vendor/sled, the package tokenvault-sled; vendor/redb, the package tokenvault-redb, with
+# the feature redb), not crates.io's sled or redb: a throwaway crate outside this workspace
+# depends on tokenvault by path, and `cargo tree` from it must show each patched package
+# from its vendor directory and no package named sled or redb.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 app="$(mktemp -d)"
@@ -15,19 +16,21 @@ version = "0.1.0"
 edition = "2021"
 
 [dependencies]
-tokenvault = { path = "$root" }
+tokenvault = { path = "$root", features = ["redb"] }
 TOML
 echo 'fn main() {}' > "$app/src/main.rs"
 cd "$app"
 tree="$(cargo tree -e normal --prefix none)"
-engine="$(grep -E '^tokenvault-sled v' <<<"$tree" | sort -u || true)"
-echo "the app builds: $engine"
-if ! grep -q "($root/vendor/sled)" <<<"$engine"; then
-    echo "error: the app does not build tokenvault-sled from vendor/sled" >&2
-    exit 1
-fi
-if grep -E '^sled v' <<<"$tree"; then
-    echo "error: the app also builds crates.io's sled" >&2
-    exit 1
-fi
-echo "ok: an application depending on tokenvault builds the patched engine"
+for engine in sled redb; do
+    built="$(grep -E "^tokenvault-$engine v" <<<"$tree" | sort -u || true)"
+    echo "the app builds: $built"
+    if ! grep -q "($root/vendor/$engine)" <<<"$built"; then
+        echo "error: the app does not build tokenvault-$engine from vendor/$engine" >&2
+        exit 1
+    fi
+    if grep -E "^$engine v" <<<"$tree"; then
+        echo "error: the app also builds crates.io's $engine" >&2
+        exit 1
+    fi
+done
+echo "ok: an application depending on tokenvault builds the patched engines"
