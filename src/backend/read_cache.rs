@@ -19,7 +19,8 @@
 //! outlives it in the cache.
 //!
 //! Memory: at most `capacity` bytes of keys and values (plus a fixed overhead per entry
-//! counted in), and beside it a frequency sketch of `capacity / 32` bytes.
+//! counted in), and beside it a frequency sketch of `capacity / 32` bytes (up to twice that:
+//! its rows' width is rounded up to a power of two).
 //!
 //! Eviction and admission: SIEVE (Zhang et al., NSDI 2024) picks the entry to give up:
 //! entries are kept in the order they were added, and a hand moving from the oldest
