@@ -290,22 +290,20 @@ impl State {
         }
         // Full: the new value comes in only if its key is asked for more often than the
         // entry SIEVE would give up for it.
+        // (The hand stays on the victim, so the loop below gives up that one first.)
         if self.bytes + size > capacity {
-            let Some(victim) = self.victim() else { return };
-            let Some((vt, vkey)) = self.slot(victim).map(|v| (v.tree, v.key.clone())) else {
-                return;
-            };
+            let Some((vt, vkey)) = self.victim() else { return };
             if self.sketch.estimate(capacity, t, key) <= self.sketch.estimate(capacity, vt, &vkey) {
                 return;
             }
-            self.remove(vt, &vkey);
         }
-        while self.bytes + size > capacity && self.oldest.is_some() {
-            let Some(victim) = self.victim() else { return };
-            let Some((vt, vkey)) = self.slot(victim).map(|v| (v.tree, v.key.clone())) else {
-                return;
-            };
+        while self.bytes + size > capacity {
+            let Some((vt, vkey)) = self.victim() else { return };
+            let before = self.bytes;
             self.remove(vt, &vkey);
+            if self.bytes == before {
+                return; // nothing was freed: never spin
+            }
         }
         let slot = Slot {
             tree: t,
@@ -339,9 +337,9 @@ impl State {
     }
 
     /// Moves the hand towards the newest entry, clearing the marks of read entries it
-    /// passes, to the first entry not read since it last passed, and leaves it there: the
-    /// entry to give up next (removing it moves the hand on).
-    fn victim(&mut self) -> Option<usize> {
+    /// passes, to the first entry not read since it last passed, and leaves it there; that
+    /// entry's tree and key, the one to give up next (removing it moves the hand on).
+    fn victim(&mut self) -> Option<(usize, Bytes)> {
         let mut at = self.hand.or(self.oldest);
         // Every entry is passed at most twice: the first pass clears its mark.
         for _ in 0..=2 * self.slots.len() {
@@ -352,8 +350,9 @@ impl State {
                 slot.visited = false;
                 at = slot.newer.or(oldest);
             } else {
+                let found = (slot.tree, slot.key.clone());
                 self.hand = Some(i);
-                return Some(i);
+                return Some(found);
             }
         }
         None
