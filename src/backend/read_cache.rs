@@ -18,9 +18,13 @@
 //! ended while it was read (`version` unchanged), so a value older than a write never
 //! outlives it in the cache.
 //!
-//! Memory: at most `capacity` bytes of keys and values (plus a fixed overhead per entry
-//! counted in), and beside it a frequency sketch of `capacity / 32` bytes (up to twice that:
-//! its rows' width is rounded up to a power of two).
+//! Memory: at most `capacity` bytes, counting each entry's key and value and an estimate
+//! of what holding it costs beyond them ([`ENTRY_OVERHEAD`]: its slot, its place in the map
+//! and its allocation's header), and beside it a frequency sketch of `capacity / 32` bytes
+//! (up to twice that: its rows' width is rounded up to a power of two). An entry is one
+//! allocation (key and value together), found through a map from a 64-bit hash of its tree
+//! and key, the same hash the sketch counts with; a hit compares the whole key, so two keys
+//! whose hashes collide share a place and never each other's value.
 //!
 //! Eviction and admission: SIEVE (Zhang et al., NSDI 2024) picks the entry to give up:
 //! entries are kept in the order they were added, and a hand moving from the oldest
@@ -34,19 +38,21 @@
 //! once replaces nothing, and a key read again and again gets in over entries nobody reads.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Bytes, Op, TreeName};
 use crate::error::Error;
 
-/// Bytes counted for an entry beyond its key and value: the slot, the map's entry and the
-/// two allocations' headers.
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes counted for an entry beyond its key and value: its slot (48 B, with up to as much
+/// again of the slots' vector grown ahead), its place in the map (17 B a bucket, buckets
+/// 7/16 to 7/8 full) and its allocation's header and rounding (8-23 B): 75-157 B in all,
+/// counted towards the top, since the vector and the map are mostly grown ahead.
+const ENTRY_OVERHEAD: usize = 128;
 
 /// The trees whose values are cached: the records and the lookup indexes (`meta` and the
 /// quarantine are read rarely).
-fn tree_slot(tree: TreeName) -> Option<usize> {
+fn tree_slot(tree: TreeName) -> Option<u8> {
     match tree {
         TreeName::Tokens => Some(0),
         TreeName::User => Some(1),
@@ -58,7 +64,34 @@ fn tree_slot(tree: TreeName) -> Option<usize> {
     }
 }
 
-const TREES: usize = 6;
+/// SipHash with fixed keys, of a tree and a key: the map's key and the sketch's counters.
+/// The keys hashed are MACs and slots, which nobody without the vault's keys can choose, so
+/// nothing is gained by a random seed, and the counts (and the tests) are the same from run
+/// to run.
+fn hash_of(t: u8, key: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one((t, key))
+}
+
+/// The map's hasher: its keys are [`hash_of`]'s hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else is folded in, never dropped.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 pub(crate) struct ReadCache {
     capacity: usize,
@@ -71,16 +104,16 @@ struct State {
     writing: u32,
     /// Moves at every write's start and end.
     version: u64,
-    /// Per cached tree: key -> index into `slots`.
-    maps: [HashMap<Bytes, usize>; TREES],
+    /// [`hash_of`] an entry's tree and key -> its index in `slots`.
+    map: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
     /// Entries; `None` is a free place, listed in `free`.
     slots: Vec<Option<Slot>>,
-    free: Vec<usize>,
+    free: Vec<u32>,
     /// The newest and the oldest entry (the ends of the list the `newer`/`older` links make).
-    newest: Option<usize>,
-    oldest: Option<usize>,
+    newest: Option<u32>,
+    oldest: Option<u32>,
     /// Where the next eviction looks first (the oldest entry when `None`).
-    hand: Option<usize>,
+    hand: Option<u32>,
     bytes: usize,
     /// How often each key was asked for lately (TinyLFU's sketch; empty until first used).
     sketch: Sketch,
@@ -90,10 +123,6 @@ struct State {
 /// the counts added reach ten per counter of a row, so that old popularity fades.
 #[derive(Default)]
 struct Sketch {
-    /// SipHash with fixed keys: the keys counted are MACs and slots, which nobody without
-    /// the vault's keys can choose, so nothing is gained by a random seed, and the counts
-    /// (and the tests) are the same from run to run.
-    hasher: BuildHasherDefault<DefaultHasher>,
     /// 4 rows of `width` counters, one after the other; `width` is a power of two.
     counts: Vec<u8>,
     width: usize,
@@ -104,13 +133,12 @@ struct Sketch {
 const MAX_COUNT: u8 = 15;
 
 impl Sketch {
-    /// The four counters of `(tree, key)`.
-    fn places(&mut self, capacity: usize, t: usize, key: &[u8]) -> [usize; 4] {
+    /// The four counters of the key whose [`hash_of`] is `hash`.
+    fn places(&mut self, capacity: usize, hash: u64) -> [usize; 4] {
         if self.counts.is_empty() {
             self.width = (capacity / 32 / 4).next_power_of_two().max(64);
             self.counts = vec![0; 4 * self.width];
         }
-        let hash = self.hasher.hash_one((t, key));
         // Four indexes from one 64-bit hash (double hashing: h1 + row * h2).
         let low = usize::try_from(hash & 0xffff_ffff).unwrap_or(0);
         let high = usize::try_from(hash >> 32).unwrap_or(0);
@@ -119,9 +147,9 @@ impl Sketch {
         [0usize, 1, 2, 3].map(|row| row * self.width + (h1.wrapping_add(row.wrapping_mul(h2)) & mask))
     }
 
-    /// Counts one more request of `(tree, key)`.
-    fn add(&mut self, capacity: usize, t: usize, key: &[u8]) {
-        for i in self.places(capacity, t, key) {
+    /// Counts one more request of the key whose hash is `hash`.
+    fn add(&mut self, capacity: usize, hash: u64) {
+        for i in self.places(capacity, hash) {
             if let Some(c) = self.counts.get_mut(i) {
                 *c = (*c + 1).min(MAX_COUNT);
             }
@@ -135,10 +163,10 @@ impl Sketch {
         }
     }
 
-    /// How often `(tree, key)` was asked for lately (an estimate never below the truth,
-    /// halvings aside).
-    fn estimate(&mut self, capacity: usize, t: usize, key: &[u8]) -> u8 {
-        self.places(capacity, t, key)
+    /// How often the key whose hash is `hash` was asked for lately (an estimate never below
+    /// the truth, halvings aside).
+    fn estimate(&mut self, capacity: usize, hash: u64) -> u8 {
+        self.places(capacity, hash)
             .iter()
             .map(|&i| self.counts.get(i).copied().unwrap_or(0))
             .min()
@@ -147,18 +175,32 @@ impl Sketch {
 }
 
 struct Slot {
-    tree: usize,
-    key: Bytes,
-    value: Bytes,
+    /// The key, then the value, in one allocation.
+    entry: Box<[u8]>,
+    key_len: u32,
+    tree: u8,
     /// Read since the hand last passed it.
     visited: bool,
-    newer: Option<usize>,
-    older: Option<usize>,
+    hash: u64,
+    newer: Option<u32>,
+    older: Option<u32>,
 }
 
 impl Slot {
     fn size(&self) -> usize {
-        self.key.len() + self.value.len() + ENTRY_OVERHEAD
+        self.entry.len() + ENTRY_OVERHEAD
+    }
+
+    fn key(&self) -> &[u8] {
+        self.entry.get(..self.key_len as usize).unwrap_or_default()
+    }
+
+    fn value(&self) -> &[u8] {
+        self.entry.get(self.key_len as usize..).unwrap_or_default()
+    }
+
+    fn is(&self, t: u8, key: &[u8]) -> bool {
+        self.tree == t && self.key() == key
     }
 }
 
@@ -186,12 +228,13 @@ impl ReadCache {
         let Some(t) = tree_slot(tree).filter(|_| self.capacity > 0) else {
             return read();
         };
+        let hash = hash_of(t, key);
         let version = {
             let mut state = self.lock();
-            state.sketch.add(self.capacity, t, key);
+            state.sketch.add(self.capacity, hash);
             if state.writing > 0 {
                 None
-            } else if let Some(value) = state.hit(t, key) {
+            } else if let Some(value) = state.hit(hash, t, key) {
                 return Ok(Some(value));
             } else {
                 Some(state.version)
@@ -201,10 +244,36 @@ impl ReadCache {
         if let (Some(version), Some(value)) = (version, &value) {
             let mut state = self.lock();
             if state.writing == 0 && state.version == version {
-                state.insert(self.capacity, t, key, value);
+                state.insert(self.capacity, hash, t, key, value);
             }
         }
         Ok(value)
+    }
+
+    /// The value at `key` in `tree` for a write's decision: from the cache if there (not
+    /// marked as read), else from `read`, and then not cached, nor counted as asked for.
+    /// A save reads the index entries of the token it writes to check who owns them, and
+    /// the record it replaces; what it writes is dropped from the cache anyway, and the
+    /// rest would fill the cache with entries no lookup asked for (at 100,000 tokens, 20,000
+    /// updates left 54,000 entries that held their places against the lookups after them).
+    pub(crate) fn peek(
+        &self,
+        tree: TreeName,
+        key: &[u8],
+        read: impl FnOnce() -> Result<Option<Bytes>, Error>,
+    ) -> Result<Option<Bytes>, Error> {
+        if let Some(t) = tree_slot(tree).filter(|_| self.capacity > 0) {
+            let state = self.lock();
+            let cached = state
+                .find(hash_of(t, key), t, key)
+                .filter(|_| state.writing == 0)
+                .and_then(|i| state.slots.get(i as usize)?.as_ref())
+                .map(|slot| slot.value().to_vec());
+            if cached.is_some() {
+                return Ok(cached);
+            }
+        }
+        read()
     }
 
     /// Counts a write in until the returned guard is dropped, which then drops from the
@@ -251,7 +320,7 @@ impl Drop for WriteGuard<'_> {
                     match op {
                         Op::Put(tree, key, _) | Op::Remove(tree, key) => {
                             if let Some(t) = tree_slot(*tree) {
-                                state.remove(t, key);
+                                state.remove_key(t, key);
                             }
                         }
                         Op::Clear(tree) => state.clear_tree(*tree),
@@ -266,68 +335,81 @@ impl Drop for WriteGuard<'_> {
 }
 
 impl State {
-    fn map(&mut self, t: usize) -> Option<&mut HashMap<Bytes, usize>> {
-        self.maps.get_mut(t)
+    fn slot(&mut self, i: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(i as usize).and_then(Option::as_mut)
     }
 
-    fn slot(&mut self, i: usize) -> Option<&mut Slot> {
-        self.slots.get_mut(i).and_then(Option::as_mut)
+    /// The place of the entry of `(t, key)`, if cached.
+    fn find(&self, hash: u64, t: u8, key: &[u8]) -> Option<u32> {
+        let i = *self.map.get(&hash)?;
+        self.slots
+            .get(i as usize)
+            .and_then(Option::as_ref)
+            .filter(|slot| slot.is(t, key))
+            .map(|_| i)
     }
 
     /// The cached value, marked as read.
-    fn hit(&mut self, t: usize, key: &[u8]) -> Option<Bytes> {
-        let i = *self.maps.get(t)?.get(key)?;
+    fn hit(&mut self, hash: u64, t: u8, key: &[u8]) -> Option<Bytes> {
+        let i = self.find(hash, t, key)?;
         let slot = self.slot(i)?;
         slot.visited = true;
-        Some(slot.value.clone())
+        Some(slot.value().to_vec())
     }
 
-    fn insert(&mut self, capacity: usize, t: usize, key: &[u8], value: &[u8]) {
+    fn insert(&mut self, capacity: usize, hash: u64, t: u8, key: &[u8], value: &[u8]) {
         let size = key.len() + value.len() + ENTRY_OVERHEAD;
-        // One entry never takes more than a sixteenth of the cache.
-        if size > capacity / 16 || self.maps.get(t).is_none_or(|m| m.contains_key(key)) {
+        // One entry never takes more than a sixteenth of the cache. A place already taken
+        // (by this key, or by another whose hash is the same) is left as it is.
+        let Ok(key_len) = u32::try_from(key.len()) else {
+            return;
+        };
+        if size > capacity / 16 || self.map.contains_key(&hash) {
             return;
         }
         // Full: the new value comes in only if its key is asked for more often than the
         // entry SIEVE would give up for it.
         // (The hand stays on the victim, so the loop below gives up that one first.)
         if self.bytes + size > capacity {
-            let Some((vt, vkey)) = self.victim() else { return };
-            if self.sketch.estimate(capacity, t, key) <= self.sketch.estimate(capacity, vt, &vkey) {
+            let Some(victim) = self.victim() else { return };
+            if self.sketch.estimate(capacity, hash) <= self.sketch.estimate(capacity, victim) {
                 return;
             }
         }
         while self.bytes + size > capacity {
-            let Some((vt, vkey)) = self.victim() else { return };
+            let Some(victim) = self.victim() else { return };
             let before = self.bytes;
-            self.remove(vt, &vkey);
+            self.remove(victim);
             if self.bytes == before {
                 return; // nothing was freed: never spin
             }
         }
-        let slot = Slot {
-            tree: t,
-            key: key.to_vec(),
-            value: value.to_vec(),
-            visited: false,
-            newer: None,
-            older: self.newest,
-        };
         let at = match self.free.pop() {
             Some(at) => at,
             None => {
+                let Ok(at) = u32::try_from(self.slots.len()) else {
+                    return;
+                };
                 self.slots.push(None);
-                self.slots.len() - 1
+                at
             }
         };
-        let Some(map) = self.map(t) else {
-            self.free.push(at);
-            return;
+        let mut entry = Vec::with_capacity(key.len() + value.len());
+        entry.extend_from_slice(key);
+        entry.extend_from_slice(value);
+        let slot = Slot {
+            entry: entry.into_boxed_slice(),
+            key_len,
+            tree: t,
+            visited: false,
+            hash,
+            newer: None,
+            older: self.newest,
         };
-        map.insert(slot.key.clone(), at);
-        if let Some(place) = self.slots.get_mut(at) {
+        if let Some(place) = self.slots.get_mut(at as usize) {
             *place = Some(slot);
         }
+        self.map.insert(hash, at);
         match self.newest.and_then(|n| self.slot(n)) {
             Some(newest) => newest.newer = Some(at),
             None => self.oldest = Some(at),
@@ -338,8 +420,8 @@ impl State {
 
     /// Moves the hand towards the newest entry, clearing the marks of read entries it
     /// passes, to the first entry not read since it last passed, and leaves it there; that
-    /// entry's tree and key, the one to give up next (removing it moves the hand on).
-    fn victim(&mut self) -> Option<(usize, Bytes)> {
+    /// entry's hash, the one to give up next (removing it moves the hand on).
+    fn victim(&mut self) -> Option<u64> {
         let mut at = self.hand.or(self.oldest);
         // Every entry is passed at most twice: the first pass clears its mark.
         for _ in 0..=2 * self.slots.len() {
@@ -350,7 +432,7 @@ impl State {
                 slot.visited = false;
                 at = slot.newer.or(oldest);
             } else {
-                let found = (slot.tree, slot.key.clone());
+                let found = slot.hash;
                 self.hand = Some(i);
                 return Some(found);
             }
@@ -358,11 +440,20 @@ impl State {
         None
     }
 
-    fn remove(&mut self, t: usize, key: &[u8]) {
-        let Some(i) = self.map(t).and_then(|m| m.remove(key)) else {
+    /// Drops the entry of `(t, key)`, if cached.
+    fn remove_key(&mut self, t: u8, key: &[u8]) {
+        let hash = hash_of(t, key);
+        if self.find(hash, t, key).is_some() {
+            self.remove(hash);
+        }
+    }
+
+    /// Drops the entry whose hash is `hash`.
+    fn remove(&mut self, hash: u64) {
+        let Some(i) = self.map.remove(&hash) else {
             return;
         };
-        let Some(slot) = self.slots.get_mut(i).and_then(Option::take) else {
+        let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::take) else {
             return;
         };
         self.free.push(i);
@@ -382,13 +473,15 @@ impl State {
 
     fn clear_tree(&mut self, tree: TreeName) {
         let Some(t) = tree_slot(tree) else { return };
-        let keys: Vec<Bytes> = self
-            .maps
-            .get(t)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        for key in keys {
-            self.remove(t, &key);
+        let hashes: Vec<u64> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|slot| slot.tree == t)
+            .map(|slot| slot.hash)
+            .collect();
+        for hash in hashes {
+            self.remove(hash);
         }
     }
 }
@@ -518,13 +611,11 @@ mod tests {
                 .unwrap();
             let state = cache.lock();
             assert!(state.bytes <= capacity, "{} bytes cached", state.bytes);
-            assert_eq!(
-                state.slots.iter().flatten().count(),
-                state.maps.iter().map(HashMap::len).sum::<usize>()
-            );
+            assert_eq!(state.slots.iter().flatten().count(), state.map.len());
         }
         let state = cache.lock();
-        assert!(state.maps[0].contains_key(&0u32.to_be_bytes()[..]));
+        let zero = 0u32.to_be_bytes();
+        assert!(state.find(hash_of(0, &zero), 0, &zero).is_some());
         let live = state.slots.iter().flatten().count();
         assert!(live > 100, "{live} entries");
         assert_consistent(&state);
@@ -534,13 +625,19 @@ mod tests {
     fn assert_consistent(state: &State) {
         for (i, slot) in state.slots.iter().enumerate() {
             match slot {
-                Some(slot) => assert_eq!(state.maps[slot.tree][&slot.key], i),
-                None => assert!(state.free.contains(&i), "place {i} neither used nor free"),
+                Some(slot) => {
+                    assert_eq!(slot.hash, hash_of(slot.tree, slot.key()));
+                    assert_eq!(state.map[&slot.hash] as usize, i);
+                }
+                None => assert!(
+                    state.free.iter().any(|&f| f as usize == i),
+                    "place {i} neither used nor free"
+                ),
             }
         }
         let (mut seen, mut bytes, mut at, mut older) = (0, 0, state.oldest, None);
         while let Some(i) = at {
-            let slot = state.slots[i].as_ref().expect("a listed entry is live");
+            let slot = state.slots[i as usize].as_ref().expect("a listed entry is live");
             assert_eq!(slot.older, older);
             seen += 1;
             bytes += slot.size();
@@ -613,6 +710,90 @@ mod tests {
             assert_consistent(&cache.lock());
         }
         assert!(hit > 240 * 10 / 4, "{hit} hits of 2,400 reads");
+    }
+
+    #[test]
+    fn a_key_whose_hash_another_key_has_is_never_served_its_value() {
+        let cache = ReadCache::new(1 << 20);
+        cache.get(TreeName::User, b"a", read_of(b"value of a")).unwrap();
+        // Make b's hash point at a's entry, as a collision of the 64-bit hashes would.
+        let (ha, hb) = (hash_of(1, b"a"), hash_of(1, b"b"));
+        {
+            let mut state = cache.lock();
+            let at = state.map[&ha];
+            state.map.insert(hb, at);
+        }
+        let reads = Cell::new(0);
+        let got = cache
+            .get(TreeName::User, b"b", || {
+                reads.set(reads.get() + 1);
+                Ok(Some(b"value of b".to_vec()))
+            })
+            .unwrap();
+        assert_eq!(got, Some(b"value of b".to_vec()));
+        assert_eq!(reads.get(), 1, "b was read from the engine, not from a's entry");
+        // A write of b leaves a's entry alone; the same key in another tree is not a.
+        drop(cache.writing(&[Op::Remove(TreeName::User, b"b".to_vec())]));
+        drop(cache.writing(&[Op::Remove(TreeName::Access, b"a".to_vec())]));
+        let state = cache.lock();
+        assert!(state.find(ha, 1, b"a").is_some());
+        assert!(state.find(hb, 1, b"b").is_none());
+        assert!(state.find(ha, 2, b"a").is_none());
+    }
+
+    #[test]
+    fn the_overhead_counted_is_within_what_an_entry_holds_beyond_its_bytes() {
+        // ENTRY_OVERHEAD's reckoning: a slot, up to as much again of the vector grown ahead,
+        // a map bucket at 7/16 to 7/8 load, an allocation header and rounding of 8-23 B.
+        let slot = std::mem::size_of::<Option<Slot>>();
+        let bucket = std::mem::size_of::<(u64, u32)>() + 1;
+        let least = slot + bucket * 8 / 7 + 8;
+        let most = 2 * slot + bucket * 16 / 7 + 23;
+        assert_eq!((slot, bucket), (48, 17));
+        assert_eq!((least, most), (75, 157));
+        assert!((least + most) / 2 <= ENTRY_OVERHEAD && ENTRY_OVERHEAD <= most);
+    }
+
+    #[test]
+    fn a_write_decision_s_reads_are_served_but_add_nothing() {
+        let cache = ReadCache::new(64 * 1024);
+        let value = vec![7u8; 300];
+        // Missed: read from the engine, not kept, not counted.
+        for _ in 0..5 {
+            let got = cache.peek(TreeName::User, b"k", read_of(b"engine")).unwrap();
+            assert_eq!(got, Some(b"engine".to_vec()));
+        }
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.lock().sketch.estimate(64 * 1024, hash_of(1, b"k")), 0);
+        // Cached by a lookup: served from the cache.
+        cache.get(TreeName::User, b"k", read_of(b"cached")).unwrap();
+        let got = cache
+            .peek(TreeName::User, b"k", || {
+                panic!("read the engine for a cached value")
+            })
+            .unwrap();
+        assert_eq!(got, Some(b"cached".to_vec()));
+        // Not while a write is under way.
+        let guard = cache.writing_tree(TreeName::Access);
+        assert_eq!(
+            cache.peek(TreeName::User, b"k", read_of(b"engine")).unwrap(),
+            Some(b"engine".to_vec())
+        );
+        drop(guard);
+        // A full cache of entries read once: decisions reading other keys, however often,
+        // replace none of them.
+        assert_eq!(hits(&cache, 0..1_000, &value), 0);
+        let before = cache.len();
+        for _ in 0..10 {
+            for i in 5_000u32..5_100 {
+                cache
+                    .peek(TreeName::Tokens, &i.to_be_bytes(), read_of(&value))
+                    .unwrap();
+            }
+        }
+        assert_eq!(cache.len(), before);
+        assert_eq!(hits(&cache, 5_000..5_100, &value), 0);
+        assert_consistent(&cache.lock());
     }
 
     #[test]

@@ -155,10 +155,11 @@ impl VaultOptions {
     }
 
     /// The memory a local vault caches its files in, in bytes (default
-    /// [`DEFAULT_CACHE_CAPACITY`](VaultOptions::DEFAULT_CACHE_CAPACITY), 32 MiB): a quarter
-    /// of it (at most 64 MiB) keeps the index entries and sealed records lookups read, as
-    /// the files hold them (never decrypted), so a repeated lookup skips the engine's tree;
-    /// the storage engine's page cache gets the rest. An etcd vault caches nothing.
+    /// [`DEFAULT_CACHE_CAPACITY`](VaultOptions::DEFAULT_CACHE_CAPACITY), 32 MiB): part of
+    /// it (a quarter on sled, seven eighths on redb; at most 64 MiB) keeps the index
+    /// entries and sealed records lookups read, as the files hold them (never decrypted),
+    /// so a repeated lookup skips the engine's tree; the storage engine's page cache gets
+    /// the rest. An etcd vault caches nothing.
     ///
     /// It bounds memory use, not correctness. A vault larger than the cache reads its
     /// pages back from disk: at 100,000 tokens (~200 MB of files) lookups run about 4x

@@ -259,7 +259,7 @@ impl<'a> View<'a> {
         };
         let reads = reads.borrow().clone();
         for read in reads {
-            if storage.get(read.tree, &read.key)? != read.value {
+            if storage.get_to_decide(read.tree, &read.key)? != read.value {
                 return Ok(false);
             }
         }
@@ -273,7 +273,11 @@ impl<'a> View<'a> {
 
     /// Reads `key` of `tree`; a writer's view remembers what it saw.
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let value = self.inner.storage().get(tree, key)?;
+        let storage = self.inner.storage();
+        let value = match self.reads {
+            Some(_) => storage.get_to_decide(tree, key)?,
+            None => storage.get(tree, key)?,
+        };
         if let Some(reads) = &self.reads {
             let mut reads = reads.borrow_mut();
             match reads.iter().find(|r| r.tree == tree && r.key == key) {
