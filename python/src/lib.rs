@@ -20,7 +20,9 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{create_exception, intern};
-use tokenvault::{Engine, KdfParams, OAuthToken, TokenStore, VaultOptions, VerifyReport as CoreReport};
+use tokenvault::{
+    Engine, Field, KdfParams, OAuthToken, TokenStore, VaultOptions, VerifyReport as CoreReport,
+};
 use zeroize::{Zeroize, Zeroizing};
 
 create_exception!(
@@ -175,19 +177,25 @@ const FIELDS: [&str; 10] = [
 ];
 
 impl Token {
-    fn to_core(&self) -> OAuthToken {
-        let mut t = OAuthToken::default();
-        t.set_id(self.id.as_deref());
-        t.set_user_name(self.user_name.as_deref());
-        t.set_client_id(self.client_id.as_deref());
-        t.set_client_secret(self.client_secret.as_deref());
-        t.set_refresh_token(self.refresh_token.as_deref());
-        t.set_access_token(self.access_token.as_deref());
-        t.set_grant_token(self.grant_token.as_deref());
+    /// The core token: its text copied once, into the token's one buffer.
+    fn to_core(&self) -> PyResult<OAuthToken> {
+        let texts = [
+            (Field::Id, &self.id),
+            (Field::UserName, &self.user_name),
+            (Field::ClientId, &self.client_id),
+            (Field::ClientSecret, &self.client_secret),
+            (Field::RefreshToken, &self.refresh_token),
+            (Field::AccessToken, &self.access_token),
+            (Field::GrantToken, &self.grant_token),
+            (Field::RedirectUrl, &self.redirect_url),
+            (Field::ApiDomain, &self.api_domain),
+        ];
+        let given = texts
+            .iter()
+            .filter_map(|(field, value)| value.as_deref().map(|v| (*field, std::iter::once(v))));
+        let mut t = OAuthToken::from_text_pieces(given).map_err(raise)?;
         t.set_expiry_time(self.expiry_time);
-        t.set_redirect_url(self.redirect_url.as_deref());
-        t.set_api_domain(self.api_domain.as_deref());
-        t
+        Ok(t)
     }
 
     fn from_core(t: &OAuthToken) -> Token {
@@ -288,15 +296,14 @@ impl Token {
 /// constructor).
 fn token_arg(obj: &Bound<'_, PyAny>) -> PyResult<OAuthToken> {
     if let Ok(t) = obj.cast::<Token>() {
-        return Ok(t.borrow().to_core());
+        return t.borrow().to_core();
     }
     let py = obj.py();
     if let Ok(mapping) = obj.cast::<PyMapping>() {
         let kwargs = PyDict::new(py);
         kwargs.update(mapping)?;
         let made = py.get_type::<Token>().call((), Some(&kwargs))?;
-        let t = made.cast::<Token>()?.borrow().to_core();
-        return Ok(t);
+        return made.cast::<Token>()?.borrow().to_core();
     }
     Err(PyTypeError::new_err(format!(
         "expected a tokenvault.Token or a dict of its fields, got {}",

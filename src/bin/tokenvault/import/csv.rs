@@ -4,8 +4,9 @@
 //! [`MAX_FIELD_BYTES`] (after unquoting), a record (one logical line, quoted newlines
 //! included) longer than [`MAX_RECORD_BYTES`], or one with more fields than the caller
 //! allows, is an error before it is buffered further; every error names the line it was
-//! found on; a field's text is allocated once, at its final size (a buffer that grows
-//! would leave copies of a secret behind). Accepted: fields separated by commas, records ended by CRLF
+//! found on; a field is read in place, never copied (its text is the input's bytes, less
+//! the doubled quotes: see [`Field::pieces`]), so whoever builds a token from it copies a
+//! secret once, into the token. Accepted: fields separated by commas, records ended by CRLF
 //! or LF (or the end of the input), quoted fields that hold commas, doubled quotes, CR
 //! and LF; an empty line is skipped; a UTF-8 byte-order mark is ignored. Anything else
 //! (a quote inside an unquoted field, text after a closing quote, a quoted field never
@@ -18,11 +19,59 @@ use zeroize::Zeroizing;
 use crate::limits::{MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_RECORD_BYTES};
 
 /// One record: the line it starts on (1-based) and its fields.
-pub struct Record {
+pub struct Record<'a> {
     /// The line the record starts on.
     pub line: usize,
-    /// The fields, in order; zeroized on drop (they hold secrets).
-    pub fields: Vec<Zeroizing<String>>,
+    /// The fields, in order.
+    pub fields: Vec<Field<'a>>,
+}
+
+/// One field, in place in the input: its bytes between the quotes (if quoted), checked
+/// UTF-8.
+#[derive(Clone, Copy)]
+pub struct Field<'a> {
+    raw: &'a str,
+    /// Quoted, with at least one doubled quote in `raw` (each stands for one quote).
+    escaped: bool,
+}
+
+impl<'a> Field<'a> {
+    /// The field's text in pieces, end to end: `raw` split after each doubled quote's
+    /// first `"` (its second left out). No copy.
+    pub fn pieces(self) -> impl Iterator<Item = &'a str> + Clone {
+        let escaped = self.escaped;
+        let mut rest = Some(self.raw);
+        std::iter::from_fn(move || {
+            let text = rest?;
+            match text.find("\"\"").filter(|_| escaped) {
+                Some(at) => {
+                    rest = text.get(at + 2..);
+                    text.get(..=at)
+                }
+                None => {
+                    rest = None;
+                    Some(text)
+                }
+            }
+        })
+    }
+
+    /// The field's text, if it is the input's bytes as they are (no doubled quote).
+    pub fn plain(self) -> Option<&'a str> {
+        (!self.escaped).then_some(self.raw)
+    }
+
+    /// Whether the field's text is empty.
+    pub fn is_empty(self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The field's text, copied (zeroized on drop).
+    pub fn text(self) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(String::with_capacity(self.raw.len()));
+        self.pieces().for_each(|p| text.push_str(p));
+        text
+    }
 }
 
 /// Why the input is not CSV as the SDK writes it.
@@ -151,7 +200,7 @@ impl<'a> Reader<'a> {
         Ok(true)
     }
 
-    fn record(&mut self) -> Result<Option<Record>, CsvError> {
+    fn record(&mut self) -> Result<Option<Record<'a>>, CsvError> {
         // Empty lines carry no record.
         while self.line_end()? {}
         if self.pos >= self.input.len() {
@@ -187,10 +236,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Reader<'_> {
-    /// A quoted field from its opening quote: measured first, then copied once into a
-    /// string of its final size.
-    fn quoted_field(&mut self, start: usize, line: usize) -> Result<Zeroizing<String>, CsvError> {
+impl<'a> Reader<'a> {
+    /// A quoted field from its opening quote.
+    fn quoted_field(&mut self, start: usize, line: usize) -> Result<Field<'a>, CsvError> {
         let field_line = self.line;
         let body = self.pos + 1;
         let mut end = body;
@@ -216,22 +264,19 @@ impl Reader<'_> {
             }
             unquoted += 1;
         }
-        let raw = self.input.get(body..end).unwrap_or_default();
+        let input: &'a [u8] = self.input;
+        let raw = input.get(body..end).unwrap_or_default();
         let raw = std::str::from_utf8(raw).map_err(|_| CsvError::NotUtf8 { line: field_line })?;
-        let mut text = Zeroizing::new(String::with_capacity(unquoted));
-        for (i, part) in raw.split("\"\"").enumerate() {
-            if i > 0 {
-                text.push('"');
-            }
-            text.push_str(part);
-        }
         self.line += newlines;
         self.pos = end + 1;
-        Ok(text)
+        Ok(Field {
+            raw,
+            escaped: unquoted != raw.len(),
+        })
     }
 
     /// An unquoted field: up to a comma, a line end or the end of the input.
-    fn unquoted_field(&mut self, start: usize, line: usize) -> Result<Zeroizing<String>, CsvError> {
+    fn unquoted_field(&mut self, start: usize, line: usize) -> Result<Field<'a>, CsvError> {
         let from = self.pos;
         while let Some(b) = self.peek() {
             match b {
@@ -246,15 +291,15 @@ impl Reader<'_> {
                 return Err(CsvError::FieldTooLong { line: self.line });
             }
         }
-        let raw = self.input.get(from..self.pos).unwrap_or_default();
-        let text = std::str::from_utf8(raw).map_err(|_| CsvError::NotUtf8 { line: self.line })?;
-        // `to_owned` allocates exactly the field's length.
-        Ok(Zeroizing::new(text.to_owned()))
+        let input: &'a [u8] = self.input;
+        let raw = input.get(from..self.pos).unwrap_or_default();
+        let raw = std::str::from_utf8(raw).map_err(|_| CsvError::NotUtf8 { line: self.line })?;
+        Ok(Field { raw, escaped: false })
     }
 }
 
-impl Iterator for Reader<'_> {
-    type Item = Result<Record, CsvError>;
+impl<'a> Iterator for Reader<'a> {
+    type Item = Result<Record<'a>, CsvError>;
 
     /// The next record; after an error, nothing more.
     fn next(&mut self) -> Option<Self::Item> {
@@ -275,7 +320,7 @@ mod tests {
 
     fn parse(input: &[u8]) -> Result<Vec<(usize, Vec<String>)>, CsvError> {
         Reader::new(input, 16)
-            .map(|r| r.map(|r| (r.line, r.fields.iter().map(|f| f.to_string()).collect())))
+            .map(|r| r.map(|r| (r.line, r.fields.iter().map(|f| f.text().to_string()).collect())))
             .collect()
     }
 
@@ -353,6 +398,35 @@ mod tests {
         assert!(fields[0].1[0].starts_with("\"\"") && fields[0].1[0].ends_with("xx"));
         let over = [&b"a\n\"\n"[..], &quoted, b"x\""].concat();
         assert_eq!(parse(&over), Err(CsvError::FieldTooLong { line: 2 }));
+    }
+
+    /// A field is read in place: its pieces are slices of the input, a doubled quote's
+    /// second `"` left out; only a field without one is `plain`.
+    #[test]
+    fn fields_are_pieces_of_the_input() {
+        let input = b"ab,\"c,d\",\"x\"\"y\"\"\"\"z\",\"\"\"\",\"\"";
+        let record = Reader::new(input, 8).next().unwrap().unwrap();
+        let within = |p: &str| {
+            let range = input.as_ptr_range();
+            p.is_empty() || range.contains(&p.as_ptr())
+        };
+        let seen: Vec<(Vec<&str>, Option<&str>)> = record
+            .fields
+            .iter()
+            .map(|f| (f.pieces().collect(), f.plain()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (vec!["ab"], Some("ab")),
+                (vec!["c,d"], Some("c,d")),
+                (vec!["x\"", "y\"", "\"", "z"], None),
+                (vec!["\"", ""], None),
+                (vec![""], Some("")),
+            ]
+        );
+        assert!(record.fields.iter().flat_map(|f| f.pieces()).all(within));
+        assert_eq!(&*record.fields[2].text(), "x\"y\"\"z");
     }
 
     #[test]

@@ -161,7 +161,8 @@ fn check_csv(bytes: &[u8], shown: &str) -> Result<(Vec<Field>, usize), Failure> 
         }
         Some(record) => record.map_err(|e| malformed(shown, &e))?,
     };
-    let columns = header_columns(header.fields.iter().map(|f| f.as_str()), Source::Csv, shown)?;
+    let names: Vec<Zeroizing<String>> = header.fields.iter().map(|f| f.text()).collect();
+    let columns = header_columns(names.iter().map(|f| f.as_str()), Source::Csv, shown)?;
     reader.set_max_fields(columns.len());
     let mut rows = 0;
     for record in reader {
@@ -202,16 +203,9 @@ fn csv_rows(
     for record in reader {
         // The bytes are those checked: an error here cannot happen, but is not ignored.
         let record = record.map_err(|e| Failure::error(format!("cannot read {shown} again: {e}")))?;
-        let mut token = OAuthToken::default();
-        let mut problem = None;
-        for (column, value) in columns.iter().zip(record.fields) {
-            if let Err(why) = set_text(&mut token, *column, value) {
-                problem.get_or_insert(why);
-            }
-        }
         let row = Row {
             at: Location::Line(record.line),
-            token: problem.map_or(Ok(token), Err),
+            token: csv_token(columns, &record.fields),
         };
         if each(row).is_break() {
             break;
@@ -311,19 +305,24 @@ fn header_columns<'a>(
     Ok(columns)
 }
 
-/// Stores a cell's text in the token; an empty cell is absent.
-fn set_text(token: &mut OAuthToken, field: Field, mut value: Zeroizing<String>) -> Result<(), String> {
-    if value.is_empty() {
-        return Ok(());
+/// A CSV row's token: its text copied once, from the file's bytes into the token.
+fn csv_token(columns: &[Field], fields: &[csv::Field<'_>]) -> Result<OAuthToken, String> {
+    let mut expiry = None;
+    for (column, value) in columns.iter().zip(fields) {
+        if *column == Field::ExpiryTime && !value.is_empty() {
+            // A doubled quote is not part of a number.
+            let text = value.plain().unwrap_or("\"");
+            expiry = Some(parse_expiry(text)?);
+        }
     }
-    if field == Field::ExpiryTime {
-        token.set_expiry_time(Some(parse_expiry(&value)?));
-        return Ok(());
-    }
-    // Moved, not copied: the token zeroizes it from here on.
-    token
-        .set_text(field, Some(std::mem::take(&mut *value)))
-        .map_err(|e| format!("{}: {e}", field.name()))
+    let texts = columns
+        .iter()
+        .zip(fields)
+        .filter(|(column, _)| **column != Field::ExpiryTime)
+        .map(|(column, value)| (*column, value.pieces()));
+    let mut token = OAuthToken::from_text_pieces(texts).map_err(|e| e.to_string())?;
+    token.set_expiry_time(expiry);
+    Ok(token)
 }
 
 /// The SDK's expiry: milliseconds since the epoch as a decimal string.

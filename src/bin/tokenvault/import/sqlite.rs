@@ -11,6 +11,7 @@
 //! was inserted): text, or an integer for any column, or a whole real number for
 //! `expiry_time`; anything else rejects the row without quoting the value.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -19,9 +20,9 @@ use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokenvault::{Field, OAuthToken};
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
-use super::{column_list, column_name, header_columns, set_text, Location, Row, Source};
+use super::{column_list, column_name, header_columns, parse_expiry, Location, Row, Source};
 use crate::failure::{quoted, Failure};
 use crate::limits::{grouped, MAX_FIELD_BYTES, MAX_FIELD_TEXT, MAX_ROWS};
 
@@ -188,18 +189,12 @@ impl Table {
                 return Ok(());
             };
             n += 1;
-            let mut token = OAuthToken::default();
-            let mut problem = None;
-            for (i, column) in self.columns.iter().enumerate() {
-                let value = row.get_ref(i).map_err(|e| failed(Some(at), e))?;
-                if let Err(why) = set_value(&mut token, *column, value) {
-                    problem.get_or_insert(why);
-                }
+            let mut values = Vec::with_capacity(self.columns.len());
+            for i in 0..self.columns.len() {
+                values.push(row.get_ref(i).map_err(|e| failed(Some(at), e))?);
             }
-            let row = Row {
-                at,
-                token: problem.map_or(Ok(token), Err),
-            };
+            let token = row_token(&self.columns, &values);
+            let row = Row { at, token };
             if each(row).is_break() {
                 return Ok(());
             }
@@ -207,29 +202,70 @@ impl Table {
     }
 }
 
-fn set_value(token: &mut OAuthToken, column: Field, value: ValueRef<'_>) -> Result<(), String> {
+/// A row's token: each text copied once, from SQLite's row into the token.
+fn row_token(columns: &[Field], values: &[ValueRef<'_>]) -> Result<OAuthToken, String> {
+    let mut texts: Vec<(Field, Cow<'_, str>)> = Vec::with_capacity(columns.len());
+    let mut expiry = None;
+    let mut problem = None;
+    for (column, value) in columns.iter().zip(values) {
+        match value_of(*column, *value) {
+            Ok(Value::Absent) => {}
+            Ok(Value::Millis(ms)) => expiry = Some(ms),
+            Ok(Value::Text(text)) => texts.push((*column, text)),
+            Err(why) => {
+                problem.get_or_insert(why);
+            }
+        }
+    }
+    let token = match problem {
+        Some(why) => Err(why),
+        None => OAuthToken::from_text_pieces(texts.iter().map(|(f, t)| (*f, std::iter::once(&**t))))
+            .map(|mut token| {
+                token.set_expiry_time(expiry);
+                token
+            })
+            .map_err(|e| e.to_string()),
+    };
+    for (_, text) in &mut texts {
+        if let Cow::Owned(s) = text {
+            s.zeroize();
+        }
+    }
+    token
+}
+
+/// A cell as the token takes it.
+enum Value<'a> {
+    Absent,
+    Millis(i64),
+    Text(Cow<'a, str>),
+}
+
+fn value_of(column: Field, value: ValueRef<'_>) -> Result<Value<'_>, String> {
     let name = column_name(column, Source::Sqlite);
     match (value, column) {
-        (ValueRef::Null, _) => Ok(()),
-        (ValueRef::Integer(n), Field::ExpiryTime) => {
-            token.set_expiry_time(Some(n));
-            Ok(())
-        }
+        (ValueRef::Null, _) => Ok(Value::Absent),
+        (ValueRef::Integer(n), Field::ExpiryTime) => Ok(Value::Millis(n)),
         (ValueRef::Real(x), Field::ExpiryTime) => {
             // Within i64 and whole: the cast is exact.
             if x.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&x) {
                 #[allow(clippy::cast_possible_truncation, reason = "whole and in range: exact")]
-                token.set_expiry_time(Some(x as i64));
-                Ok(())
+                Ok(Value::Millis(x as i64))
             } else {
                 Err("expiry_time is not a whole number of milliseconds".to_owned())
             }
         }
-        (ValueRef::Integer(n), _) => set_text(token, column, Zeroizing::new(n.to_string())),
+        (ValueRef::Text(bytes) | ValueRef::Blob(bytes), Field::ExpiryTime) => {
+            match std::str::from_utf8(bytes) {
+                Ok("") => Ok(Value::Absent),
+                Ok(text) => parse_expiry(text).map(Value::Millis),
+                Err(_) => Err(format!("{name} is not valid UTF-8")),
+            }
+        }
+        (ValueRef::Integer(n), _) => Ok(Value::Text(Cow::Owned(n.to_string()))),
         (ValueRef::Real(_), _) => Err(format!("{name} is a number, not text")),
         (ValueRef::Text(bytes) | ValueRef::Blob(bytes), _) => match std::str::from_utf8(bytes) {
-            // `to_owned` allocates exactly the value's length.
-            Ok(text) => set_text(token, column, Zeroizing::new(text.to_owned())),
+            Ok(text) => Ok(Value::Text(Cow::Borrowed(text))),
             Err(_) => Err(format!("{name} is not valid UTF-8")),
         },
     }
