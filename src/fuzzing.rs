@@ -34,28 +34,45 @@ pub fn parse_header(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Decodes a redb vault's journal (`vault.redb-journal`); the number of batches. The
-/// frames of the batches decoded, encoded again with their numbers, must be exactly the
-/// bytes they were read from, and what follows them (a cut last frame) at most one frame.
+/// Decodes a redb vault's journal (`vault.redb-journal`, either format); the number of
+/// batches. The frames of the batches decoded, encoded again with their numbers (and
+/// epoch), must be exactly the bytes they were read from, where they were read from: in
+/// the first format one after another from the start, with at most one frame's bytes after
+/// them (a cut last frame); in the current format each at the first slot after the one
+/// before, from the frame area's start.
 #[cfg(feature = "redb")]
 pub fn decode_redb_journal(bytes: &[u8]) -> Result<usize, Error> {
     use crate::backend::redb_journal;
-    let batches = redb_journal::decode(bytes)?;
-    let mut again = Vec::new();
-    for (n, ops) in (1u64..).zip(&batches) {
-        let frame = redb_journal::encode(n, ops);
+    let decoded = redb_journal::decode(bytes)?;
+    let mut expected_at = match decoded.epoch {
+        Some(_) => redb_journal::HEADERS,
+        None => 0,
+    };
+    for ((n, ops), &(at, len)) in (1u64..).zip(&decoded.batches).zip(&decoded.frames) {
+        let frame = match decoded.epoch {
+            Some(epoch) => redb_journal::encode(epoch, n, ops),
+            None => redb_journal::encode_first_format(n, ops),
+        };
         assert!(frame.is_some(), "a decoded batch must fit a frame again");
-        again.extend(frame.unwrap_or_default());
+        let frame = frame.unwrap_or_default();
+        assert_eq!(at, expected_at, "frames must be where the format puts them");
+        assert_eq!(
+            bytes.get(at..at + len),
+            Some(&frame[..]),
+            "decoded frames must encode to the bytes they were read from"
+        );
+        expected_at = match decoded.epoch {
+            Some(_) => at + len.div_ceil(redb_journal::SLOT) * redb_journal::SLOT,
+            None => at + len,
+        };
     }
-    assert!(
-        bytes.starts_with(&again),
-        "decoded frames must encode to the bytes they were read from"
-    );
-    assert!(
-        bytes.len() - again.len() <= redb_journal::MAX_FRAME,
-        "no more than one frame may be dropped as a torn end"
-    );
-    Ok(batches.len())
+    if decoded.epoch.is_none() {
+        assert!(
+            bytes.len() - expected_at <= redb_journal::MAX_FRAME,
+            "no more than one frame may be dropped as a torn end"
+        );
+    }
+    Ok(decoded.batches.len())
 }
 
 /// Opens record bytes as read from `tokens[FIXED_SLOT]` under the fixed keys.

@@ -623,6 +623,32 @@ mod redb_tests {
         dir.join(redb_journal::JOURNAL_FILE)
     }
 
+    /// A journal holding `batches`: in the current format (epoch 7) or the first.
+    fn journal_bytes(current: bool, batches: &[Vec<Op>]) -> Vec<u8> {
+        let frame = |i: usize, ops: &[Op]| match current {
+            true => redb_journal::encode(7, i as u64 + 1, ops).unwrap(),
+            false => redb_journal::encode_first_format(i as u64 + 1, ops).unwrap(),
+        };
+        let mut bytes = Vec::new();
+        if current {
+            bytes.resize(redb_journal::SLOT, 0);
+            bytes.extend_from_slice(&redb_journal::header(7));
+        }
+        for (i, ops) in batches.iter().enumerate() {
+            bytes.extend_from_slice(&frame(i, ops));
+            if current {
+                bytes.resize(bytes.len().div_ceil(redb_journal::SLOT) * redb_journal::SLOT, 0);
+            }
+        }
+        bytes
+    }
+
+    /// The journal at `dir` holds no frame and nothing else (zeros after its headers).
+    fn journal_is_empty(dir: &Path) -> bool {
+        let read = redb_journal::read(&journal_path(dir)).unwrap();
+        read.batches.is_empty() && !read.dirty
+    }
+
     fn value(s: &LocalStorage, k: &[u8]) -> Option<Vec<u8>> {
         s.get(TreeName::Tokens, k).unwrap()
     }
@@ -646,14 +672,20 @@ mod redb_tests {
                 &[put(TreeName::Tokens, &[9], b"no")],
             );
             assert_eq!(failed.unwrap(), Outcome::Conflict);
-            let frames = redb_journal::read(&journal_path(tmp.path())).unwrap();
+            let frames = redb_journal::read(&journal_path(tmp.path())).unwrap().batches;
             assert_eq!(frames.len(), 4);
             assert!(matches!(&frames[3][..], [Op::Remove(TreeName::Tokens, k)] if k == &[1]));
             // `flush` has nothing to do: each batch was durable when `apply` returned.
             s.flush().unwrap();
-            assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 4);
+            assert_eq!(
+                redb_journal::read(&journal_path(tmp.path()))
+                    .unwrap()
+                    .batches
+                    .len(),
+                4
+            );
         }
-        assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+        assert!(journal_is_empty(tmp.path()));
         let s = LocalStorage::open(Engine::Redb, tmp.path(), config(false)).unwrap();
         assert_eq!(value(&s, &[0]), Some(vec![0; 100]));
         assert_eq!(value(&s, &[1]), None);
@@ -698,68 +730,81 @@ mod redb_tests {
             ],
             vec![put(TreeName::Tokens, b"k", b"second")],
         ];
-        let journal: Vec<u8> = frames
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ops)| redb_journal::encode(i as u64 + 1, ops).unwrap())
-            .collect();
         // Replayed onto the state before the frames, and onto one that already holds the
         // first two durably (a checkpoint that the crash interrupted before it emptied the
-        // journal): the same. Each open finds the journal again, as the crash left it.
-        for already in [0, 2] {
-            let tmp = tempfile::tempdir().unwrap();
-            closed_vault(tmp.path());
-            if already > 0 {
-                let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
-                for ops in &frames[..already] {
-                    s.apply(ops).unwrap();
+        // journal): the same. Each open finds the journal again, as the crash left it. A
+        // journal of the first format too.
+        for current in [true, false] {
+            let journal = journal_bytes(current, &frames);
+            for already in [0, 2] {
+                let tmp = tempfile::tempdir().unwrap();
+                closed_vault(tmp.path());
+                if already > 0 {
+                    let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+                    for ops in &frames[..already] {
+                        s.apply(ops).unwrap();
+                    }
                 }
-            }
-            for durable in [false, true] {
-                std::fs::write(journal_path(tmp.path()), &journal).unwrap();
-                let s = LocalStorage::open(Engine::Redb, tmp.path(), config(durable)).unwrap();
-                assert_eq!(value(&s, b"k"), Some(b"second".to_vec()), "{already}");
-                assert_eq!(value(&s, b"new"), Some(b"n".to_vec()));
-                assert_eq!(value(&s, b"gone"), None);
-                assert_eq!(s.get(TreeName::Quarantine, b"q").unwrap(), None);
-                assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+                for durable in [false, true] {
+                    std::fs::write(journal_path(tmp.path()), &journal).unwrap();
+                    let s = LocalStorage::open(Engine::Redb, tmp.path(), config(durable)).unwrap();
+                    assert_eq!(value(&s, b"k"), Some(b"second".to_vec()), "{already}");
+                    assert_eq!(value(&s, b"new"), Some(b"n".to_vec()));
+                    assert_eq!(value(&s, b"gone"), None);
+                    assert_eq!(s.get(TreeName::Quarantine, b"q").unwrap(), None);
+                    assert!(journal_is_empty(tmp.path()), "{current} {already} {durable}");
+                }
             }
         }
     }
 
     #[test]
     fn a_journal_cut_in_its_last_frame_replays_the_frames_before_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        closed_vault(tmp.path());
-        let mut journal = redb_journal::encode(1, &[put(TreeName::Tokens, b"k", b"acknowledged")]).unwrap();
-        let second = redb_journal::encode(2, &[put(TreeName::Tokens, b"k", b"cut")]).unwrap();
-        journal.extend_from_slice(&second[..second.len() - 1]);
-        std::fs::write(journal_path(tmp.path()), &journal).unwrap();
-        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
-        assert_eq!(value(&s, b"k"), Some(b"acknowledged".to_vec()));
+        let batches = [
+            vec![put(TreeName::Tokens, b"k", b"acknowledged")],
+            vec![put(TreeName::Tokens, b"k", b"cut")],
+        ];
+        for current in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            closed_vault(tmp.path());
+            let whole = journal_bytes(current, &batches);
+            let last = redb_journal::encode_first_format(2, &batches[1]).unwrap().len();
+            let cut = match current {
+                // The second frame less its last byte.
+                true => redb_journal::HEADERS + redb_journal::SLOT + last + 8 - 1,
+                false => whole.len() - 1,
+            };
+            std::fs::write(journal_path(tmp.path()), &whole[..cut]).unwrap();
+            let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+            assert_eq!(value(&s, b"k"), Some(b"acknowledged".to_vec()), "{current}");
+        }
     }
 
     #[test]
     fn a_damaged_journal_is_corrupted_and_none_of_it_is_applied() {
-        let tmp = tempfile::tempdir().unwrap();
-        closed_vault(tmp.path());
-        let mut journal: Vec<u8> = (0..300u64)
-            .flat_map(|i| redb_journal::encode(i + 1, &[put(TreeName::Tokens, b"k", &[7; 300])]).unwrap())
-            .collect();
-        journal[100] ^= 0x10;
-        std::fs::write(journal_path(tmp.path()), &journal).unwrap();
-        for durable in [false, true] {
-            match LocalStorage::open(Engine::Redb, tmp.path(), config(durable)) {
-                Err(Error::Corrupted { what }) => assert!(what.contains("journal"), "{what}"),
-                Err(e) => panic!("{e:?}"),
-                Ok(_) => panic!("opened with a damaged journal"),
+        for current in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            closed_vault(tmp.path());
+            let batches: Vec<Vec<Op>> = (0..300u64)
+                .map(|_| vec![put(TreeName::Tokens, b"k", &[7; 300])])
+                .collect();
+            let mut journal = journal_bytes(current, &batches);
+            let first = if current { redb_journal::HEADERS } else { 0 };
+            journal[first + 100] ^= 0x10;
+            std::fs::write(journal_path(tmp.path()), &journal).unwrap();
+            for durable in [false, true] {
+                match LocalStorage::open(Engine::Redb, tmp.path(), config(durable)) {
+                    Err(Error::Corrupted { what }) => assert!(what.contains("journal"), "{what}"),
+                    Err(e) => panic!("{e:?}"),
+                    Ok(_) => panic!("opened with a damaged journal"),
+                }
+                assert!(std::fs::read(journal_path(tmp.path())).unwrap() == journal);
             }
-            assert!(std::fs::read(journal_path(tmp.path())).unwrap() == journal);
+            // Without the journal, the vault is as it was.
+            std::fs::remove_file(journal_path(tmp.path())).unwrap();
+            let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
+            assert_eq!(value(&s, b"k"), Some(b"old".to_vec()));
         }
-        // Without the journal, the vault is as it was.
-        std::fs::remove_file(journal_path(tmp.path())).unwrap();
-        let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
-        assert_eq!(value(&s, b"k"), Some(b"old".to_vec()));
     }
 
     #[test]
@@ -771,12 +816,24 @@ mod redb_tests {
             s.apply(&[put(TreeName::Tokens, &i.to_be_bytes(), b"v")]).unwrap();
         }
         // The checkpoint before frame CHECKPOINT_FRAMES + 1 emptied the journal.
-        assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 10);
+        assert_eq!(
+            redb_journal::read(&journal_path(tmp.path()))
+                .unwrap()
+                .batches
+                .len(),
+            10
+        );
         let big = vec![3u8; redb_journal::MAX_FRAME];
         s.apply(&[put(TreeName::Tokens, b"big", &big)]).unwrap();
-        assert_eq!(std::fs::metadata(journal_path(tmp.path())).unwrap().len(), 0);
+        assert!(journal_is_empty(tmp.path()));
         s.apply(&[put(TreeName::Tokens, b"after", b"a")]).unwrap();
-        assert_eq!(redb_journal::read(&journal_path(tmp.path())).unwrap().len(), 1);
+        assert_eq!(
+            redb_journal::read(&journal_path(tmp.path()))
+                .unwrap()
+                .batches
+                .len(),
+            1
+        );
         drop(s);
         let s = LocalStorage::open(Engine::Redb, tmp.path(), config(true)).unwrap();
         assert_eq!(value(&s, b"big"), Some(big));

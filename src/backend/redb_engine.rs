@@ -1,10 +1,10 @@
 //! The redb 4.6 engine: every tree in one table, `vault`, each key prefixed by its tree's
 //! number ([`TreeName::tag`]); a batch is one redb write transaction, its expectations
 //! checked inside it. A batch is committed without `fdatasync` (`Durability::None`; the
-//! exceptions are below). A durable vault then appends the batch's writes to its journal
+//! exceptions are below). A durable vault then writes the batch's writes to its journal
 //! and `fdatasync`s that
-//! (see [`super::redb_journal`]): one small append instead of the twenty pages a durable
-//! redb commit writes. A buffered one does not, and `flush` makes everything committed so
+//! (see [`super::redb_journal`]): one small frame, written in place, instead of the twenty
+//! pages a durable redb commit writes. A buffered one does not, and `flush` makes everything committed so
 //! far durable, as does a background thread about every 500 ms (the promise of
 //! `VaultOptions::durable(false)`) and every 512th commit (which bounds the pages held by
 //! buffered commits, see [`DURABLE_EVERY`]). A durable vault commits a batch too large for
@@ -449,13 +449,14 @@ fn write_ops(table: &mut redb::Table<'_, &'static [u8], &'static [u8]>, ops: &[O
 /// Replays the journal at `path` (a durable handle's, left by a crash) into the database:
 /// every batch it holds, in order, in one durable commit; then empties it.
 fn replay(db: &Guarded, path: &Path) -> Result<(), Error> {
-    let batches = redb_journal::read(path)?;
+    let decoded = redb_journal::read(path)?;
+    let batches = &decoded.batches;
     if !batches.is_empty() {
         call(db, &db.broken, |db| {
             let mut txn = db.begin_write().map_err(redb_error)?;
             {
                 let mut table = txn.open_table(TABLE).map_err(redb_error)?;
-                for ops in &batches {
+                for ops in batches {
                     write_ops(&mut table, ops)?;
                 }
             }
@@ -466,7 +467,7 @@ fn replay(db: &Guarded, path: &Path) -> Result<(), Error> {
             txn.commit().map_err(redb_error)
         })?;
     }
-    redb_journal::empty_file(path)
+    redb_journal::empty_file(path, &decoded)
 }
 
 impl Storage for RedbStorage {
@@ -519,7 +520,7 @@ impl Storage for RedbStorage {
         if journal.full() {
             checkpoint(&self.db, &mut journal)?;
         }
-        let Some(frame) = redb_journal::encode(journal.next_seq(), ops) else {
+        let Some(frame) = journal.frame(ops) else {
             // Too large for a frame: a durable redb commit, after a checkpoint (replaying
             // older frames after it would undo it).
             if journal.holds_frames() {
@@ -553,8 +554,8 @@ impl Storage for RedbStorage {
         result
     }
 
-    /// The redb file's size. Not the journal's: it holds at most 4 MiB, is emptied at
-    /// close, and counted here it would read as growth of the vault at every close (the
+    /// The redb file's size. Not the journal's: it is at most 8 KiB + 4 MiB + 64 KiB, of
+    /// zeros after a checkpoint, and counted here it would read as growth of the vault (the
     /// compaction baseline, `Inner::settle_growth`).
     fn size_on_disk(&self) -> Result<u64, Error> {
         Ok(std::fs::metadata(&self.path)?.len())
