@@ -415,9 +415,10 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 /// Puts a new, empty journal of epoch `epoch` at `path`, replacing what is there (owner-only,
-/// never through a symbolic link), and makes its directory entry durable. Its headers are
-/// made durable by the first frame's `fdatasync`; until then a crash may leave them short
-/// or zeros, which read as an empty journal of the first format (there is no frame yet).
+/// never through a symbolic link), and makes it and its directory entry durable before any
+/// frame is written: a frame's own `fdatasync` could otherwise make it durable with one
+/// header slot and not the other, and a first-format journal replaced here could come back
+/// after a crash and be replayed over newer state.
 fn create(path: &Path, epoch: u64) -> Result<File, Error> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(true);
@@ -443,6 +444,7 @@ fn create(path: &Path, epoch: u64) -> Result<File, Error> {
         }
     }
     file.write_all(&headers)?;
+    file.sync_all()?;
     // A frame is durable only if the file holding it is found after a power loss.
     sync_parent(path)?;
     Ok(file)
@@ -525,6 +527,9 @@ impl Journal {
     /// Writes `frame` (made by [`frame`](Self::frame)) at its slot and makes it durable.
     pub(crate) fn append(&mut self, frame: &[u8]) -> Result<(), Error> {
         let offset = HEADERS as u64 + self.at;
+        // Counted as used before it is written: a frame whose write fails part-way is
+        // zeroed by the checkpoint all the same.
+        self.used = self.used.max(self.at + slots(frame.len()) as u64);
         let written = self
             .file
             .seek(SeekFrom::Start(offset))
@@ -536,7 +541,6 @@ impl Journal {
         }
         self.frames += 1;
         self.at += slots(frame.len()) as u64;
-        self.used = self.used.max(self.at);
         Ok(())
     }
 

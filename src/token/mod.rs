@@ -280,6 +280,7 @@ impl OAuthToken {
         }
         // Second read: each chosen value copied to its place.
         let mut bytes = zeroize::Zeroizing::new(vec![0u8; total]);
+        let mut filled = 0u16;
         for (n, (field, pieces)) in fields.into_iter().enumerate() {
             let i = slot(field).ok_or(CHANGED)?;
             let (Some(Some((m, len))), Some(&(mut at, end))) = (chosen.get(i), spans.get(i)) else {
@@ -302,6 +303,12 @@ impl OAuthToken {
             if at != end {
                 return Err(CHANGED);
             }
+            filled |= 1 << i;
+        }
+        // Every present value copied: a second read that gave fewer fields is an error,
+        // not a value of zeros.
+        if filled != present {
+            return Err(CHANGED);
         }
         // Pieces of `str`s end to end: UTF-8 (checked all the same, as the second read
         // may have given other pieces of the same lengths).
@@ -862,6 +869,25 @@ mod tests {
             Some("xyz"),
             "the same lengths: the second read's text"
         );
+        // A second read that gives no field at all.
+        #[derive(Clone)]
+        struct Vanishing<'a>(&'a std::cell::Cell<u32>);
+        impl<'a> IntoIterator for Vanishing<'a> {
+            type Item = (Field, std::iter::Once<&'a str>);
+            type IntoIter = std::option::IntoIter<Self::Item>;
+            fn into_iter(self) -> Self::IntoIter {
+                let n = self.0.get();
+                self.0.set(n + 1);
+                (n == 0)
+                    .then(|| (Field::AccessToken, std::iter::once("abc")))
+                    .into_iter()
+            }
+        }
+        reads.set(0);
+        assert!(matches!(
+            OAuthToken::from_text_pieces(Vanishing(&reads)),
+            Err(Error::InvalidToken { .. })
+        ));
         reads.set(0);
         let absent = OAuthToken::from_text_pieces(Changing(&reads, ["", "xyz"])).unwrap();
         assert_eq!(
