@@ -453,7 +453,8 @@ impl Storage for LocalStorage {
         self.cache.get(tree, key, || self.storage().get(tree, key))
     }
     fn get_to_decide(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        self.cache.peek(tree, key, || self.storage().get(tree, key))
+        self.cache
+            .peek(tree, key, || self.storage().get_to_decide(tree, key))
     }
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
         self.storage().any(tree, f)

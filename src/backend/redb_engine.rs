@@ -1,7 +1,8 @@
 //! The redb 4.6 engine: every tree in one table, `vault`, each key prefixed by its tree's
-//! number ([`TreeName::tag`]); a batch is one redb write transaction, its expectations
-//! checked inside it. A batch is committed without `fdatasync` (`Durability::None`; the
-//! exceptions are below). A durable vault then writes the batch's writes to its journal
+//! number ([`TreeName::tag`]). A batch is written into a redb write transaction, its
+//! expectations checked inside it, and the transaction stays open for the next batches
+//! (see [`Pending`]); it is committed without `fdatasync` (`Durability::None`; the
+//! exceptions are below). A durable vault writes each batch's writes to its journal
 //! and `fdatasync`s that
 //! (see [`super::redb_journal`]): one small frame, written in place, instead of the twenty
 //! pages a durable redb commit writes. A buffered one does not, and `flush` makes everything committed so
@@ -68,6 +69,15 @@ fn broken() -> Error {
     )
 }
 
+/// What every call on a handle that dropped its pending transaction becomes.
+fn lost() -> Error {
+    Error::Storage {
+        message: "a write to the storage engine failed: this handle no longer reads or writes the vault; \
+                  reopen it (its journal holds every durable save)"
+            .into(),
+    }
+}
+
 /// Runs `f`, a call into redb, turning a panic into `Corrupted`; whether it panicked.
 fn unwound<T>(f: impl FnOnce() -> Result<T, Error>) -> (Result<T, Error>, bool) {
     // A panic leaves redb's state unknown: the caller marks the handle broken and never
@@ -88,6 +98,9 @@ fn call<T>(
     if broken.load(Ordering::SeqCst) {
         return Err(self::broken());
     }
+    if db.lost.load(Ordering::SeqCst) {
+        return Err(lost());
+    }
     let db = db.db()?;
     let (result, panicked) = unwound(|| f(db));
     if panicked {
@@ -104,14 +117,41 @@ struct Guarded {
     /// A durable handle's journal; `None` for a buffered one.
     journal: Option<Mutex<Journal>>,
     /// Whether redb panicked on this database: then nothing calls into it again.
-    broken: Arc<AtomicBool>,
+    broken: AtomicBool,
+    /// A durable handle's open write transaction (see [`Pending`]).
+    pending: Mutex<Pending>,
+    /// Whether a write into the pending transaction failed: the transaction, which held
+    /// batches whose frames the journal has, was dropped, and nothing calls into the
+    /// database again (the next open replays the journal).
+    lost: AtomicBool,
 }
+
+/// A durable handle's batches whose frames are in the journal, written into one redb write
+/// transaction not yet committed. Committing each batch on its own cost most of a durable
+/// save: every commit copies the pages on the paths to each key it changes (about fifteen
+/// for a save of six keys) and computes their checksums. Left open, the transaction
+/// collects up to [`PENDING_BATCHES`] batches, and pages it already copied are written in
+/// place. Writes' own reads (`get_to_decide`) read through it; every other read, scan or
+/// write commits it first (`Durability::None`), so a lookup never waits for a writer.
+#[derive(Default)]
+struct Pending {
+    txn: Option<redb::WriteTransaction>,
+    batches: usize,
+}
+
+/// A durable handle commits its pending transaction after this many batches.
+const PENDING_BATCHES: usize = 64;
 
 impl Guarded {
     fn db(&self) -> Result<&Database, Error> {
         self.db
             .as_ref()
             .ok_or_else(|| Error::internal("the redb database is already closed"))
+    }
+
+    /// The pending transaction, locked.
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The journal, locked; `None` for a buffered handle.
@@ -130,6 +170,21 @@ impl Drop for Guarded {
             if journal.holds_frames() {
                 let _ = checkpoint(self, &mut journal);
             }
+        } else {
+            // A buffered handle's batches are committed, as they would have been one by
+            // one (`Vault`'s drop has made them durable already, unless that failed).
+            let _ = settle(self);
+        }
+        // Left only if that checkpoint failed: dropping it rolls it back, and the journal
+        // still holds its batches.
+        if let Some(txn) = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .txn
+            .take()
+        {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(txn)));
         }
         if let Some(db) = self.db.take() {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
@@ -140,8 +195,78 @@ impl Drop for Guarded {
 /// Makes every commit so far durable (one durable redb commit) and then empties the
 /// journal, whose frames that commit covers.
 fn checkpoint(db: &Guarded, journal: &mut Journal) -> Result<(), Error> {
-    call(db, &db.broken, durable_commit)?;
+    make_durable(db)?;
     journal.empty()
+}
+
+/// Commits the pending transaction and makes every commit so far durable.
+fn make_durable(db: &Guarded) -> Result<(), Error> {
+    settle(db)?;
+    call(db, &db.broken, durable_commit)
+}
+
+/// Commits the pending transaction, if there is one, without `fdatasync`: every batch in it
+/// is then visible to read transactions. A failure loses the handle (see [`Guarded::lost`]).
+fn settle(db: &Guarded) -> Result<(), Error> {
+    let mut pending = db.pending();
+    let Some(mut txn) = pending.txn.take() else {
+        return Ok(());
+    };
+    pending.batches = 0;
+    let result = call(db, &db.broken, move |_| {
+        txn.set_durability(Durability::None).map_err(|e| Error::Storage {
+            message: e.to_string(),
+        })?;
+        txn.commit().map_err(redb_error)
+    });
+    if result.is_err() {
+        db.lost.store(true, Ordering::SeqCst);
+    }
+    result
+}
+
+/// Checks `expects` and writes `ops` in the pending transaction, which it begins if there
+/// is none; leaves it open. An error while writing loses the handle (see [`Guarded::lost`]):
+/// the transaction may hold part of the batch.
+fn write_pending(db: &Guarded, expects: &[Expect], ops: &[Op]) -> Result<(Outcome, usize), Error> {
+    let mut pending = db.pending();
+    let mut wrote = false;
+    let result = call(db, &db.broken, |database| {
+        let txn = match pending.txn.take() {
+            Some(txn) => txn,
+            None => database.begin_write().map_err(redb_error)?,
+        };
+        let txn = pending.txn.insert(txn);
+        let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+        for expect in expects {
+            let now = table
+                .get(prefixed(expect.tree, &expect.key).as_slice())
+                .map_err(redb_error)?;
+            if now.as_ref().map(|v| v.value()) != expect.value.as_deref() {
+                return Ok(Outcome::Conflict);
+            }
+        }
+        wrote = true;
+        write_ops(&mut table, ops)?;
+        Ok(Outcome::Applied)
+    });
+    match result {
+        Ok(Outcome::Applied) => {
+            pending.batches += 1;
+            Ok((Outcome::Applied, pending.batches))
+        }
+        Ok(outcome) => Ok((outcome, pending.batches)),
+        Err(e) => {
+            if wrote {
+                db.lost.store(true, Ordering::SeqCst);
+                pending.batches = 0;
+                if let Some(txn) = pending.txn.take() {
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(txn)));
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The table's key of `key` in `tree`.
@@ -194,11 +319,7 @@ impl Drop for Flusher {
 }
 
 impl Flusher {
-    fn start(
-        db: Weak<Guarded>,
-        unflushed: Arc<AtomicBool>,
-        broken: Arc<AtomicBool>,
-    ) -> Result<Flusher, Error> {
+    fn start(db: Weak<Guarded>, unflushed: Arc<AtomicBool>) -> Result<Flusher, Error> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
         std::thread::Builder::new()
@@ -225,9 +346,7 @@ impl Flusher {
                     // for a flush; the last handle's own flush runs in `Vault`'s drop.
                     drop(guard);
                     if let Some(db) = db.upgrade() {
-                        if unflushed.swap(false, Ordering::SeqCst)
-                            && call(&db, &broken, durable_commit).is_err()
-                        {
+                        if unflushed.swap(false, Ordering::SeqCst) && make_durable(&db).is_err() {
                             unflushed.store(true, Ordering::SeqCst);
                         }
                     }
@@ -264,11 +383,12 @@ fn durable_commit(db: &Database) -> Result<(), Error> {
 impl RedbStorage {
     /// Opens the redb database file at `path`, or creates it (`create`).
     pub(crate) fn open(path: &Path, config: LocalConfig, create: bool) -> Result<Self, Error> {
-        let broken = Arc::new(AtomicBool::new(false));
         let mut db = Guarded {
             db: Some(unwound(|| Self::open_database(path, config, create)).0?),
             journal: None,
-            broken: broken.clone(),
+            broken: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+            lost: AtomicBool::new(false),
         };
         let journal = path.with_file_name(JOURNAL_FILE);
         if !create {
@@ -282,11 +402,7 @@ impl RedbStorage {
         let flusher = if config.durable {
             None
         } else {
-            Some(Arc::new(Flusher::start(
-                Arc::downgrade(&db),
-                unflushed.clone(),
-                broken,
-            )?))
+            Some(Arc::new(Flusher::start(Arc::downgrade(&db), unflushed.clone())?))
         };
         Ok(RedbStorage {
             db,
@@ -336,6 +452,7 @@ impl RedbStorage {
     /// Calls `f` with the entries of `tree`, in key order, until it returns `Ok(false)` or
     /// an error; whether it stopped early.
     fn scan(&self, tree: TreeName, f: &mut ScanVisitor<'_>) -> Result<bool, Error> {
+        settle(&self.db)?;
         self.call(|db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let Some(table) = read_table(&txn)? else {
@@ -364,6 +481,7 @@ impl RedbStorage {
     /// Writes `entries` into `tree` of a database that nothing reads yet (a compaction's
     /// new generation): one commit without `fdatasync` (the caller flushes).
     pub(crate) fn load(&self, tree: TreeName, entries: &[Entry]) -> Result<(), Error> {
+        settle(&self.db)?;
         self.call(|db| {
             let mut txn = db.begin_write().map_err(redb_error)?;
             txn.set_durability(Durability::None).map_err(|e| Error::Storage {
@@ -385,6 +503,7 @@ impl RedbStorage {
 
     /// Commits `ops` in one write transaction with `durability` if every expectation holds.
     fn commit(&self, expects: &[Expect], ops: &[Op], durability: Durability) -> Result<Outcome, Error> {
+        settle(&self.db)?;
         self.call(|db| {
             let mut txn = db.begin_write().map_err(redb_error)?;
             txn.set_durability(durability).map_err(|e| Error::Storage {
@@ -472,6 +591,7 @@ fn replay(db: &Guarded, path: &Path) -> Result<(), Error> {
 
 impl Storage for RedbStorage {
     fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        settle(&self.db)?;
         self.call(|db| {
             let txn = db.begin_read().map_err(redb_error)?;
             let Some(table) = read_table(&txn)? else {
@@ -480,6 +600,22 @@ impl Storage for RedbStorage {
             let value = table.get(prefixed(tree, key).as_slice()).map_err(redb_error)?;
             Ok(value.map(|v| v.value().to_vec()))
         })
+    }
+
+    /// Reads through the pending transaction while there is one (a write's decision must
+    /// see the batches before it), else as [`get`](Storage::get) does.
+    fn get_to_decide(&self, tree: TreeName, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        {
+            let pending = self.db.pending();
+            if let Some(txn) = &pending.txn {
+                return self.call(|_| {
+                    let table = txn.open_table(TABLE).map_err(redb_error)?;
+                    let value = table.get(prefixed(tree, key).as_slice()).map_err(redb_error)?;
+                    Ok(value.map(|v| v.value().to_vec()))
+                });
+            }
+        }
+        self.get(tree, key)
     }
 
     fn any(&self, tree: TreeName, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool, Error> {
@@ -501,18 +637,18 @@ impl Storage for RedbStorage {
             return Ok(Outcome::Applied);
         }
         let Some(mut journal) = self.db.journal() else {
-            // Buffered: every 512th commit durable (see `DURABLE_EVERY`), the rest not.
-            let in_line = self.buffered_commits.fetch_add(1, Ordering::SeqCst) + 1 >= DURABLE_EVERY;
-            let durability = if in_line {
-                Durability::Immediate
-            } else {
-                Durability::None
-            };
-            let outcome = self.commit(expects, ops, durability)?;
-            if in_line {
-                self.buffered_commits.store(0, Ordering::SeqCst);
+            // Buffered: into the pending transaction; every 512th batch made durable (see
+            // `DURABLE_EVERY`).
+            let (outcome, batches) = write_pending(&self.db, expects, ops)?;
+            if outcome == Outcome::Applied {
+                self.unflushed.store(true, Ordering::SeqCst);
+                if self.buffered_commits.fetch_add(1, Ordering::SeqCst) + 1 >= DURABLE_EVERY {
+                    make_durable(&self.db)?;
+                    self.buffered_commits.store(0, Ordering::SeqCst);
+                } else if batches >= PENDING_BATCHES {
+                    settle(&self.db)?;
+                }
             }
-            self.unflushed.store(true, Ordering::SeqCst);
             return Ok(outcome);
         };
         // Durable: the journal's lock is held from the commit until its frame is on disk,
@@ -528,13 +664,16 @@ impl Storage for RedbStorage {
             }
             return self.commit(expects, ops, Durability::Immediate);
         };
-        let outcome = self.commit(expects, ops, Durability::None)?;
+        let (outcome, batches) = write_pending(&self.db, expects, ops)?;
         if outcome == Outcome::Applied {
             if let Err(e) = journal.append(&frame) {
-                // Committed but not durable: make it durable the slow way if the disk
-                // lets us, and report the failure either way.
+                // Written but not durable: make it durable the slow way if the disk lets
+                // us, and report the failure either way.
                 let _ = checkpoint(&self.db, &mut journal);
                 return Err(e);
+            }
+            if batches >= PENDING_BATCHES {
+                settle(&self.db)?;
             }
         }
         Ok(outcome)
@@ -546,7 +685,7 @@ impl Storage for RedbStorage {
         }
         let result = match self.db.journal() {
             Some(mut journal) => checkpoint(&self.db, &mut journal),
-            None => self.call(durable_commit),
+            None => make_durable(&self.db),
         };
         if result.is_err() {
             self.unflushed.store(true, Ordering::SeqCst);
@@ -559,5 +698,115 @@ impl Storage for RedbStorage {
     /// compaction baseline, `Inner::settle_growth`).
     fn size_on_disk(&self) -> Result<u64, Error> {
         Ok(std::fs::metadata(&self.path)?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, durable: bool, create: bool) -> RedbStorage {
+        let config = LocalConfig {
+            cache_capacity: 1 << 20,
+            durable,
+        };
+        RedbStorage::open(&dir.join("vault.redb"), config, create).unwrap()
+    }
+
+    /// How many batches wait in the pending transaction (none when there is none).
+    fn waiting(s: &RedbStorage) -> usize {
+        let pending = s.db.pending();
+        assert_eq!(pending.txn.is_some(), pending.batches > 0);
+        pending.batches
+    }
+
+    fn number(i: usize) -> Vec<u8> {
+        u32::try_from(i).unwrap().to_be_bytes().to_vec()
+    }
+
+    /// Batch `i` of a chain: it expects `k` to hold what batch `i - 1` wrote.
+    fn link(s: &RedbStorage, i: usize) -> Outcome {
+        let expects = [Expect {
+            tree: TreeName::Tokens,
+            key: b"k".to_vec(),
+            value: i.checked_sub(1).map(number),
+        }];
+        let ops = [
+            Op::Put(TreeName::Tokens, b"k".to_vec(), number(i)),
+            Op::Put(TreeName::User, number(i), b"x".to_vec()),
+        ];
+        s.apply_if(&expects, &ops).unwrap()
+    }
+
+    #[test]
+    fn batches_wait_in_one_transaction_that_later_writes_read_and_every_other_call_commits() {
+        let chain = 2 * PENDING_BATCHES + 5;
+        for durable in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            {
+                let s = open(tmp.path(), durable, true);
+                for i in 0..chain {
+                    // Each batch's expectation reads what the one before it left waiting.
+                    assert_eq!(link(&s, i), Outcome::Applied, "{durable} {i}");
+                    assert_eq!(waiting(&s), (i + 1) % PENDING_BATCHES, "{durable} {i}");
+                    assert_eq!(s.get_to_decide(TreeName::Tokens, b"k").unwrap(), Some(number(i)));
+                }
+                // A batch whose expectation fails leaves the waiting ones as they are.
+                assert_eq!(link(&s, 0), Outcome::Conflict);
+                assert_eq!(waiting(&s), chain % PENDING_BATCHES);
+                // A lookup commits them first, and so does a scan.
+                assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(number(chain - 1)));
+                assert_eq!(waiting(&s), 0);
+                assert_eq!(link(&s, chain), Outcome::Applied);
+                assert_eq!(waiting(&s), 1);
+                let mut users = Vec::new();
+                s.for_each(TreeName::User, &mut |k, _| {
+                    users.push(k.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(users, (0..=chain).map(number).collect::<Vec<_>>());
+                assert_eq!(waiting(&s), 0);
+                // Closed with a batch waiting: a buffered handle commits it at its close.
+                assert_eq!(link(&s, chain + 1), Outcome::Applied);
+                assert_eq!(waiting(&s), 1);
+            }
+            let s = open(tmp.path(), false, false);
+            assert_eq!(s.get(TreeName::Tokens, b"k").unwrap(), Some(number(chain + 1)));
+            assert_eq!(
+                s.get(TreeName::User, &number(chain + 1)).unwrap(),
+                Some(b"x".to_vec())
+            );
+        }
+    }
+
+    #[test]
+    fn a_durable_handle_s_waiting_batches_are_in_its_journal_when_the_process_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = open(tmp.path(), true, true);
+        let batches = PENDING_BATCHES + PENDING_BATCHES / 2;
+        for i in 0..batches {
+            assert_eq!(link(&s, i), Outcome::Applied);
+        }
+        assert_eq!(waiting(&s), PENDING_BATCHES / 2);
+        // What a process that stops now (killed: no destructor runs) leaves on disk: the
+        // files as they are, the transaction never committed.
+        let copy = tempfile::tempdir().unwrap();
+        for name in ["vault.redb", JOURNAL_FILE] {
+            std::fs::copy(tmp.path().join(name), copy.path().join(name)).unwrap();
+        }
+        let reopened = open(copy.path(), false, false);
+        assert_eq!(
+            reopened.get(TreeName::Tokens, b"k").unwrap(),
+            Some(number(batches - 1))
+        );
+        for i in 0..batches {
+            assert_eq!(
+                reopened.get(TreeName::User, &number(i)).unwrap(),
+                Some(b"x".to_vec()),
+                "{i}"
+            );
+        }
+        drop(s);
     }
 }
