@@ -247,6 +247,12 @@ fn write_pending(db: &Guarded, expects: &[Expect], ops: &[Op]) -> Result<(Outcom
             }
         }
         wrote = true;
+        #[cfg(test)]
+        if tests::FAIL_NEXT_WRITE.with(|fail| fail.replace(false)) {
+            return Err(Error::Io(std::io::Error::other(
+                "a write failed (injected by a test)",
+            )));
+        }
         write_ops(&mut table, ops)?;
         Ok(Outcome::Applied)
     });
@@ -680,6 +686,9 @@ impl Storage for RedbStorage {
     }
 
     fn flush(&self) -> Result<(), Error> {
+        if self.db.lost.load(Ordering::SeqCst) {
+            return Err(lost());
+        }
         if !self.unflushed.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
@@ -704,6 +713,12 @@ impl Storage for RedbStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes this thread's next write into the pending transaction fail, after its
+        /// expectations held.
+        pub(super) static FAIL_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     fn open(dir: &Path, durable: bool, create: bool) -> RedbStorage {
         let config = LocalConfig {
@@ -808,5 +823,54 @@ mod tests {
             );
         }
         drop(s);
+    }
+
+    #[test]
+    fn a_write_that_fails_in_the_open_transaction_loses_the_handle_and_the_journal_keeps_its_batches() {
+        for durable in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            {
+                let s = open(tmp.path(), durable, true);
+                for i in 0..10 {
+                    assert_eq!(link(&s, i), Outcome::Applied);
+                }
+                FAIL_NEXT_WRITE.with(|fail| fail.set(true));
+                let expects = [Expect {
+                    tree: TreeName::Tokens,
+                    key: b"k".to_vec(),
+                    value: Some(number(9)),
+                }];
+                let failed = s.apply_if(&expects, &[Op::Put(TreeName::Tokens, b"k".to_vec(), number(10))]);
+                assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+                // Every later call is refused, reads too: the batches it held are gone
+                // from this handle, and answering without them would be wrong data.
+                let refused = |r: Result<(), Error>| {
+                    assert!(
+                        matches!(&r, Err(Error::Storage { message }) if message.contains("reopen")),
+                        "{r:?}"
+                    );
+                };
+                refused(s.get(TreeName::Tokens, b"k").map(drop));
+                refused(s.get_to_decide(TreeName::Tokens, b"k").map(drop));
+                refused(s.for_each(TreeName::User, &mut |_, _| Ok(())));
+                refused(
+                    s.apply(&[Op::Put(TreeName::Tokens, b"other".to_vec(), b"x".to_vec())])
+                        .map(drop),
+                );
+                refused(s.flush());
+            }
+            let s = open(tmp.path(), true, false);
+            let k = s.get(TreeName::Tokens, b"k").unwrap();
+            if durable {
+                // Replayed from the journal, where every batch before the failed one is.
+                assert_eq!(k, Some(number(9)));
+                assert_eq!(s.get(TreeName::User, &number(9)).unwrap(), Some(b"x".to_vec()));
+            } else {
+                // A buffered vault loses what waited, as a crash before a flush would
+                // (unless its background flush, every 500 ms, made it durable first).
+                assert!(k.is_none() || k == Some(number(9)), "{k:?}");
+            }
+            assert_eq!(s.get(TreeName::Tokens, b"other").unwrap(), None);
+        }
     }
 }
