@@ -468,6 +468,16 @@ impl<'a, V: Value + 'static> AccessGuardMutInPlace<'a, V> {
             _value_type: PhantomData,
         }
     }
+
+    // tokenvault: the page the guarded value is in, and the value's length (see PATCHES.md,
+    // "Leaves share their entries with a sibling")
+    pub(super) fn page(&self) -> &PageMut<'a> {
+        &self.page
+    }
+
+    pub(super) fn value_len(&self) -> usize {
+        self.len
+    }
 }
 
 impl<V: MutInPlaceValue + 'static> AsMut<V::BaseRefType> for AccessGuardMutInPlace<'_, V> {
@@ -914,10 +924,9 @@ impl<'a, 'b> LeafBuilder<'a, 'b> {
         )
     }
 
-    // Returns the two halves, and the separator to store between them in their parent
-    pub(super) fn build_split<'txn, K: Key>(
-        self,
-    ) -> Result<(PageMut<'txn>, Cow<'a, [u8]>, PageMut<'txn>)> {
+    // Where build_split() divides the pairs: the number of pairs in the first half, and the
+    // key and value bytes of that half
+    fn split_division(&self) -> (usize, usize, usize) {
         let total_size = self.total_key_bytes + self.total_value_bytes;
         let mut division = 0;
         let mut first_split_key_bytes = 0;
@@ -942,6 +951,37 @@ impl<'a, 'b> LeafBuilder<'a, 'b> {
             first_split_key_bytes = self.pairs[..division].iter().map(|(k, _)| k.len()).sum();
             first_split_value_bytes = self.pairs[..division].iter().map(|(_, v)| v.len()).sum();
         }
+        (division, first_split_key_bytes, first_split_value_bytes)
+    }
+
+    // tokenvault: true when build_split() would give two halves that each fit into one
+    // order zero page (see PATCHES.md, "Leaves share their entries with a sibling")
+    pub(super) fn split_fits_two_pages(&self) -> bool {
+        if self.pairs.len() < 2 {
+            return false;
+        }
+        let (division, key_bytes, value_bytes) = self.split_division();
+        let page_size = self.page_allocator.get_page_size();
+        leaf_fits_one_page(
+            division,
+            key_bytes + value_bytes,
+            self.fixed_key_size,
+            self.fixed_value_size,
+            page_size,
+        ) && leaf_fits_one_page(
+            self.pairs.len() - division,
+            self.total_key_bytes + self.total_value_bytes - key_bytes - value_bytes,
+            self.fixed_key_size,
+            self.fixed_value_size,
+            page_size,
+        )
+    }
+
+    // Returns the two halves, and the separator to store between them in their parent
+    pub(super) fn build_split<'txn, K: Key>(
+        self,
+    ) -> Result<(PageMut<'txn>, Cow<'a, [u8]>, PageMut<'txn>)> {
+        let (division, first_split_key_bytes, first_split_value_bytes) = self.split_division();
 
         let required_size =
             self.required_bytes(division, first_split_key_bytes + first_split_value_bytes);
