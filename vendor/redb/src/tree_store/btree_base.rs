@@ -957,7 +957,9 @@ impl<'a, 'b> LeafBuilder<'a, 'b> {
     // tokenvault: true when build_split() would give two halves that each fit into one
     // order zero page (see PATCHES.md, "Leaves share their entries with a sibling")
     pub(super) fn split_fits_two_pages(&self) -> bool {
-        if self.pairs.len() < 2 {
+        // More pairs than two leaves can count (u16 each) never fit; split_division() would
+        // assert on them
+        if self.pairs.len() < 2 || self.pairs.len() > 2 * usize::from(u16::MAX) {
             return false;
         }
         let (division, key_bytes, value_bytes) = self.split_division();

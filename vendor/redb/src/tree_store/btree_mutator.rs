@@ -93,6 +93,28 @@ struct InsertionResult<'a, V: Value + 'static> {
     old_value: Option<AccessGuard<'a, V>>,
 }
 
+// tokenvault: how often each case of redistribute_split_leaf() ran on this thread (the next
+// neighbour, the previous one, the inserted key in the new left leaf, in the new right
+// leaf, an existing key's value replaced, the branch split by the new separator), so that
+// the tests can show each one ran
+#[cfg(all(test, not(redb_no_std)))]
+std::thread_local! {
+    pub(super) static REDISTRIBUTIONS: core::cell::Cell<[u64; 6]> =
+        const { core::cell::Cell::new([0; 6]) };
+}
+
+#[cfg(all(test, not(redb_no_std)))]
+fn count_redistribution(case: usize) {
+    REDISTRIBUTIONS.with(|counts| {
+        let mut now = counts.get();
+        now[case] += 1;
+        counts.set(now);
+    });
+}
+
+#[cfg(not(all(test, not(redb_no_std))))]
+fn count_redistribution(_case: usize) {}
+
 // tokenvault: what redistribute_split_leaf() did
 enum Redistribution<'a, V: Value + 'static> {
     // Two new leaves replace the children `first` and `first + 1`
@@ -1158,6 +1180,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
                             }
                         }
                         let result = if builder.should_split() {
+                            count_redistribution(5);
                             let (new_page1, split_key, new_page2) = builder.build_split()?;
                             InsertionResult {
                                 new_root: new_page1.get_page_number(),
@@ -1359,6 +1382,10 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
             old_value,
             ..
         } = sub_result;
+        count_redistribution(if neighbour > child_index { 0 } else { 1 });
+        if old_value.is_some() {
+            count_redistribution(4);
+        }
         let value_len = inserted_value.value_len();
         drop(inserted_value);
         let neighbour_page = accessor.child_page(neighbour).unwrap();
@@ -1394,6 +1421,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
         let inserted_value = if found {
             let offset = left_accessor.offset_of_value(position).unwrap();
             drop(new_right);
+            count_redistribution(2);
             AccessGuardMutInPlace::new(new_left, offset, value_len)
         } else {
             drop(new_left);
@@ -1402,6 +1430,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
             let (position, found) = right_accessor.position::<K>(key);
             assert!(found);
             let offset = right_accessor.offset_of_value(position).unwrap();
+            count_redistribution(3);
             AccessGuardMutInPlace::new(new_right, offset, value_len)
         };
         for page in pages {
@@ -2220,7 +2249,12 @@ mod tokenvault_tests {
                     for _ in 0..150 {
                         let choice = rng.below(10);
                         if choice < 6 || changes.is_empty() {
-                            let key_len = 1 + rng.below(40) as usize;
+                            // Now and then a long key: long separators split branches
+                            let key_len = if rng.below(50) == 0 {
+                                200 + rng.below(800) as usize
+                            } else {
+                                1 + rng.below(40) as usize
+                            };
                             let key = rng.bytes(key_len);
                             let len = value_len(&mut rng);
                             let value = rng.bytes(len);
@@ -2269,16 +2303,160 @@ mod tokenvault_tests {
                 let expected: Vec<(Vec<u8>, Vec<u8>)> =
                     model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(stored, expected, "seed {seed}, round {round}");
-                for (k, v) in model.iter().step_by(17) {
-                    assert_eq!(
-                        table.get(k.as_slice()).unwrap().unwrap().value(),
-                        v.as_slice()
-                    );
-                }
+                check_lookups(&table, &model, &mut rng);
             }
             let mut db = db;
             assert!(db.check_integrity().unwrap());
         }
+        // Every case of the patch ran: either neighbour, the inserted key in either new
+        // leaf, and an existing key's new value
+        let counts = super::REDISTRIBUTIONS.with(|counts| counts.get());
+        assert!(counts[..5].iter().all(|&n| n > 0), "cases run: {counts:?}");
+    }
+
+    // Keys with no shared prefix or a long one: separators of one byte and of over a
+    // thousand, so that a branch rebuilt around a new, longer separator overflows and splits.
+    #[test]
+    fn tokenvault_leaf_sharing_long_separators() {
+        let mut rng = Rng(11);
+        let prefix = rng.bytes(1_500);
+        let db = database();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for _ in 0..40 {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(BYTES).unwrap();
+                for _ in 0..100 {
+                    // No shared prefix (short separators) or a long one (long separators)
+                    let shared = if rng.below(2) == 0 {
+                        0
+                    } else {
+                        1_200 + rng.below(300) as usize
+                    };
+                    let mut key = prefix[..shared].to_vec();
+                    let tail_len = 1 + rng.below(8) as usize;
+                    key.extend(rng.bytes(tail_len));
+                    let value_len = rng.below(200) as usize;
+                    let value = rng.bytes(value_len);
+                    table.insert(key.as_slice(), value.as_slice()).unwrap();
+                    model.insert(key, value);
+                }
+            }
+            txn.commit().unwrap();
+            let read = db.begin_read().unwrap();
+            let table = read.open_table(BYTES).unwrap();
+            assert_eq!(table.len().unwrap(), model.len() as u64);
+            check_lookups(&table, &model, &mut rng);
+        }
+        let mut db = db;
+        assert!(db.check_integrity().unwrap());
+        let counts = super::REDISTRIBUTIONS.with(|counts| counts.get());
+        assert!(counts[5] > 0, "cases run: {counts:?}");
+    }
+
+    // Every key by `get`, and ranges between random bounds (both use the branches'
+    // separators, which iterating does not), against the model.
+    fn check_lookups<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        table: &T,
+        model: &BTreeMap<Vec<u8>, Vec<u8>>,
+        rng: &mut Rng,
+    ) {
+        for (k, v) in model {
+            assert_eq!(
+                table.get(k.as_slice()).unwrap().unwrap().value(),
+                v.as_slice()
+            );
+        }
+        for _ in 0..20 {
+            let a_len = 1 + rng.below(3) as usize;
+            let mut a = rng.bytes(a_len);
+            let b_len = 1 + rng.below(3) as usize;
+            let mut b = rng.bytes(b_len);
+            if a > b {
+                core::mem::swap(&mut a, &mut b);
+            }
+            let stored: Vec<Vec<u8>> = table
+                .range::<&[u8]>(a.as_slice()..b.as_slice())
+                .unwrap()
+                .map(|entry| entry.unwrap().0.value().to_vec())
+                .collect();
+            let expected: Vec<Vec<u8>> = model
+                .range::<[u8], _>((
+                    core::ops::Bound::Included(a.as_slice()),
+                    core::ops::Bound::Excluded(b.as_slice()),
+                ))
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(stored, expected);
+        }
+    }
+
+    fn fill(db: &Database, rng: &mut Rng, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, durable: bool) {
+        let mut txn = db.begin_write().unwrap();
+        if !durable {
+            txn.set_durability(crate::Durability::None).unwrap();
+        }
+        {
+            let mut table = txn.open_table(BYTES).unwrap();
+            for _ in 0..200 {
+                let key = rng.bytes(32);
+                let len = value_len(rng);
+                let value = rng.bytes(len);
+                table.insert(key.as_slice(), value.as_slice()).unwrap();
+                model.insert(key, value);
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    // A file: commits without and with fsync, an ephemeral savepoint restored, the file
+    // reopened, compacted and checked, against the model throughout.
+    #[test]
+    fn tokenvault_leaf_sharing_savepoints_and_compaction() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut rng = Rng(5);
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        {
+            let db = Database::create(file.path()).unwrap();
+            for round in 0..30 {
+                fill(&db, &mut rng, &mut model, round % 3 == 0);
+            }
+            // A savepoint, more inserts, then back to the savepoint
+            let txn = db.begin_write().unwrap();
+            let savepoint = txn.ephemeral_savepoint().unwrap();
+            txn.commit().unwrap();
+            let mut lost = model.clone();
+            for _ in 0..5 {
+                fill(&db, &mut rng, &mut lost, false);
+            }
+            let mut txn = db.begin_write().unwrap();
+            txn.restore_savepoint(&savepoint).unwrap();
+            txn.commit().unwrap();
+            drop(savepoint);
+            let read = db.begin_read().unwrap();
+            let table = read.open_table(BYTES).unwrap();
+            assert_eq!(table.len().unwrap(), model.len() as u64);
+            check_lookups(&table, &model, &mut rng);
+        }
+        let mut db = Database::open(file.path()).unwrap();
+        fill(&db, &mut rng, &mut model, true);
+        // Removes too, so that compaction has pages to move
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(BYTES).unwrap();
+            let keys: Vec<Vec<u8>> = model.keys().step_by(3).cloned().collect();
+            for key in keys {
+                table.remove(key.as_slice()).unwrap();
+                model.remove(&key);
+            }
+        }
+        txn.commit().unwrap();
+        db.compact().unwrap();
+        assert!(db.check_integrity().unwrap());
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(BYTES).unwrap();
+        assert_eq!(table.len().unwrap(), model.len() as u64);
+        check_lookups(&table, &model, &mut rng);
     }
 
     // Fixed-width keys and values, random inserts and removes, against a model.
@@ -2307,6 +2485,9 @@ mod tokenvault_tests {
             txn.commit().unwrap();
             let read = db.begin_read().unwrap();
             let table = read.open_table(FIXED).unwrap();
+            for (k, v) in &model {
+                assert_eq!(table.get(*k).unwrap().unwrap().value(), *v);
+            }
             let stored: Vec<(u64, [u8; 24])> = table
                 .iter()
                 .unwrap()
