@@ -1165,6 +1165,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
                                 if j == first + 1 {
                                     builder.push_key(separator.as_slice());
                                 } else {
+                                    // ok: a branch of n children has n - 1 keys
                                     builder.push_key(accessor.key(j - 1).unwrap());
                                 }
                             }
@@ -1173,6 +1174,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
                             } else if j == first + 1 {
                                 builder.push_child(right, DEFERRED);
                             } else {
+                                // ok: j is below the branch's number of children
                                 builder.push_child(
                                     accessor.child_page(j).unwrap(),
                                     accessor.child_checksum(j).unwrap(),
@@ -1388,6 +1390,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
         }
         let value_len = inserted_value.value_len();
         drop(inserted_value);
+        // ok: `neighbour` was chosen because the branch has that child
         let neighbour_page = accessor.child_page(neighbour).unwrap();
         let (first, pages) = if neighbour > child_index {
             (child_index, [first_half, second_half, neighbour_page])
@@ -1419,6 +1422,7 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
             LeafAccessor::new(new_left.memory(), K::fixed_width(), V::fixed_width());
         let (position, found) = left_accessor.position::<K>(key);
         let inserted_value = if found {
+            // ok: `position` was found, so it is one of the leaf's entries
             let offset = left_accessor.offset_of_value(position).unwrap();
             drop(new_right);
             count_redistribution(2);
@@ -1428,7 +1432,13 @@ impl<'a, 'b, K: Key + 'static, V: Value + 'static> MutateHelper<'a, 'b, K, V> {
             let right_accessor =
                 LeafAccessor::new(new_right.memory(), K::fixed_width(), V::fixed_width());
             let (position, found) = right_accessor.position::<K>(key);
-            assert!(found);
+            if !found {
+                // Only if the neighbour's keys were out of order (a damaged page)
+                return Err(crate::StorageError::Corrupted(
+                    "a leaf's keys are out of order".to_string(),
+                ));
+            }
+            // ok: `position` was found, so it is one of the leaf's entries
             let offset = right_accessor.offset_of_value(position).unwrap();
             count_redistribution(3);
             AccessGuardMutInPlace::new(new_right, offset, value_len)
